@@ -1,0 +1,96 @@
+//! The request budget: Lucca allows a fixed number of requests per minute per
+//! tenant, shared by every integration, so requests are spaced evenly rather
+//! than sent in bursts.
+
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// Paces requests to one tenant host so that no 60-second window ever holds
+/// more than `per_minute` of them.
+///
+/// A token bucket whose burst is a whole minute's quota can send `2N` requests
+/// in the first minute (a full bucket, then the refill); this budget instead
+/// gives each request its own slot, `60 s / N` after the previous one. Every
+/// attempt takes a slot, retries included.
+#[derive(Debug)]
+pub struct RequestBudget {
+    interval: Option<Duration>,
+    next_slot: Mutex<Option<Instant>>,
+}
+
+/// Margin added to each slot so that a server counting in a closed 60-second
+/// window `[t, t + 60 s]` never sees `N + 1` requests.
+const SLOT_MARGIN: Duration = Duration::from_millis(2);
+
+impl RequestBudget {
+    /// A budget of `per_minute` requests per minute; `None` means unlimited.
+    pub fn new(per_minute: Option<u32>) -> Self {
+        let interval = per_minute
+            .filter(|n| *n > 0)
+            .map(|n| Duration::from_secs(60) / n + SLOT_MARGIN);
+        RequestBudget {
+            interval,
+            next_slot: Mutex::new(None),
+        }
+    }
+
+    /// The spacing between two requests, if the budget is limited.
+    pub fn interval(&self) -> Option<Duration> {
+        self.interval
+    }
+
+    /// Waits for the next free slot. Slots are handed out in call order.
+    pub async fn acquire(&self) {
+        let Some(interval) = self.interval else {
+            return;
+        };
+        let slot = {
+            let mut next = self.next_slot.lock().await;
+            let now = Instant::now();
+            let slot = match *next {
+                Some(t) if t > now => t,
+                _ => now,
+            };
+            *next = Some(slot + interval);
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn never_more_than_n_in_any_minute() {
+        let budget = RequestBudget::new(Some(50));
+        let start = Instant::now();
+        let mut sent = Vec::new();
+        for _ in 0..120 {
+            budget.acquire().await;
+            sent.push(Instant::now() - start);
+        }
+        for (i, t) in sent.iter().enumerate() {
+            let in_window = sent[i..]
+                .iter()
+                .take_while(|u| **u <= *t + Duration::from_secs(60))
+                .count();
+            assert!(in_window <= 50, "{in_window} requests in the minute from {t:?}");
+        }
+        // Evenly spaced: the first minute does not hold a burst.
+        assert!(sent[1] - sent[0] >= Duration::from_millis(1200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unlimited_never_waits() {
+        let budget = RequestBudget::new(None);
+        let start = Instant::now();
+        for _ in 0..1000 {
+            budget.acquire().await;
+        }
+        assert_eq!(Instant::now(), start);
+    }
+}

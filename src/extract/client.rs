@@ -1,0 +1,159 @@
+//! The HTTP client for one Lucca tenant: authentication headers, redirects
+//! that never leave the tenant, and the middleware stack (request budget,
+//! stop-on-401) every request goes through.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::Extensions;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue};
+use reqwest::{Request, Response, StatusCode};
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
+use tokio_util::sync::CancellationToken;
+
+use super::budget::RequestBudget;
+use crate::pipeline::Secret;
+
+/// Counters of one stream's traffic, read by the run summary.
+#[derive(Debug, Default)]
+pub struct StreamCounters {
+    /// Requests actually sent (attempts, retries included).
+    pub requests: AtomicU64,
+    /// Attempts that were retries.
+    pub retries: AtomicU64,
+    /// Responses with status 429.
+    pub throttled: AtomicU64,
+}
+
+impl StreamCounters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Current value of a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Timeouts of the HTTP client.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// TCP (and TLS) connect timeout.
+    pub connect: Duration,
+    /// Whole request, body included.
+    pub request: Duration,
+}
+
+/// Builds the client for one tenant. Every request carries
+/// `Authorization: lucca application={key}` (marked sensitive, so reqwest
+/// never prints it), `Accept: application/json` and
+/// `User-Agent: lucca-sync/{version}`.
+pub fn build_client(
+    api_key: &Secret,
+    timeouts: Timeouts,
+    budget: Arc<RequestBudget>,
+    stop: CancellationToken,
+) -> Result<ClientWithMiddleware, reqwest::Error> {
+    let mut headers = HeaderMap::new();
+    // A key with characters not allowed in a header is sent as it is by no
+    // client; report it as invalid without echoing it.
+    let mut auth = HeaderValue::from_str(&format!("lucca application={}", api_key.expose()))
+        .unwrap_or_else(|_| HeaderValue::from_static("lucca application=invalid-key"));
+    auth.set_sensitive(true);
+    headers.insert(AUTHORIZATION, auth);
+    headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+
+    let client = reqwest::Client::builder()
+        .default_headers(headers)
+        .user_agent(concat!("lucca-sync/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(timeouts.connect)
+        .timeout(timeouts.request)
+        .redirect(same_host_redirects())
+        .build()?;
+    Ok(ClientBuilder::new(client)
+        .with(BudgetMiddleware { budget })
+        .with(StopOn401Middleware { stop })
+        .build())
+}
+
+/// Redirects are followed only within the same scheme, host and port, so the
+/// API key never reaches another host.
+fn same_host_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let Some(first) = attempt.previous().first() else {
+            return attempt.stop();
+        };
+        let same_origin = first.scheme() == attempt.url().scheme()
+            && first.host_str() == attempt.url().host_str()
+            && first.port_or_known_default() == attempt.url().port_or_known_default();
+        if !same_origin {
+            let target = attempt.url().host_str().unwrap_or("?").to_owned();
+            attempt.error(format!(
+                "refused a redirect to another host ({target}): the API key is only sent to the tenant"
+            ))
+        } else if attempt.previous().len() > 5 {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+/// Makes every attempt wait for its slot in the tenant's request budget.
+struct BudgetMiddleware {
+    budget: Arc<RequestBudget>,
+}
+
+#[async_trait::async_trait]
+impl Middleware for BudgetMiddleware {
+    async fn handle(
+        &self,
+        req: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        self.budget.acquire().await;
+        next.run(req, extensions).await
+    }
+}
+
+/// The last gate before the network: refuses to send once the run is
+/// stopping, and stops the run the moment a 401 arrives, before any other
+/// request can leave.
+struct StopOn401Middleware {
+    stop: CancellationToken,
+}
+
+/// Error returned by the middleware when the run is stopping.
+#[derive(Debug, thiserror::Error)]
+#[error("the run is stopping; request not sent")]
+pub struct RunStopping;
+
+#[async_trait::async_trait]
+impl Middleware for StopOn401Middleware {
+    async fn handle(
+        &self,
+        req: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        if self.stop.is_cancelled() {
+            return Err(reqwest_middleware::Error::middleware(RunStopping));
+        }
+        if let Some(counters) = extensions.get::<Arc<StreamCounters>>() {
+            StreamCounters::bump(&counters.requests);
+        }
+        let response = next.run(req, extensions).await?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            self.stop.cancel();
+        }
+        if response.status() == StatusCode::TOO_MANY_REQUESTS
+            && let Some(counters) = extensions.get::<Arc<StreamCounters>>()
+        {
+            StreamCounters::bump(&counters.throttled);
+        }
+        Ok(response)
+    }
+}

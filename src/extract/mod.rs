@@ -1,0 +1,359 @@
+//! The extract stage: reads a stream's pages from a Lucca tenant, paced by
+//! the request budget, retrying what is transient, and hands each page's raw
+//! records to the transform through a bounded channel.
+
+pub mod budget;
+pub mod client;
+pub mod paging;
+mod retry;
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use reqwest_middleware::ClientWithMiddleware;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+pub use budget::RequestBudget;
+pub use client::{StreamCounters, Timeouts, build_client};
+use paging::{NextPage, Pager};
+pub use retry::RetrySettings;
+
+use crate::pipeline::{PageBy, PagingStyle};
+
+/// The `Api-Version` the newer Lucca API requires.
+pub const LUCCA_API_VERSION: &str = "2024-11-01";
+
+/// Everything the extractor needs to read one stream.
+#[derive(Debug, Clone)]
+pub struct StreamPlan {
+    /// Pipeline name, for messages.
+    pub pipeline: String,
+    /// Stream name, for messages.
+    pub stream: String,
+    /// The endpoint path as written in the pipeline.
+    pub endpoint: String,
+    /// Endpoint URL with the stream's parameters, projection and filters,
+    /// without paging parameters.
+    pub base: Url,
+    /// Paging style.
+    pub style: PagingStyle,
+    /// Keyset or offset, for v3.
+    pub page_by: PageBy,
+    /// Records per request.
+    pub page_size: u32,
+}
+
+impl StreamPlan {
+    /// Builds the endpoint URL: `params`, then the projection in the style's
+    /// own syntax (with the total count asked for), then the incremental
+    /// filter `{cursor_field}=since,{value}`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        pipeline: &str,
+        stream: &str,
+        base_url: &Url,
+        endpoint: &str,
+        params: &std::collections::BTreeMap<String, String>,
+        fields_query: &str,
+        style: PagingStyle,
+        page_by: PageBy,
+        page_size: u32,
+        since: Option<(&str, &str)>,
+    ) -> Result<Self, url::ParseError> {
+        let mut base = base_url.join(endpoint)?;
+        {
+            let mut q = base.query_pairs_mut();
+            for (k, v) in params {
+                q.append_pair(k, v);
+            }
+            match style {
+                PagingStyle::V3 => {
+                    let fields = if fields_query.is_empty() {
+                        "collection.count".to_owned()
+                    } else {
+                        format!("{fields_query},collection.count")
+                    };
+                    q.append_pair("fields", &fields);
+                }
+                PagingStyle::V4 => {
+                    if !fields_query.is_empty() {
+                        q.append_pair("fields", fields_query);
+                    }
+                    q.append_pair("fields.root", "count");
+                }
+                PagingStyle::Cursor => {
+                    if !fields_query.is_empty() {
+                        q.append_pair("fields", fields_query);
+                    }
+                    q.append_pair("include", "links,totalCount");
+                }
+            }
+            if let Some((field, value)) = since {
+                q.append_pair(field, &format!("since,{value}"));
+            }
+        }
+        Ok(StreamPlan {
+            pipeline: pipeline.to_owned(),
+            stream: stream.to_owned(),
+            endpoint: endpoint.to_owned(),
+            base,
+            style,
+            page_by,
+            page_size,
+        })
+    }
+}
+
+/// One page of records, as the API sent it.
+#[derive(Debug)]
+pub struct Page {
+    /// 1-based page number within the stream.
+    pub number: u64,
+    /// The URL the page came from (no secret in it).
+    pub url: String,
+    /// The whole response body.
+    pub body: Bytes,
+    /// Where each record's JSON text sits in `body`.
+    pub items: Vec<Range<usize>>,
+}
+
+impl Page {
+    /// The JSON text of each record.
+    pub fn records(&self) -> impl Iterator<Item = &[u8]> {
+        self.items.iter().map(|r| &self.body[r.clone()])
+    }
+}
+
+/// What the extractor reports once a stream is read.
+#[derive(Debug, Clone, Default)]
+pub struct ExtractSummary {
+    /// Pages read.
+    pub pages: u64,
+    /// Records read.
+    pub records: u64,
+    /// The total the API reported on the first page, if any.
+    pub api_count: Option<u64>,
+}
+
+/// Why a stream could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    /// 401: the key is invalid or revoked. The whole run stops.
+    #[error(
+        "stream `{stream}`: {url}: the API key was rejected (401 Unauthorized); check LUCCA_API_KEY or the api_key_file, the key itself is not shown"
+    )]
+    KeyRejected { stream: String, url: String },
+    /// 403: the key's role lacks a right.
+    #[error(
+        "stream `{stream}`: {url}: 403 Forbidden: the API key's role has no right to read `{endpoint}`{detail}; grant it in Lucca's role settings or remove the stream"
+    )]
+    Forbidden {
+        stream: String,
+        url: String,
+        endpoint: String,
+        detail: String,
+    },
+    /// Another status that retrying cannot fix (400, 404, 405, ...).
+    #[error("stream `{stream}`: {url}: HTTP {status}{detail} (not retried)")]
+    Rejected {
+        stream: String,
+        url: String,
+        status: u16,
+        detail: String,
+    },
+    /// Transient failures went on past the retry limits.
+    #[error("stream `{stream}`: {url}: page {page} failed after {attempts} attempts: {last}")]
+    GaveUp {
+        stream: String,
+        url: String,
+        page: u64,
+        attempts: u32,
+        last: String,
+    },
+    /// The server asked to wait longer than the configured cap.
+    #[error(
+        "stream `{stream}`: {url}: the server asked to wait {asked}s (Retry-After), more than max_retry_after_secs ({cap}s)"
+    )]
+    RetryAfterTooLong {
+        stream: String,
+        url: String,
+        asked: u64,
+        cap: u64,
+    },
+    /// A 200 whose body is not what the paging style expects.
+    #[error("stream `{stream}`: {url}: page {page}: {message}")]
+    BadResponse {
+        stream: String,
+        url: String,
+        page: u64,
+        message: String,
+    },
+    /// The run is stopping (another stream's 401, a signal): nothing more is sent.
+    #[error("stream `{stream}`: stopped before completion: the run is stopping")]
+    Stopped { stream: String },
+    /// The client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+impl ExtractError {
+    /// True when the API key was rejected.
+    pub fn is_key_rejected(&self) -> bool {
+        matches!(self, ExtractError::KeyRejected { .. })
+    }
+
+    /// True for a 403.
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, ExtractError::Forbidden { .. })
+    }
+}
+
+/// A URL as shown in logs and messages: without user info.
+pub fn display_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.to_string()
+}
+
+/// Shared pieces for the streams of one run against one tenant.
+#[derive(Clone)]
+pub struct Extractor {
+    /// The tenant's client (budget and 401 gate inside).
+    pub http: ClientWithMiddleware,
+    /// Retry limits.
+    pub retry: RetrySettings,
+    /// Cancelled on 401 or on a signal: no request leaves after that.
+    pub stop: CancellationToken,
+}
+
+#[derive(Deserialize)]
+struct RecordId {
+    #[serde(default, alias = "Id")]
+    id: Option<serde_json::Value>,
+}
+
+impl Extractor {
+    /// Asks for the first page of a stream, one record long: proves the URL,
+    /// the key and the key's rights with a single request. Returns the count
+    /// the API reported.
+    pub async fn probe(
+        &self,
+        plan: &StreamPlan,
+        counters: Arc<StreamCounters>,
+    ) -> Result<Option<u64>, ExtractError> {
+        let mut plan = plan.clone();
+        plan.page_size = 1;
+        let pager = Pager::new(plan.style, plan.page_by, plan.base.clone(), 1);
+        let (_, parsed) = retry::fetch_page(self, &plan, &counters, &pager.current_url(), 1).await?;
+        Ok(parsed.count)
+    }
+
+    /// Reads every page of a stream and sends them down `pages`. Returns once
+    /// the last page is handed over.
+    pub async fn extract_stream(
+        &self,
+        plan: &StreamPlan,
+        counters: Arc<StreamCounters>,
+        pages: mpsc::Sender<Page>,
+    ) -> Result<ExtractSummary, ExtractError> {
+        let mut pager = Pager::new(plan.style, plan.page_by, plan.base.clone(), plan.page_size);
+        let keyset = plan.style == PagingStyle::V3 && plan.page_by == PageBy::Id;
+        let mut url = pager.current_url();
+        let mut summary = ExtractSummary::default();
+        loop {
+            let number = summary.pages + 1;
+            let (body, parsed) = retry::fetch_page(self, plan, &counters, &url, number).await?;
+            let shown = display_url(&url);
+            let last_id = if keyset {
+                parsed
+                    .items
+                    .last()
+                    .and_then(|r| serde_json::from_slice::<RecordId>(&body[r.clone()]).ok())
+                    .and_then(|r| r.id)
+                    .and_then(|v| v.as_i64())
+            } else {
+                None
+            };
+            let next = pager
+                .advance(
+                    parsed.items.len(),
+                    parsed.count,
+                    last_id,
+                    parsed.next_href.as_deref(),
+                )
+                .map_err(|message| ExtractError::BadResponse {
+                    stream: plan.stream.clone(),
+                    url: shown.clone(),
+                    page: number,
+                    message,
+                })?;
+            summary.pages = number;
+            summary.records += parsed.items.len() as u64;
+            summary.api_count = pager.total();
+            tracing::debug!(
+                pipeline = %plan.pipeline,
+                stream = %plan.stream,
+                page = number,
+                url = %shown,
+                records = parsed.items.len(),
+                "page read"
+            );
+            let page = Page {
+                number,
+                url: shown,
+                body,
+                items: parsed.items,
+            };
+            if pages.send(page).await.is_err() {
+                // The transform stopped; its own error says why.
+                return Err(ExtractError::Stopped {
+                    stream: plan.stream.clone(),
+                });
+            }
+            match next {
+                NextPage::Fetch(next_url) => url = next_url,
+                NextPage::Done => return Ok(summary),
+            }
+        }
+    }
+}
+
+
+/// The value sent as `{cursor_field}=since,{value}`: the stored cursor minus
+/// the lookback that covers clock skew between Lucca's servers and ours.
+/// Naive datetimes stay naive (Lucca's local time); the result is truncated
+/// to the second, which only ever moves it earlier.
+pub fn since_value(cursor: &str, lookback: std::time::Duration) -> String {
+    use crate::transform::temporal::{Temporal, parse};
+    let back = i64::try_from(lookback.as_micros()).unwrap_or(i64::MAX);
+    let format = |micros: i64, suffix: &str| {
+        chrono::DateTime::from_timestamp_micros(micros.saturating_sub(back))
+            .map(|t| format!("{}{suffix}", t.naive_utc().format("%Y-%m-%dT%H:%M:%S")))
+    };
+    let shifted = match parse(cursor) {
+        Some(Temporal::Naive(us)) => format(us, ""),
+        Some(Temporal::Zoned(us)) => format(us, "Z"),
+        Some(Temporal::Date(days)) => format(i64::from(days) * 86_400_000_000, ""),
+        None => None,
+    };
+    shifted.unwrap_or_else(|| cursor.to_owned())
+}
+
+#[cfg(test)]
+mod since_tests {
+    use super::since_value;
+    use std::time::Duration;
+
+    #[test]
+    fn lookback_is_subtracted_and_the_format_kept() {
+        let five_min = Duration::from_secs(300);
+        assert_eq!(since_value("2025-01-01T08:45:23.583", five_min), "2025-01-01T08:40:23");
+        assert_eq!(since_value("2025-01-01T00:01:00Z", five_min), "2024-12-31T23:56:00Z");
+        assert_eq!(since_value("42", five_min), "42");
+    }
+}

@@ -1,0 +1,385 @@
+//! Fetching one page with retries: reqwest-retry's exponential backoff with
+//! jitter and its retryable classification, plus what it lacks: honouring
+//! `Retry-After`, retrying a body that breaks or is not JSON, and bounds on
+//! attempts and on the total time spent waiting.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest_retry::policies::ExponentialBackoff;
+use reqwest_retry::{Jitter, RetryDecision, RetryPolicy, Retryable, RetryableStrategy};
+use url::Url;
+
+use super::client::StreamCounters;
+use super::paging::{EnvelopeError, ParsedPage, parse_envelope};
+use super::{ExtractError, Extractor, LUCCA_API_VERSION, StreamPlan, display_url};
+use crate::pipeline::PagingStyle;
+
+/// Limits on retrying one page.
+#[derive(Debug, Clone)]
+pub struct RetrySettings {
+    /// Attempts per page, the first included.
+    pub max_attempts: u32,
+    /// Longest total wait between the attempts of one page.
+    pub max_total_wait: Duration,
+    /// Longest `Retry-After` accepted.
+    pub max_retry_after: Duration,
+    /// First backoff interval; doubles on each retry, with jitter.
+    pub backoff_min: Duration,
+    /// Largest backoff interval.
+    pub backoff_max: Duration,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            max_attempts: 6,
+            max_total_wait: Duration::from_secs(300),
+            max_retry_after: Duration::from_secs(120),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetrySettings {
+    fn policy(&self) -> ExponentialBackoff {
+        ExponentialBackoff::builder()
+            .retry_bounds(self.backoff_min, self.backoff_max.max(self.backoff_min))
+            .jitter(Jitter::Bounded)
+            .base(2)
+            .build_with_max_retries(self.max_attempts.saturating_sub(1))
+    }
+}
+
+/// Lucca's retry guidance as a reqwest-retry strategy: 408, 429, 500, 502,
+/// 503 and 504, timeouts and broken connections are transient; every other
+/// status (400, 401, 403, 404, 405, ...) is final.
+pub struct LuccaRetryStrategy;
+
+impl RetryableStrategy for LuccaRetryStrategy {
+    fn handle(
+        &self,
+        res: &Result<reqwest::Response, reqwest_middleware::Error>,
+    ) -> Option<Retryable> {
+        match res {
+            Ok(response) => classify_status(response.status()),
+            Err(reqwest_middleware::Error::Middleware(_)) => Some(Retryable::Fatal),
+            Err(e @ reqwest_middleware::Error::Reqwest(inner)) => {
+                if inner.is_redirect() || inner.is_builder() {
+                    Some(Retryable::Fatal)
+                } else {
+                    // Anything else on the wire (connect, timeout, reset,
+                    // a response cut short) is worth another attempt.
+                    reqwest_retry::default_on_request_failure(e).or(Some(Retryable::Transient))
+                }
+            }
+        }
+    }
+}
+
+fn classify_status(status: StatusCode) -> Option<Retryable> {
+    match status.as_u16() {
+        200..=299 => None,
+        408 | 429 | 500 | 502 | 503 | 504 => Some(Retryable::Transient),
+        _ => Some(Retryable::Fatal),
+    }
+}
+
+/// Reads `Retry-After`: delay-seconds or an HTTP date.
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    // The date has a one-second resolution: round up so that we never
+    // come back early.
+    let wait = when.duration_since(now).unwrap_or(Duration::ZERO);
+    let whole = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    Some(Duration::from_secs(whole))
+}
+
+/// The outcome of one attempt.
+enum Attempt {
+    Done(Bytes, ParsedPage),
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    Fail(ExtractError),
+}
+
+/// Fetches page `number` at `url`, retrying what is transient.
+pub(super) async fn fetch_page(
+    extractor: &Extractor,
+    plan: &StreamPlan,
+    counters: &Arc<StreamCounters>,
+    url: &Url,
+    number: u64,
+) -> Result<(Bytes, ParsedPage), ExtractError> {
+    let settings = &extractor.retry;
+    let policy = settings.policy();
+    let started = SystemTime::now();
+    let shown = display_url(url);
+    let mut waited = Duration::ZERO;
+    let mut attempt: u32 = 0;
+    loop {
+        attempt += 1;
+        let outcome = tokio::select! {
+            biased;
+            () = extractor.stop.cancelled() => {
+                return Err(ExtractError::Stopped { stream: plan.stream.clone() });
+            }
+            outcome = try_once(extractor, plan, counters, url, &shown, number) => outcome,
+        };
+        let (reason, retry_after) = match outcome {
+            Attempt::Done(body, page) => return Ok((body, page)),
+            Attempt::Fail(e) => return Err(e),
+            Attempt::Retry {
+                reason,
+                retry_after,
+            } => (reason, retry_after),
+        };
+        let gave_up = |last: String| ExtractError::GaveUp {
+            stream: plan.stream.clone(),
+            url: shown.clone(),
+            page: number,
+            attempts: attempt,
+            last,
+        };
+        let wait = match retry_after {
+            Some(asked) if asked > settings.max_retry_after => {
+                return Err(ExtractError::RetryAfterTooLong {
+                    stream: plan.stream.clone(),
+                    url: shown.clone(),
+                    asked: asked.as_secs(),
+                    cap: settings.max_retry_after.as_secs(),
+                });
+            }
+            Some(asked) => asked,
+            None => match policy.should_retry(started, attempt - 1) {
+                RetryDecision::Retry { execute_after } => execute_after
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO),
+                RetryDecision::DoNotRetry => return Err(gave_up(reason)),
+            },
+        };
+        if attempt >= settings.max_attempts {
+            return Err(gave_up(reason));
+        }
+        if waited + wait > settings.max_total_wait {
+            return Err(gave_up(format!(
+                "{reason}; waiting {:.1}s more would pass max_retry_wait_secs ({}s)",
+                wait.as_secs_f64(),
+                settings.max_total_wait.as_secs()
+            )));
+        }
+        tracing::warn!(
+            pipeline = %plan.pipeline,
+            stream = %plan.stream,
+            page = number,
+            url = %shown,
+            attempt,
+            wait_ms = wait.as_millis() as u64,
+            "{reason}; retrying"
+        );
+        StreamCounters::bump(&counters.retries);
+        waited += wait;
+        tokio::select! {
+            biased;
+            () = extractor.stop.cancelled() => {
+                return Err(ExtractError::Stopped { stream: plan.stream.clone() });
+            }
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+async fn try_once(
+    extractor: &Extractor,
+    plan: &StreamPlan,
+    counters: &Arc<StreamCounters>,
+    url: &Url,
+    shown: &str,
+    number: u64,
+) -> Attempt {
+    let mut request = extractor
+        .http
+        .get(url.clone())
+        .with_extension(Arc::clone(counters));
+    if plan.style == PagingStyle::Cursor {
+        request = request.header("Api-Version", LUCCA_API_VERSION);
+    }
+    let result = request.send().await;
+    if let Err(reqwest_middleware::Error::Middleware(_)) = &result {
+        // Only the stop gate fails in middleware.
+        return Attempt::Fail(ExtractError::Stopped {
+            stream: plan.stream.clone(),
+        });
+    }
+    let decision = LuccaRetryStrategy.handle(&result);
+    let response = match result {
+        Ok(response) => response,
+        Err(e) => {
+            let reason = error_chain(&e);
+            return match decision {
+                Some(Retryable::Fatal) => Attempt::Fail(ExtractError::GaveUp {
+                    stream: plan.stream.clone(),
+                    url: shown.to_owned(),
+                    page: number,
+                    attempts: 1,
+                    last: reason,
+                }),
+                _ => Attempt::Retry {
+                    reason,
+                    retry_after: None,
+                },
+            };
+        }
+    };
+    let status = response.status();
+    match decision {
+        None => {}
+        Some(Retryable::Transient) => {
+            let retry_after = retry_after(response.headers(), SystemTime::now());
+            return Attempt::Retry {
+                reason: format!("HTTP {status}"),
+                retry_after,
+            };
+        }
+        Some(Retryable::Fatal) => {
+            let detail = error_detail(response).await;
+            return Attempt::Fail(fatal_status(plan, shown, status, detail));
+        }
+    }
+    let body = match response.bytes().await {
+        Ok(body) => body,
+        Err(e) => {
+            return Attempt::Retry {
+                reason: format!("the response body broke off: {}", error_chain(&e)),
+                retry_after: None,
+            };
+        }
+    };
+    match parse_envelope(&body, plan.style) {
+        Ok(page) => Attempt::Done(body, page),
+        Err(EnvelopeError::InvalidJson(e)) => Attempt::Retry {
+            reason: format!("the response body is not valid JSON ({e})"),
+            retry_after: None,
+        },
+        Err(EnvelopeError::Unexpected(message)) => Attempt::Fail(ExtractError::BadResponse {
+            stream: plan.stream.clone(),
+            url: shown.to_owned(),
+            page: number,
+            message,
+        }),
+    }
+}
+
+fn fatal_status(plan: &StreamPlan, shown: &str, status: StatusCode, detail: String) -> ExtractError {
+    match status {
+        StatusCode::UNAUTHORIZED => ExtractError::KeyRejected {
+            stream: plan.stream.clone(),
+            url: shown.to_owned(),
+        },
+        StatusCode::FORBIDDEN => ExtractError::Forbidden {
+            stream: plan.stream.clone(),
+            url: shown.to_owned(),
+            endpoint: plan.endpoint.clone(),
+            detail,
+        },
+        _ => ExtractError::Rejected {
+            stream: plan.stream.clone(),
+            url: shown.to_owned(),
+            status: status.as_u16(),
+            detail,
+        },
+    }
+}
+
+/// A short excerpt of an error body (RFC 7807 `title`/`detail` when present).
+async fn error_detail(response: reqwest::Response) -> String {
+    let Ok(body) = response.bytes().await else {
+        return String::new();
+    };
+    #[derive(serde::Deserialize)]
+    struct Problem {
+        title: Option<String>,
+        detail: Option<String>,
+        #[serde(rename = "Message")]
+        message: Option<String>,
+    }
+    let text = match serde_json::from_slice::<Problem>(&body) {
+        Ok(p) => [p.title, p.detail, p.message]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(": "),
+        Err(_) => String::from_utf8_lossy(&body).trim().to_owned(),
+    };
+    if text.is_empty() {
+        return String::new();
+    }
+    let excerpt: String = text.chars().take(300).collect();
+    format!(" ({excerpt})")
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn reads_retry_after_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(7)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(12));
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_str(&later).unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(12)));
+        // A date in the past means "now".
+        assert_eq!(
+            retry_after(&headers, now + Duration::from_secs(60)),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn lucca_statuses() {
+        for s in [408, 429, 500, 502, 503, 504] {
+            assert!(matches!(
+                classify_status(StatusCode::from_u16(s).unwrap_or_default()),
+                Some(Retryable::Transient)
+            ));
+        }
+        for s in [400, 401, 403, 404, 405] {
+            assert!(matches!(
+                classify_status(StatusCode::from_u16(s).unwrap_or_default()),
+                Some(Retryable::Fatal)
+            ));
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! lucca-sync copies HR data out of Lucca into DuckDB tables and Parquet
+//! files. The binary is a thin CLI over this library: pipeline files are
+//! parsed by [`pipeline`], read by [`extract`], typed by [`transform`] and
+//! written by [`load`]; [`run`] wires the stages together.
+
+pub mod extract;
+pub mod load;
+pub mod pipeline;
+pub mod run;
+pub mod sandbox;
+pub mod settings;
+pub mod transform;

@@ -1,0 +1,386 @@
+//! The DuckDB loader. A run never writes the live database file: it copies
+//! it to a temporary file next to it, loads each stream into a stage table
+//! there, swaps the stage table in within one transaction once the stream is
+//! complete, and at the end renames the temporary file over the live one.
+//! Readers holding the old file open keep reading the old data; a failed or
+//! killed run leaves the live file exactly as it was. The cost: one copy of
+//! the database file per run (a reflink on filesystems that support it).
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Schema, TimeUnit};
+use duckdb::Connection;
+
+use super::{LoadError, RUN_ID_COLUMN, STATE_TABLE, StreamCommit, lock::DestinationLock, sync_dir};
+use crate::pipeline::WriteMode;
+
+/// `'text'` with inner quotes doubled.
+fn sql_string(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// A load in progress into one DuckDB file.
+pub struct DuckdbLoad {
+    live: PathBuf,
+    temp: PathBuf,
+    conn: Option<Connection>,
+    stages: HashMap<String, StageTable>,
+    _lock: DestinationLock,
+}
+
+struct StageTable {
+    name: String,
+    columns: Vec<String>,
+    rows: u64,
+}
+
+/// `"name"` with inner quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The DuckDB type of an Arrow type produced by the transform.
+pub fn sql_type(ty: &DataType) -> &'static str {
+    match ty {
+        DataType::Int64 => "BIGINT",
+        DataType::Float64 => "DOUBLE",
+        DataType::Boolean => "BOOLEAN",
+        DataType::Date32 => "DATE",
+        DataType::Timestamp(TimeUnit::Microsecond, None) => "TIMESTAMP",
+        DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ",
+        _ => "VARCHAR",
+    }
+}
+
+impl DuckdbLoad {
+    /// Takes the destination's lock, clears what a killed run left behind
+    /// and prepares the temporary copy.
+    pub fn open(live: &Path, run_id: &str) -> Result<Self, LoadError> {
+        let io = |action: &str, path: &Path, e: std::io::Error| LoadError::Io {
+            action: action.to_owned(),
+            path: path.to_path_buf(),
+            source: e,
+        };
+        if let Some(dir) = live.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(|e| io("create the directory", dir, e))?;
+        }
+        let lock = DestinationLock::acquire(&lock_path(live))?;
+        remove_leftovers(live);
+        let temp = temp_path(live, run_id);
+        if live.exists() {
+            fs::copy(live, &temp).map_err(|e| io("copy the database to", &temp, e))?;
+        }
+        let conn = Connection::open(&temp).map_err(|e| LoadError::Duckdb {
+            path: live.to_path_buf(),
+            context: "open a working copy".into(),
+            source: e,
+        })?;
+        Ok(DuckdbLoad {
+            live: live.to_path_buf(),
+            temp,
+            conn: Some(conn),
+            stages: HashMap::new(),
+            _lock: lock,
+        })
+    }
+
+    fn conn(&self) -> Result<&Connection, LoadError> {
+        self.conn.as_ref().ok_or_else(|| LoadError::Closed {
+            path: self.live.clone(),
+        })
+    }
+
+    fn sql(&self, context: &str, sql: &str) -> Result<(), LoadError> {
+        self.conn()?
+            .execute_batch(sql)
+            .map_err(|e| LoadError::Duckdb {
+                path: self.live.clone(),
+                context: context.to_owned(),
+                source: e,
+            })
+    }
+
+    /// Appends a batch to the stream's stage table, creating it or adding
+    /// the batch's new columns first.
+    pub fn write(&mut self, stream: &str, batch: &RecordBatch) -> Result<(), LoadError> {
+        let schema = batch.schema();
+        if !self.stages.contains_key(stream) {
+            let name = format!("_lucca_sync_stage_{stream}");
+            self.sql(
+                &format!("create the stage table of stream `{stream}`"),
+                &format!(
+                    "DROP TABLE IF EXISTS {q}; CREATE TABLE {q} ({cols});",
+                    q = quote_ident(&name),
+                    cols = column_defs(&schema)
+                ),
+            )?;
+            let columns = schema.fields().iter().map(|f| f.name().clone()).collect();
+            self.stages.insert(
+                stream.to_owned(),
+                StageTable {
+                    name,
+                    columns,
+                    rows: 0,
+                },
+            );
+        }
+        let (name, known) = match self.stages.get(stream) {
+            Some(stage) => (stage.name.clone(), stage.columns.len()),
+            None => return Ok(()),
+        };
+        if schema.fields().len() > known {
+            // The transform only ever adds columns at the end.
+            let added: Vec<String> = schema.fields()[known..]
+                .iter()
+                .map(|f| {
+                    format!(
+                        "ALTER TABLE {} ADD COLUMN {} {};",
+                        quote_ident(&name),
+                        quote_ident(f.name()),
+                        sql_type(f.data_type())
+                    )
+                })
+                .collect();
+            self.sql(
+                &format!("add new columns to stream `{stream}`"),
+                &added.concat(),
+            )?;
+            if let Some(stage) = self.stages.get_mut(stream) {
+                stage.columns = schema.fields().iter().map(|f| f.name().clone()).collect();
+            }
+        }
+        let duck_err = |e| LoadError::Duckdb {
+            path: self.live.clone(),
+            context: format!("append rows of stream `{stream}`"),
+            source: e,
+        };
+        {
+            let mut appender = self.conn()?.appender(&name).map_err(duck_err)?;
+            appender.append_record_batch(batch.clone()).map_err(duck_err)?;
+            appender.flush().map_err(duck_err)?;
+        }
+        if let Some(stage) = self.stages.get_mut(stream) {
+            stage.rows += batch.num_rows() as u64;
+        }
+        Ok(())
+    }
+
+    /// Publishes a completed stream inside the working copy, in one
+    /// transaction with its incremental state: `replace` swaps the stage
+    /// table in, `append` adds its rows tagged with the run id, `merge`
+    /// upserts them on the primary key.
+    pub fn commit_stream(&mut self, stream: &str, commit: &StreamCommit) -> Result<u64, LoadError> {
+        let table = quote_ident(stream);
+        let Some(stage) = self.stages.remove(stream) else {
+            return Ok(0);
+        };
+        let stage_name = quote_ident(&stage.name);
+        let mut sql = String::from("BEGIN TRANSACTION;");
+        match commit.write_mode {
+            WriteMode::Replace => {
+                sql.push_str(&format!(
+                    "DROP TABLE IF EXISTS {table}; ALTER TABLE {stage_name} RENAME TO {table};"
+                ));
+            }
+            WriteMode::Append | WriteMode::Merge => {
+                if commit.write_mode == WriteMode::Append {
+                    self.sql(
+                        "tag appended rows",
+                        &format!(
+                            "ALTER TABLE {stage_name} ADD COLUMN {} VARCHAR DEFAULT '{}';",
+                            quote_ident(RUN_ID_COLUMN),
+                            commit.run_id.replace('\'', "''")
+                        ),
+                    )?;
+                }
+                sql.push_str(&format!(
+                    "CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM {stage_name} LIMIT 0;"
+                ));
+                let existing = self.table_columns(stream)?;
+                for (name, ty) in self.table_columns(&stage.name)? {
+                    if !existing.iter().any(|(n, _)| *n == name) && !existing.is_empty() {
+                        sql.push_str(&format!(
+                            "ALTER TABLE {table} ADD COLUMN {} {ty};",
+                            quote_ident(&name)
+                        ));
+                    }
+                }
+                if commit.write_mode == WriteMode::Merge {
+                    let matches = commit
+                        .primary_key
+                        .iter()
+                        .map(|c| format!("s.{c} = t.{c}", c = quote_ident(c)))
+                        .collect::<Vec<_>>()
+                        .join(" AND ");
+                    let partition = commit
+                        .primary_key
+                        .iter()
+                        .map(|c| quote_ident(c))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    sql.push_str(&format!(
+                        "DELETE FROM {table} t WHERE EXISTS (SELECT 1 FROM {stage_name} s WHERE {matches});\
+                         INSERT INTO {table} BY NAME SELECT * FROM {stage_name} \
+                         QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY rowid DESC) = 1;"
+                    ));
+                } else {
+                    sql.push_str(&format!(
+                        "INSERT INTO {table} BY NAME SELECT * FROM {stage_name};"
+                    ));
+                }
+                sql.push_str(&format!("DROP TABLE {stage_name};"));
+            }
+        }
+        if let Some((field, cursor)) = &commit.state {
+            sql.push_str(&format!(
+                "CREATE TABLE IF NOT EXISTS {STATE_TABLE} (pipeline VARCHAR, stream VARCHAR, cursor_field VARCHAR, cursor VARCHAR, run_id VARCHAR, updated_at TIMESTAMPTZ DEFAULT current_timestamp, PRIMARY KEY (pipeline, stream));\
+                 INSERT OR REPLACE INTO {STATE_TABLE} (pipeline, stream, cursor_field, cursor, run_id) VALUES ({}, {}, {}, {}, {});",
+                sql_string(&commit.pipeline),
+                sql_string(stream),
+                sql_string(field),
+                sql_string(cursor),
+                sql_string(&commit.run_id),
+            ));
+        }
+        sql.push_str("COMMIT;");
+        if let Err(e) = self.sql(&format!("publish table `{stream}`"), &sql) {
+            let _ = self.sql("roll back", "ROLLBACK;");
+            return Err(e);
+        }
+        Ok(stage.rows)
+    }
+
+    /// The stored cursor of an incremental stream, if any.
+    pub fn read_state(&self, pipeline: &str, stream: &str) -> Result<Option<String>, LoadError> {
+        if self.table_columns(STATE_TABLE)?.is_empty() {
+            return Ok(None);
+        }
+        let conn = self.conn()?;
+        let err = |e| LoadError::Duckdb {
+            path: self.live.clone(),
+            context: format!("read the state of stream `{stream}`"),
+            source: e,
+        };
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT cursor FROM {STATE_TABLE} WHERE pipeline = ? AND stream = ?"
+            ))
+            .map_err(err)?;
+        let mut rows = stmt.query([pipeline, stream]).map_err(err)?;
+        match rows.next().map_err(err)? {
+            Some(row) => row.get::<_, Option<String>>(0).map_err(err),
+            None => Ok(None),
+        }
+    }
+
+    /// Columns (name, type) of a table of the working copy; empty if absent.
+    fn table_columns(&self, table: &str) -> Result<Vec<(String, String)>, LoadError> {
+        let conn = self.conn()?;
+        let err = |e| LoadError::Duckdb {
+            path: self.live.clone(),
+            context: format!("read the columns of `{table}`"),
+            source: e,
+        };
+        let mut stmt = conn
+            .prepare(
+                "SELECT column_name, data_type FROM information_schema.columns \
+                 WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([table], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+            .map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    /// Drops what a failed stream staged; its table keeps the previous data.
+    pub fn discard_stream(&mut self, stream: &str) -> Result<(), LoadError> {
+        if let Some(stage) = self.stages.remove(stream) {
+            self.sql(
+                &format!("drop the stage table of stream `{stream}`"),
+                &format!("DROP TABLE IF EXISTS {};", quote_ident(&stage.name)),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Makes the run visible: checkpoint, close, fsync, rename over the live
+    /// file.
+    pub fn publish(mut self) -> Result<(), LoadError> {
+        self.sql("checkpoint", "CHECKPOINT;")?;
+        if let Some(conn) = self.conn.take() {
+            conn.close().map_err(|(_, e)| LoadError::Duckdb {
+                path: self.live.clone(),
+                context: "close the working copy".into(),
+                source: e,
+            })?;
+        }
+        let io = |action: &str, path: &Path, e| LoadError::Io {
+            action: action.to_owned(),
+            path: path.to_path_buf(),
+            source: e,
+        };
+        fs::File::open(&self.temp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io("flush", &self.temp, e))?;
+        fs::rename(&self.temp, &self.live).map_err(|e| io("rename the working copy over", &self.live, e))?;
+        sync_dir(&self.live);
+        Ok(())
+    }
+
+    /// Leaves the live file untouched and removes the working copy.
+    pub fn abandon(mut self) {
+        drop(self.conn.take());
+        let _ = fs::remove_file(&self.temp);
+        let _ = fs::remove_file(wal_path(&self.temp));
+    }
+}
+
+fn column_defs(schema: &Schema) -> String {
+    schema.fields()
+        .iter()
+        .map(|f| format!("{} {}", quote_ident(f.name()), sql_type(f.data_type())))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn lock_path(live: &Path) -> PathBuf {
+    sibling(live, ".lock")
+}
+
+fn temp_path(live: &Path, run_id: &str) -> PathBuf {
+    sibling(live, &format!(".tmp-{run_id}"))
+}
+
+fn wal_path(db: &Path) -> PathBuf {
+    sibling(db, ".wal")
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// Working copies of killed runs (only called while holding the lock).
+fn remove_leftovers(live: &Path) {
+    let Some(name) = live.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let dir = match live.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let prefix = format!("{name}.tmp-");
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                tracing::info!(file = %entry.path().display(), "removing the working copy of an interrupted run");
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}

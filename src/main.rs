@@ -1,0 +1,439 @@
+//! The `lucca-sync` command line: parses arguments, sets up logging, calls
+//! the library and maps outcomes to exit codes.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use lucca_sync::pipeline::{self, Pipeline, PipelineErrors};
+use lucca_sync::run::{self, Budgets, RunOptions, RunReport, StreamStatus};
+use lucca_sync::sandbox;
+use lucca_sync::settings::{LogFormat, Settings};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    every stream loaded
+  1    the run failed (a stream failed, the destination could not be written)
+  2    usage or pipeline error (nothing was sent)
+  3    the API key was rejected (401): the run stopped at once, nothing was written
+  4    some streams were refused (403) and skipped, the others loaded
+  130  interrupted (SIGINT/SIGTERM): nothing was written";
+
+#[derive(Parser)]
+#[command(name = "lucca-sync", version, about = "Copies HR data out of Lucca into DuckDB tables and Parquet files", after_help = EXIT_CODES)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct GlobalArgs {
+    /// More log output (-v debug, -vv trace). Overrides LUCCA_SYNC_LOG_LEVEL.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Less log output (-q warnings and errors only, -qq errors only).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
+    quiet: u8,
+    /// Log format on stderr: text when stderr is a terminal, JSON otherwise.
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<LogFormatArg>,
+    /// Settings file (default: ./lucca-sync.toml if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sync the pipelines' streams into their destinations.
+    Run {
+        /// Pipeline files.
+        #[arg(required = true)]
+        pipelines: Vec<PathBuf>,
+        /// Ignore the stored incremental state for this run: read everything.
+        #[arg(long)]
+        full_refresh: bool,
+    },
+    /// Check pipeline files without touching the network.
+    Validate {
+        /// Pipeline files.
+        #[arg(required = true)]
+        pipelines: Vec<PathBuf>,
+    },
+    /// Send one authenticated request per pipeline and say whether it works.
+    Check {
+        /// Pipeline files.
+        #[arg(required = true)]
+        pipelines: Vec<PathBuf>,
+    },
+    /// Start a local fake Lucca tenant and run the shipped pipelines against it.
+    Demo {
+        /// Directory of the pipelines to run.
+        #[arg(long, default_value = "pipelines")]
+        pipelines: PathBuf,
+        /// Where the demo's outputs go.
+        #[arg(long, default_value = "out/demo")]
+        out: PathBuf,
+    },
+    /// Serve the fake Lucca tenant on 127.0.0.1 until interrupted.
+    Sandbox {
+        /// Port (0 picks a free one).
+        #[arg(long, default_value_t = 8787)]
+        port: u16,
+        /// Serve this many synthetic users instead of the fixtures.
+        #[arg(long)]
+        users: Option<u32>,
+        /// The API key the sandbox accepts.
+        #[arg(long, default_value = sandbox::DEFAULT_API_KEY)]
+        api_key: String,
+    },
+}
+
+/// Exit codes, as documented in `--help` and the README.
+mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const KEY_REJECTED: u8 = 3;
+    pub const PARTIAL: u8 = 4;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
+    let settings = match Settings::load(cli.global.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    init_tracing(&cli.global, &settings);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    let code = runtime.block_on(dispatch(cli.command, settings));
+    ExitCode::from(code)
+}
+
+fn init_tracing(args: &GlobalArgs, settings: &Settings) {
+    let level = match (args.verbose, args.quiet) {
+        (0, 0) => std::env::var("LUCCA_SYNC_LOG").unwrap_or_else(|_| settings.log_level.clone()),
+        (1, _) => "debug".into(),
+        (v, _) if v >= 2 => "trace".into(),
+        (_, 1) => "warn".into(),
+        _ => "error".into(),
+    };
+    let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let format = match args.log_format {
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        Some(LogFormatArg::Text) => LogFormat::Text,
+        Some(LogFormatArg::Auto) => LogFormat::Auto,
+        None => settings.log_format,
+    };
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if json {
+        builder.json().flatten_event(true).with_current_span(false).init();
+    } else {
+        builder.compact().init();
+    }
+}
+
+async fn dispatch(command: Command, settings: Settings) -> u8 {
+    match command {
+        Command::Validate { pipelines } => validate(&pipelines),
+        Command::Run {
+            pipelines,
+            full_refresh,
+        } => {
+            let loaded = match load_all(&pipelines, &|name| std::env::var(name).ok()) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            run_all(&loaded, &settings, RunOptions { full_refresh }).await
+        }
+        Command::Check { pipelines } => {
+            let loaded = match load_all(&pipelines, &|name| std::env::var(name).ok()) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            check_all(&loaded, &settings).await
+        }
+        Command::Demo { pipelines, out } => match demo(&pipelines, &out, &settings).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                exit::FAILED
+            }
+        },
+        Command::Sandbox {
+            port,
+            users,
+            api_key,
+        } => match serve_sandbox(port, users, api_key).await {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                exit::FAILED
+            }
+        },
+    }
+}
+
+fn validate(paths: &[PathBuf]) -> u8 {
+    let mut code = exit::OK;
+    for path in paths {
+        match pipeline::load(path) {
+            Ok(p) => println!("{}: ok ({} streams)", path.display(), p.streams.len()),
+            Err(errors) => {
+                print_errors(&errors);
+                code = exit::USAGE;
+            }
+        }
+    }
+    code
+}
+
+fn print_errors(errors: &PipelineErrors) {
+    for e in &errors.0 {
+        eprintln!("{e}");
+    }
+}
+
+fn load_all(paths: &[PathBuf], env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Pipeline>, u8> {
+    let mut loaded = Vec::new();
+    let mut failed = false;
+    for path in paths {
+        match pipeline::load_with(path, env) {
+            Ok(p) => loaded.push(p),
+            Err(errors) => {
+                print_errors(&errors);
+                failed = true;
+            }
+        }
+    }
+    if failed { Err(exit::USAGE) } else { Ok(loaded) }
+}
+
+/// Cancelled on SIGINT or SIGTERM.
+fn stop_on_signals() -> CancellationToken {
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::warn!("signal received: stopping; nothing of this run will be published");
+        token.cancel();
+    });
+    stop
+}
+
+async fn run_all(pipelines: &[Pipeline], settings: &Settings, options: RunOptions) -> u8 {
+    let budgets = Budgets::default();
+    let stop = stop_on_signals();
+    let mut code = exit::OK;
+    for pipeline in pipelines {
+        match run::run_pipeline(pipeline, settings, &budgets, &stop, options).await {
+            Ok(report) => {
+                print_summary(&report);
+                code = code.max(report_code(&report));
+            }
+            Err(e) => {
+                tracing::error!(pipeline = %pipeline.spec.name, "{e}");
+                eprintln!("error: {e}");
+                return match e {
+                    run::RunError::KeyRejected { .. } => exit::KEY_REJECTED,
+                    run::RunError::Interrupted { .. } => exit::INTERRUPTED,
+                    run::RunError::Pipeline(_) => exit::USAGE,
+                    _ => exit::FAILED,
+                };
+            }
+        }
+        if stop.is_cancelled() {
+            return exit::INTERRUPTED;
+        }
+    }
+    code
+}
+
+fn report_code(report: &RunReport) -> u8 {
+    let mut code = exit::OK;
+    for s in &report.streams {
+        code = code.max(match s.status {
+            StreamStatus::Loaded => exit::OK,
+            StreamStatus::Forbidden(_) => exit::PARTIAL,
+            StreamStatus::Failed(_) | StreamStatus::Stopped => exit::FAILED,
+        });
+    }
+    // A failure outranks a refusal.
+    if report
+        .streams
+        .iter()
+        .any(|s| matches!(s.status, StreamStatus::Failed(_) | StreamStatus::Stopped))
+    {
+        exit::FAILED
+    } else {
+        code
+    }
+}
+
+fn print_summary(report: &RunReport) {
+    println!(
+        "pipeline {} (run {})\n{:<24} {:>10} {:>10} {:>9} {:>8} {:>9}  status",
+        report.pipeline, report.run_id, "stream", "rows", "api count", "requests", "retries", "time"
+    );
+    for s in &report.streams {
+        let status = match &s.status {
+            StreamStatus::Loaded => "loaded".to_owned(),
+            StreamStatus::Forbidden(e) | StreamStatus::Failed(e) => e.clone(),
+            StreamStatus::Stopped => "stopped".to_owned(),
+        };
+        println!(
+            "{:<24} {:>10} {:>10} {:>9} {:>8} {:>8.1}s  {}",
+            s.stream,
+            s.rows,
+            s.api_count.map_or("-".into(), |c| c.to_string()),
+            s.requests,
+            s.retries,
+            s.elapsed.as_secs_f64(),
+            status
+        );
+        tracing::info!(
+            pipeline = %report.pipeline,
+            run_id = %report.run_id,
+            stream = %s.stream,
+            rows = s.rows,
+            api_count = s.api_count,
+            requests = s.requests,
+            retries = s.retries,
+            throttled = s.throttled,
+            elapsed_ms = s.elapsed.as_millis() as u64,
+            status = %status,
+            "stream summary"
+        );
+    }
+}
+
+async fn check_all(pipelines: &[Pipeline], settings: &Settings) -> u8 {
+    let mut code = exit::OK;
+    for pipeline in pipelines {
+        match run::check_pipeline(pipeline, settings).await {
+            Ok(message) => println!("{}: OK: {message}", pipeline.path.display()),
+            Err(e) => {
+                println!("{}: FAILED: {e}", pipeline.path.display());
+                code = code.max(if e.is_key_rejected() {
+                    exit::KEY_REJECTED
+                } else {
+                    exit::FAILED
+                });
+            }
+        }
+    }
+    code
+}
+
+async fn serve_sandbox(port: u16, users: Option<u32>, api_key: String) -> anyhow::Result<()> {
+    let config = sandbox::SandboxConfig {
+        api_key,
+        users: match users {
+            Some(n) => sandbox::UserData::Synthetic(n),
+            None => sandbox::UserData::Fixtures,
+        },
+        ..sandbox::SandboxConfig::default()
+    };
+    let server = sandbox::Sandbox::start_on(config, ([127, 0, 0, 1], port).into())
+        .await
+        .context("cannot start the sandbox")?;
+    println!("sandbox listening on {}", server.base_url());
+    let _ = tokio::signal::ctrl_c().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn demo(dir: &Path, out: &Path, settings: &Settings) -> anyhow::Result<u8> {
+    let server = sandbox::Sandbox::start(sandbox::SandboxConfig::default())
+        .await
+        .context("cannot start the sandbox")?;
+    let base_url = server.base_url();
+    println!("sandbox (a fake Lucca tenant) listening on {base_url}");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the pipelines directory {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    paths.sort();
+    let env = |name: &str| match name {
+        "LUCCA_BASE_URL" => Some(base_url.clone()),
+        "LUCCA_API_KEY" => Some(sandbox::DEFAULT_API_KEY.to_owned()),
+        other => std::env::var(other).ok(),
+    };
+    let mut pipelines = match load_all(&paths, &env) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    for p in &mut pipelines {
+        run::redirect_destination(&mut p.spec.destination, out);
+    }
+    let code = run_all(&pipelines, settings, RunOptions::default()).await;
+    server.shutdown().await;
+    if code == exit::OK {
+        println!("\nThe demo's outputs are in {}. Try:", out.display());
+        for p in &pipelines {
+            if let pipeline::DestinationSpec::Duckdb(d) = &p.spec.destination {
+                println!(
+                    "  duckdb {} \"select department_name, count(*) from users group by 1 order by 2 desc\"",
+                    d.path.display()
+                );
+                break;
+            }
+        }
+    }
+    Ok(code)
+}

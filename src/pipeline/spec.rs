@@ -1,0 +1,317 @@
+//! The pipeline file format, version 1: the types serde reads a pipeline YAML
+//! into. Every field's doc comment is user documentation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// A pipeline: where to read (one Lucca tenant), what to read (streams) and
+/// where to write (one destination).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    /// Format version of this file. Only `1` exists.
+    pub version: u32,
+    /// Name of the pipeline, used in logs and run history.
+    pub name: String,
+    /// The Lucca tenant to read from.
+    pub source: SourceSpec,
+    /// The collections to copy; each becomes one table or one Parquet file.
+    pub streams: Vec<StreamSpec>,
+    /// Where the data lands: `duckdb: { path: ... }` or `parquet: { dir: ... }`.
+    // The `duckdb: { path: ... }` map form; serde_norway reads bare enums
+    // only from YAML tags (`!duckdb`).
+    #[serde(with = "serde_norway::with::singleton_map")]
+    pub destination: DestinationSpec,
+}
+
+/// The Lucca tenant and how to talk to it.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// Base URL of the tenant, e.g. `https://acme.ilucca.net`. Must be https,
+    /// except for loopback hosts (the sandbox). `${VAR}` reads the environment.
+    pub base_url: String,
+    /// The API key, normally `${LUCCA_API_KEY}`. Exactly one of `api_key` and
+    /// `api_key_file` must be set. Never logged.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// A file holding the API key (e.g. a mounted Kubernetes Secret); leading
+    /// and trailing white space is ignored.
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// Requests per minute allowed to this tenant host, shared by all streams
+    /// of a run: a number, or `unlimited`. Default 50 (Lucca's documented limit).
+    /// Requests are spaced evenly, so no 60-second window ever holds more.
+    #[serde(default)]
+    pub rate_limit_per_minute: RateLimit,
+    /// Attempts per page before giving up on a transient error (default 6).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Longest total time, in seconds, spent waiting between attempts of one
+    /// page (backoff and Retry-After together; default 300).
+    #[serde(default)]
+    pub max_retry_wait_secs: Option<u64>,
+    /// Longest `Retry-After`, in seconds, the run accepts to wait; a longer one
+    /// fails the stream (default 120).
+    #[serde(default)]
+    pub max_retry_after_secs: Option<u64>,
+    /// TCP connect timeout, in seconds (default 10).
+    #[serde(default)]
+    pub connect_timeout_secs: Option<u64>,
+    /// Timeout of one whole request, body included, in seconds (default 60).
+    #[serde(default)]
+    pub request_timeout_secs: Option<u64>,
+}
+
+impl fmt::Debug for SourceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceSpec")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_key_file", &self.api_key_file)
+            .field("rate_limit_per_minute", &self.rate_limit_per_minute)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A request budget: `unlimited` or a number of requests per minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimit {
+    /// No pacing at all (benchmarks, the sandbox).
+    Unlimited,
+    /// At most this many requests in any 60-second window.
+    PerMinute(u32),
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit::PerMinute(50)
+    }
+}
+
+// A visitor (not an untagged enum) so that serde_norway places errors on the
+// value itself rather than on the enclosing mapping.
+impl<'de> Deserialize<'de> for RateLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RateLimit;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of requests per minute or `unlimited`")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<RateLimit, E> {
+                match u32::try_from(n) {
+                    Ok(0) => Err(E::custom(
+                        "rate_limit_per_minute must be at least 1 (or `unlimited`)",
+                    )),
+                    Ok(n) => Ok(RateLimit::PerMinute(n)),
+                    Err(_) => Err(E::custom(format!(
+                        "rate_limit_per_minute {n} is too large (use `unlimited`)"
+                    ))),
+                }
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<RateLimit, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::custom(
+                        "rate_limit_per_minute must be at least 1 (or `unlimited`)",
+                    )),
+                }
+            }
+
+            fn visit_str<E: serde::de::Error>(self, t: &str) -> Result<RateLimit, E> {
+                match t.parse::<u64>() {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) if t == "unlimited" => Ok(RateLimit::Unlimited),
+                    Err(_) => Err(E::custom(format!(
+                        "rate_limit_per_minute must be a number or `unlimited`, not `{t}`"
+                    ))),
+                }
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// One collection to copy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSpec {
+    /// Name of the stream; the table name (DuckDB) or file name (Parquet).
+    /// Letters, digits and `_`, starting with a letter or `_`.
+    pub name: String,
+    /// Path of the endpoint on the tenant, e.g. `/api/v3/users`.
+    pub endpoint: String,
+    /// How the endpoint pages: `v3` (`paging=offset,limit`), `v4`
+    /// (`limit` + `page`) or `cursor` (`links.next.href`). Default `v3`.
+    #[serde(default)]
+    pub paging: PagingStyle,
+    /// For `v3` streams: `id` pages by primary key (`orderBy=id,asc` and
+    /// `id=greaterthan,{last}`), which neither skips nor repeats records when
+    /// the collection changes during the sync; `offset` uses plain offsets.
+    /// Default: `id` when `primary_key` is `id`, else `offset`.
+    #[serde(default)]
+    pub page_by: Option<PageBy>,
+    /// Records asked per request. Default and maximum depend on the paging
+    /// style (v3: 1000, v4: 100, cursor: 100).
+    #[serde(default)]
+    pub page_size: Option<u32>,
+    /// Extra query parameters sent as they are, e.g. `{ formerEmployees: "true" }`.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Fields to ask for, in Lucca's projection syntax, one per item:
+    /// `id`, `manager[id,name]`. Nested objects become `parent_child` columns.
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// The field(s) that identify a record, e.g. `id`.
+    #[serde(default)]
+    pub primary_key: Option<PrimaryKey>,
+    /// Incremental extraction: only records changed since the last run.
+    #[serde(default)]
+    pub incremental: Option<IncrementalSpec>,
+    /// What a run does to the existing table: `replace` (default), `append`
+    /// or `merge`.
+    #[serde(default)]
+    pub write_mode: WriteMode,
+}
+
+/// Paging styles of the Lucca APIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PagingStyle {
+    /// Legacy v3: `paging={offset},{limit}`, envelope `data.items`/`data.count`.
+    #[default]
+    V3,
+    /// Legacy v4: `limit` and 1-based `page`, envelope `items`/`count`.
+    V4,
+    /// The newer Lucca API: follow `links.next.href`.
+    Cursor,
+}
+
+impl PagingStyle {
+    /// Largest page size the API is known to accept for this style.
+    pub fn max_page_size(self) -> u32 {
+        match self {
+            PagingStyle::V3 => 1000,
+            PagingStyle::V4 => 100,
+            PagingStyle::Cursor => 100,
+        }
+    }
+}
+
+/// How a `v3` stream walks its collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PageBy {
+    /// Keyset paging on `id`.
+    Id,
+    /// Offset paging.
+    Offset,
+}
+
+/// One field name or several (a composite key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrimaryKey {
+    /// A single field, e.g. `id`.
+    Single(String),
+    /// Several fields, e.g. `[ownerId, date]`.
+    Composite(Vec<String>),
+}
+
+impl PrimaryKey {
+    /// The key's field names, in order.
+    pub fn fields(&self) -> Vec<&str> {
+        match self {
+            PrimaryKey::Single(f) => vec![f.as_str()],
+            PrimaryKey::Composite(fs) => fs.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+// A visitor (not an untagged enum) so that serde_norway places errors on the
+// value itself rather than on the enclosing mapping.
+impl<'de> Deserialize<'de> for PrimaryKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = PrimaryKey;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name or a list of field names")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PrimaryKey, E> {
+                Ok(PrimaryKey::Single(v.to_owned()))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<PrimaryKey, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(field) = seq.next_element::<String>()? {
+                    fields.push(field);
+                }
+                Ok(PrimaryKey::Composite(fields))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Incremental extraction settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncrementalSpec {
+    /// Field holding the last-modified time, e.g. `modifiedAt`; sent as
+    /// `{cursor_field}=since,{cursor}`.
+    pub cursor_field: String,
+    /// Seconds subtracted from the stored cursor to cover clock skew (default 300).
+    #[serde(default)]
+    pub lookback_secs: Option<u64>,
+}
+
+/// What a run does to the existing table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteMode {
+    /// The table is replaced by this run's records.
+    #[default]
+    Replace,
+    /// This run's records are added, tagged with the run id.
+    Append,
+    /// Records are upserted on `primary_key`.
+    Merge,
+}
+
+/// Where the data lands: exactly one of `duckdb` and `parquet`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum DestinationSpec {
+    /// A DuckDB database file; one table per stream.
+    Duckdb(DuckdbDestination),
+    /// A directory of Parquet files; one file per stream.
+    Parquet(ParquetDestination),
+}
+
+/// A DuckDB database file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DuckdbDestination {
+    /// Path of the database file, created if missing, e.g. `out/lucca.duckdb`.
+    pub path: PathBuf,
+}
+
+/// A directory of Parquet files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetDestination {
+    /// Directory that receives `{stream}.parquet`, created if missing.
+    pub dir: PathBuf,
+}

@@ -1,0 +1,535 @@
+//! Tests of the whole pipeline loading path: fixture files in
+//! `tests/fixtures/pipelines/` and inline texts, asserting exact messages.
+
+use std::path::Path;
+
+use super::*;
+
+const DIR: &str = "tests/fixtures/pipelines";
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn test_env(name: &str) -> Option<String> {
+    match name {
+        "LUCCA_BASE_URL" => Some("http://127.0.0.1:4010".to_owned()),
+        "LUCCA_API_KEY" => Some("k3y-s3cr3t".to_owned()),
+        "KEY_DIR" => Some("/nonexistent".to_owned()),
+        _ => None,
+    }
+}
+
+fn fixture(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipeline, PipelineErrors> {
+    load_with(&Path::new(DIR).join(name), env)
+}
+
+/// The errors of a fixture, one string each.
+fn fixture_errors(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    match fixture(name, env) {
+        Ok(p) => panic!("{name} loaded: {p:?}"),
+        Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn text_errors(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    match parse(Path::new("p.yaml"), text, env) {
+        Ok(p) => panic!("loaded: {p:?}"),
+        Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn loaded(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Pipeline {
+    match parse(Path::new("p.yaml"), text, env) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A valid pipeline whose stream part is `stream` (indented as a list item).
+fn with_stream(stream: &str) -> String {
+    format!(
+        "version: 1\nname: t\nsource:\n  base_url: https://acme.ilucca.net\n  api_key: k\n\
+         streams:\n{stream}destination:\n  duckdb: {{ path: out/t.duckdb }}\n"
+    )
+}
+
+#[test]
+fn valid_users_fixture_resolves() {
+    let p = match fixture("valid_users.yaml", &test_env) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(p.path, Path::new(DIR).join("valid_users.yaml"));
+    assert_eq!(p.name(), "users");
+    assert_eq!(p.spec.source.base_url, "http://127.0.0.1:4010");
+    assert_eq!(
+        p.base_url().map(|u| u.to_string()),
+        Ok("http://127.0.0.1:4010/".to_owned())
+    );
+    assert_eq!(
+        p.spec.source.rate_limit_per_minute,
+        RateLimit::PerMinute(50)
+    );
+    let key = match p.api_key() {
+        Ok(key) => key,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(key.expose(), "k3y-s3cr3t");
+    assert_eq!(p.streams.len(), 1);
+    let s = &p.streams[0];
+    assert_eq!(s.name(), "users");
+    assert_eq!(s.spec.endpoint, "/api/v3/users");
+    assert_eq!(s.page_size, 1000);
+    assert_eq!(s.page_by, PageBy::Id);
+    assert_eq!(s.primary_key, vec!["id".to_owned()]);
+    assert_eq!(
+        s.fields_query().as_deref(),
+        Some("id,firstName,department[id,name],manager[id,name]")
+    );
+    assert_eq!(
+        s.spec.params.get("formerEmployees").map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(s.spec.write_mode, WriteMode::Replace);
+    match &p.spec.destination {
+        DestinationSpec::Duckdb(d) => assert_eq!(d.path, Path::new("out/lucca.duckdb")),
+        other => panic!("{other:?}"),
+    }
+    let debug = format!("{p:?}");
+    assert!(!debug.contains("k3y-s3cr3t"), "{debug}");
+}
+
+#[test]
+fn api_key_file_fixture_resolves_and_reads_the_key_at_run_time() {
+    let p = match fixture("api_key_file.yaml", &test_env) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(p.spec.source.rate_limit_per_minute, RateLimit::Unlimited);
+    let departments = &p.streams[0];
+    assert_eq!(departments.page_by, PageBy::Offset);
+    assert_eq!(departments.page_size, 1000);
+    assert_eq!(
+        departments.fields_query().as_deref(),
+        Some("id,name,parent[id]")
+    );
+    let establishments = &p.streams[1];
+    assert_eq!(establishments.page_by, PageBy::Offset);
+    assert_eq!(establishments.page_size, 100);
+    assert!(establishments.primary_key.is_empty());
+    assert_eq!(establishments.fields_query(), None);
+    assert_eq!(establishments.spec.write_mode, WriteMode::Append);
+
+    let error = match p.api_key() {
+        Ok(_) => panic!("read a key from /nonexistent"),
+        Err(e) => e.to_string(),
+    };
+    assert_eq!(
+        error,
+        "tests/fixtures/pipelines/api_key_file.yaml:5:17: cannot read api_key_file \
+         `/nonexistent/api-key`: No such file or directory (os error 2)"
+    );
+}
+
+#[test]
+fn api_key_file_is_trimmed_and_checked() {
+    let dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(e) => panic!("{e}"),
+    };
+    let dir_name = dir.path().display().to_string();
+    let env = |name: &str| (name == "KEY_DIR").then(|| dir_name.clone());
+    let p = match fixture("api_key_file.yaml", &env) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    };
+    let key_file = dir.path().join("api-key");
+    let write = |content: &str| {
+        if let Err(e) = std::fs::write(&key_file, content) {
+            panic!("{e}");
+        }
+    };
+
+    write("  the-key\n");
+    assert_eq!(
+        p.api_key().map(|k| k.expose().to_owned()),
+        Ok("the-key".to_owned())
+    );
+
+    write("line-one\nline-two\n");
+    let error = p.api_key().err().map(|e| e.to_string());
+    let expected = format!(
+        "tests/fixtures/pipelines/api_key_file.yaml:5:17: api_key_file `{}` contains a line \
+         break or another control character",
+        key_file.display()
+    );
+    assert_eq!(error, Some(expected));
+    assert!(!format!("{error:?}").contains("line-one"));
+
+    write(" \n");
+    let error = p.api_key().err().map(|e| e.message);
+    assert_eq!(
+        error,
+        Some(format!("api_key_file `{}` is empty", key_file.display()))
+    );
+}
+
+#[test]
+fn bad_syntax_is_located() {
+    assert_eq!(
+        fixture_errors("bad_syntax.yaml", &test_env),
+        vec![
+            "tests/fixtures/pipelines/bad_syntax.yaml:10:5: did not find expected ',' or '}', \
+             while parsing a flow mapping at line 9 column 13"
+        ]
+    );
+}
+
+#[test]
+fn unknown_key_names_the_allowed_ones() {
+    assert_eq!(
+        fixture_errors("unknown_key.yaml", &test_env),
+        vec![
+            "tests/fixtures/pipelines/unknown_key.yaml:9:5: streams[0]: unknown field \
+             `pagesize`, expected one of `name`, `endpoint`, `paging`, `page_by`, `page_size`, \
+             `params`, `fields`, `primary_key`, `incremental`, `write_mode`"
+        ]
+    );
+}
+
+#[test]
+fn wrong_type_is_located_at_the_value() {
+    assert_eq!(
+        fixture_errors("wrong_type.yaml", &test_env),
+        vec![
+            "tests/fixtures/pipelines/wrong_type.yaml:6:26: source.rate_limit_per_minute: \
+             rate_limit_per_minute must be a number or `unlimited`, not `fast`"
+        ]
+    );
+}
+
+#[test]
+fn missing_env_is_located_at_each_reference() {
+    assert_eq!(
+        fixture_errors("missing_env.yaml", &no_env),
+        vec![
+            "tests/fixtures/pipelines/missing_env.yaml:5:14: environment variable \
+             `LUCCA_BASE_URL` is not set",
+            "tests/fixtures/pipelines/missing_env.yaml:6:12: environment variable \
+             `LUCCA_API_KEY` is not set",
+            "tests/fixtures/pipelines/missing_env.yaml:10:59: environment variable `SINCE` is \
+             not set",
+            "tests/fixtures/pipelines/missing_env.yaml:12:20: environment variable `OUT_DIR` is \
+             not set",
+        ]
+    );
+}
+
+#[test]
+fn empty_env_values_are_errors_and_values_never_show() {
+    let env = |name: &str| match name {
+        "LUCCA_BASE_URL" => Some("not a url SECRETVALUE".to_owned()),
+        "LUCCA_API_KEY" => Some(String::new()),
+        _ => Some("SECRETVALUE".to_owned()),
+    };
+    let errors = fixture_errors("missing_env.yaml", &env);
+    assert_eq!(
+        errors,
+        vec![
+            "tests/fixtures/pipelines/missing_env.yaml:5:13: base_url must be an absolute URL \
+             such as https://acme.ilucca.net (relative URL without a base)",
+            "tests/fixtures/pipelines/missing_env.yaml:6:12: environment variable \
+             `LUCCA_API_KEY` is set but empty",
+        ]
+    );
+    assert!(errors.iter().all(|e| !e.contains("SECRETVALUE")));
+}
+
+#[test]
+fn page_size_too_big() {
+    assert_eq!(
+        fixture_errors("page_size_too_big.yaml", &test_env),
+        vec![
+            "tests/fixtures/pipelines/page_size_too_big.yaml:9:16: page_size 5000 is above the \
+             maximum of 1000 that v3 endpoints accept"
+        ]
+    );
+}
+
+#[test]
+fn http_base_url_is_refused_off_loopback() {
+    assert_eq!(
+        fixture_errors("http_base_url.yaml", &test_env),
+        vec![
+            "tests/fixtures/pipelines/http_base_url.yaml:4:13: base_url must use https (plain \
+             http is only allowed for loopback hosts such as the local sandbox)"
+        ]
+    );
+}
+
+#[test]
+fn every_problem_is_reported_in_file_order() {
+    let f = "tests/fixtures/pipelines/many_errors.yaml";
+    let expected: Vec<String> = [
+        "1:10: version 2 is not supported: this lucca-sync reads version 1",
+        "2:7: name must not be empty",
+        "4:13: base_url must not contain a query string or fragment (query parameters go in a \
+         stream's `params`)",
+        "6:3: set either api_key or api_key_file, not both",
+        "9:15: endpoint `api/v3/users` must be a path on the tenant, such as /api/v3/users",
+        "10:14: page_by: id needs primary_key: id",
+        "11:18: invalid field `manager[id,name`: `[` at character 8 is never closed",
+        "11:37: `collection.count` is not a record field: lucca-sync adds it to the request \
+         itself",
+        "12:23: primary_key lists `id` twice",
+        "13:11: stream name `Users` clashes with `users` (line 8): table and file names ignore \
+         letter case",
+        "16:16: page_size must be at least 1",
+        "17:14: page_by only applies to v3 paging; this stream uses v4 paging",
+        "18:15: params must not set `limit`: lucca-sync pages by itself (see page_size)",
+        "21:18: primary_key field `id` is not in `fields`",
+        "23:11: stream name `2leaves` is not valid: use letters, digits and `_`, not starting \
+         with a digit",
+        "25:17: write_mode: merge needs a primary_key to match records on",
+        "26:34: cursor_field `modifiedAt` is not in `fields`",
+        "29:19: the destination path is empty",
+    ]
+    .iter()
+    .map(|e| format!("{f}:{e}"))
+    .collect();
+    assert_eq!(fixture_errors("many_errors.yaml", &test_env), expected);
+    // Display: one error per line.
+    match fixture("many_errors.yaml", &test_env) {
+        Ok(_) => panic!("loaded"),
+        Err(errors) => assert_eq!(errors.to_string(), expected.join("\n")),
+    }
+}
+
+#[test]
+fn unreadable_file() {
+    assert_eq!(
+        fixture_errors("nope.yaml", &test_env),
+        vec![
+            "tests/fixtures/pipelines/nope.yaml: cannot read the pipeline file: No such file or \
+             directory (os error 2)"
+        ]
+    );
+}
+
+#[test]
+fn empty_file() {
+    assert_eq!(
+        text_errors("# nothing yet\n", &no_env),
+        vec![
+            "p.yaml: the pipeline file is empty (it needs version, name, source, streams and \
+             destination)"
+        ]
+    );
+}
+
+#[test]
+fn missing_fields_and_bad_destinations() {
+    let text = "version: 1\nname: t\nsource:\n  base_url: https://acme.ilucca.net\n  api_key: k\n\
+                streams:\n  - endpoint: /api/v3/t\n\
+                destination:\n  duckdb: { path: x }\n";
+    assert_eq!(
+        text_errors(text, &no_env),
+        vec!["p.yaml:7:5: streams[0]: missing field `name`"]
+    );
+    let text = text.replace("  - endpoint", "  - name: t\n    endpoint");
+    for (destination, error) in [
+        (
+            "sqlite: { path: x }",
+            "p.yaml:10:3: destination: unknown variant `sqlite`, expected `duckdb` or `parquet`",
+        ),
+        (
+            "duckdb: { path: x, mode: fast }",
+            "p.yaml:10:22: destination.duckdb: unknown field `mode`, expected `path`",
+        ),
+        (
+            "{ duckdb: { path: x }, parquet: { dir: y } }",
+            "p.yaml:10:3: destination: set exactly one of `duckdb: { path: ... }` and \
+             `parquet: { dir: ... }`",
+        ),
+        (
+            "{}",
+            "p.yaml:10:3: destination: set exactly one of `duckdb: { path: ... }` and \
+             `parquet: { dir: ... }`",
+        ),
+    ] {
+        let text = text.replace("duckdb: { path: x }", destination);
+        assert_eq!(text_errors(&text, &no_env), vec![error], "{destination}");
+    }
+    let text = text.replace("duckdb: { path: x }", "parquet:\n    dir: out/p");
+    match &loaded(&text, &no_env).spec.destination {
+        DestinationSpec::Parquet(p) => assert_eq!(p.dir, Path::new("out/p")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn duplicate_keys_point_at_the_repeat() {
+    let text = with_stream("  - name: t\n    endpoint: /a\n    fields: [id]\n    endpoint: /b\n");
+    assert_eq!(
+        text_errors(&text, &no_env),
+        vec!["p.yaml:10:5: streams[0]: duplicate field `endpoint`"]
+    );
+    let text = format!(
+        "{}name: again\n",
+        with_stream("  - name: t\n    endpoint: /a\n")
+    );
+    assert_eq!(
+        text_errors(&text, &no_env),
+        vec!["p.yaml:11:1: duplicate field `name`"]
+    );
+}
+
+#[test]
+fn source_without_key() {
+    let text = "version: 1\nname: t\nsource:\n  base_url: https://acme.ilucca.net\n\
+                streams:\n  - name: t\n    endpoint: /api/v3/t\n\
+                destination:\n  duckdb: { path: x }\n";
+    assert_eq!(
+        text_errors(text, &no_env),
+        vec!["p.yaml:3:1: source needs api_key (e.g. `api_key: ${LUCCA_API_KEY}`) or api_key_file"]
+    );
+}
+
+#[test]
+fn escapes_and_unexpanded_fields() {
+    let text = with_stream(
+        "  - name: t\n    endpoint: /api/v3/${X}\n    params: { a: \"$${X}\", b: \"${X\" }\n",
+    );
+    assert_eq!(
+        text_errors(&text, &test_env),
+        vec![
+            "p.yaml:8:15: `${...}` is not expanded in endpoint: only source.base_url, \
+             source.api_key, source.api_key_file, params values and destination paths read the \
+             environment",
+            "p.yaml:9:31: `${` is not closed by `}` (write `$${` for a literal `${`)",
+        ]
+    );
+    let text = with_stream("  - name: t\n    endpoint: /x\n    params: { a: \"$${X}\" }\n");
+    let p = loaded(&text, &test_env);
+    assert_eq!(
+        p.streams[0].spec.params.get("a").map(String::as_str),
+        Some("${X}")
+    );
+}
+
+#[test]
+fn stream_name_rules() {
+    let text = with_stream(
+        "  - name: users\n    endpoint: /a\n  - name: users\n    endpoint: /b\n\
+         \x20 - name: _Lucca_Sync_runs\n    endpoint: /c\n  - name: a-b\n    endpoint: //evil.com/x\n\
+         \x20 - name: d\n    endpoint: /\\evil.com/x\n",
+    );
+    assert_eq!(
+        text_errors(&text, &test_env),
+        vec![
+            "p.yaml:9:11: duplicate stream name `users` (first used at line 7)",
+            "p.yaml:11:11: stream name `_Lucca_Sync_runs` is reserved: names starting with \
+             `_lucca_sync` are lucca-sync's own tables",
+            "p.yaml:13:11: stream name `a-b` is not valid: use letters, digits and `_`, not \
+             starting with a digit",
+            "p.yaml:14:15: endpoint `//evil.com/x` must be a path on the tenant, such as \
+             /api/v3/users",
+            "p.yaml:16:15: endpoint `/\\evil.com/x` must be a path on the tenant, such as \
+             /api/v3/users",
+        ]
+    );
+}
+
+#[test]
+fn primary_key_and_params_rules() {
+    let text = with_stream(
+        "  - name: a\n    endpoint: /a\n    primary_key: id\n    fields: [name]\n\
+         \x20   params: { orderBy: \"name,asc\", fields: x, paging: \"0,10\" }\n\
+         \x20 - name: b\n    endpoint: /b\n    primary_key: [ownerId, date]\n    fields: [ownerId]\n\
+         \x20   incremental:\n      cursor_field: modifiedAt\n    params: { modifiedAt: x }\n\
+         \x20 - name: c\n    endpoint: /c\n    primary_key: { a: 1 }\n",
+    );
+    assert_eq!(
+        text_errors(&text, &test_env),
+        vec![
+            "p.yaml:21:18: streams[2].primary_key: invalid type: map, expected a field name or \
+             a list of field names"
+        ]
+    );
+    let text = text.replace("    primary_key: { a: 1 }\n", "");
+    assert_eq!(
+        text_errors(&text, &test_env),
+        vec![
+            "p.yaml:9:18: primary_key field `id` is not in `fields`",
+            "p.yaml:11:15: params must not set `orderBy` when paging by id (set `page_by: \
+             offset` to filter or sort on it yourself)",
+            "p.yaml:11:36: params must not set `fields`: list them in the stream's `fields`",
+            "p.yaml:11:47: params must not set `paging`: lucca-sync pages by itself (see \
+             page_size)",
+            "p.yaml:14:28: primary_key field `date` is not in `fields`",
+            "p.yaml:17:21: cursor_field `modifiedAt` is not in `fields`",
+            "p.yaml:18:15: params must not set `modifiedAt`: incremental sync filters on it",
+        ]
+    );
+}
+
+#[test]
+fn source_numbers() {
+    let text = "version: 1\nname: t\nsource:\n  base_url: https://acme.ilucca.net\n  api_key: k\n\
+                \x20 rate_limit_per_minute: 0\n\
+                streams:\n  - name: t\n    endpoint: /api/v3/t\n\
+                destination:\n  duckdb: { path: x }\n";
+    assert_eq!(
+        text_errors(text, &no_env),
+        vec![
+            "p.yaml:6:26: source.rate_limit_per_minute: rate_limit_per_minute must be at least 1 \
+             (or `unlimited`)"
+        ]
+    );
+    let text = text.replace(
+        "rate_limit_per_minute: 0",
+        "rate_limit_per_minute: 600\n  max_attempts: 0\n  request_timeout_secs: 0",
+    );
+    assert_eq!(
+        text_errors(&text, &no_env),
+        vec![
+            "p.yaml:7:17: max_attempts must be at least 1",
+            "p.yaml:8:25: request_timeout_secs must be at least 1",
+        ]
+    );
+    let text = text.replace("  max_attempts: 0\n  request_timeout_secs: 0\n", "");
+    assert_eq!(
+        loaded(&text, &no_env).spec.source.rate_limit_per_minute,
+        RateLimit::PerMinute(600)
+    );
+}
+
+#[test]
+fn load_reads_the_process_environment() {
+    // No test sets these variables; `load` must report them unset.
+    let errors = match load(&Path::new(DIR).join("missing_env.yaml")) {
+        Ok(_) => return, // The variables happen to be set where the tests run.
+        Err(errors) => errors,
+    };
+    assert!(
+        errors.0.iter().any(|e| e.message.contains("`SINCE`")),
+        "{errors}"
+    );
+}
+
+#[test]
+fn shipped_example_pipelines_are_valid() {
+    let entries = match std::fs::read_dir("pipelines") {
+        Ok(entries) => entries,
+        Err(_) => return, // No examples in this checkout.
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml")
+            && let Err(e) = load_with(&path, &test_env)
+        {
+            panic!("{e}");
+        }
+    }
+}

@@ -1,0 +1,564 @@
+//! A run: wires the stages of every stream of a pipeline together through
+//! bounded channels (extract -> transform -> load), then publishes the
+//! destination, or leaves it untouched when the key is rejected or the run
+//! is interrupted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::extract::{
+    ExtractError, ExtractSummary, Extractor, Page, RequestBudget, StreamCounters, StreamPlan,
+    build_client,
+};
+use crate::load::{Load, LoadError, StreamCommit};
+use crate::pipeline::{Pipeline, PipelineError, RateLimit, fields_query};
+use crate::settings::Settings;
+use crate::transform::{StreamTransform, TransformError};
+
+/// Pages buffered between a stream's extractor and its transform.
+const PAGE_CHANNEL: usize = 4;
+/// Batches buffered between the transforms and the loader.
+const BATCH_CHANNEL: usize = 8;
+
+/// Request budgets of the tenants of a run, one per host, shared by all the
+/// streams (and pipelines) of the run that talk to that host.
+#[derive(Default)]
+pub struct Budgets {
+    by_host: std::sync::Mutex<HashMap<String, Arc<RequestBudget>>>,
+}
+
+impl Budgets {
+    fn for_host(&self, url: &Url, limit: RateLimit) -> Arc<RequestBudget> {
+        let key = format!(
+            "{}:{}",
+            url.host_str().unwrap_or_default(),
+            url.port_or_known_default().unwrap_or_default()
+        );
+        let mut map = self.by_host.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(map.entry(key).or_insert_with(|| {
+            Arc::new(RequestBudget::new(match limit {
+                RateLimit::Unlimited => None,
+                RateLimit::PerMinute(n) => Some(n),
+            }))
+        }))
+    }
+}
+
+/// How one stream ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamStatus {
+    /// Loaded and published.
+    Loaded,
+    /// The key's role may not read the endpoint (403); other streams went on.
+    Forbidden(String),
+    /// Failed; its table keeps the previous data.
+    Failed(String),
+    /// Not completed because the run stopped (401 elsewhere, a signal).
+    Stopped,
+}
+
+/// The outcome of one stream, for the summary.
+#[derive(Debug, Clone)]
+pub struct StreamReport {
+    /// Stream name.
+    pub stream: String,
+    /// How it ended.
+    pub status: StreamStatus,
+    /// Rows written to the destination.
+    pub rows: u64,
+    /// Records read from the API.
+    pub records: u64,
+    /// Pages read.
+    pub pages: u64,
+    /// The count the API reported, if any.
+    pub api_count: Option<u64>,
+    /// Requests sent, retries included.
+    pub requests: u64,
+    /// Retries.
+    pub retries: u64,
+    /// 429 responses.
+    pub throttled: u64,
+    /// Wall time of the stream.
+    pub elapsed: Duration,
+}
+
+/// The outcome of a pipeline run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// This run's id.
+    pub run_id: String,
+    /// One entry per stream, in pipeline order.
+    pub streams: Vec<StreamReport>,
+}
+
+impl RunReport {
+    /// True when every stream loaded.
+    pub fn all_loaded(&self) -> bool {
+        self.streams.iter().all(|s| s.status == StreamStatus::Loaded)
+    }
+}
+
+/// Why a run could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The pipeline's key or URL could not be resolved.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// The API key was rejected: nothing was written.
+    #[error("pipeline `{pipeline}`: {source}; the destination was left untouched")]
+    KeyRejected {
+        pipeline: String,
+        source: ExtractError,
+    },
+    /// A signal stopped the run: nothing was written.
+    #[error("pipeline `{pipeline}`: interrupted; the destination was left untouched")]
+    Interrupted { pipeline: String },
+    /// The destination could not be opened or published.
+    #[error("pipeline `{pipeline}`: {source}")]
+    Load {
+        pipeline: String,
+        source: LoadError,
+    },
+    /// The HTTP client could not be built.
+    #[error("pipeline `{pipeline}`: {source}")]
+    Client {
+        pipeline: String,
+        source: ExtractError,
+    },
+}
+
+impl RunError {
+    /// True when the API key was rejected.
+    pub fn is_key_rejected(&self) -> bool {
+        matches!(self, RunError::KeyRejected { .. })
+    }
+}
+
+/// A new run id: UTC time and a random suffix, sortable.
+pub fn new_run_id() -> String {
+    format!(
+        "{}-{:04x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+        rand::random::<u16>()
+    )
+}
+
+enum LoadMsg {
+    Batch(usize, RecordBatch),
+    /// The stream ended; `Some(cursor)` on success (the cursor itself may be
+    /// absent), `None` when it failed.
+    End(usize, Option<Option<String>>),
+}
+
+/// Options of one run, from the command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Ignore stored incremental state for this run.
+    pub full_refresh: bool,
+}
+
+/// What a stream's tasks produced before the loader's verdict.
+struct StreamOutcome {
+    extract: Result<ExtractSummary, ExtractError>,
+    transform: Result<Option<String>, TransformError>,
+    elapsed: Duration,
+}
+
+/// Runs one pipeline. `stop` is cancelled on a signal (and by the client on
+/// a 401); budgets are shared across the pipelines of one invocation.
+pub async fn run_pipeline(
+    pipeline: &Pipeline,
+    settings: &Settings,
+    budgets: &Budgets,
+    stop: &CancellationToken,
+    options: RunOptions,
+) -> Result<RunReport, RunError> {
+    let spec = &pipeline.spec;
+    let name = spec.name.clone();
+    let api_key = pipeline.api_key()?;
+    let base_url = pipeline.base_url()?;
+    let run_id = new_run_id();
+
+    let load = Load::open(&spec.destination, &run_id).map_err(|source| RunError::Load {
+        pipeline: name.clone(),
+        source,
+    })?;
+
+    let budget = budgets.for_host(&base_url, spec.source.rate_limit_per_minute);
+    let http = build_client(
+        &api_key,
+        settings.timeouts(&spec.source),
+        budget,
+        stop.clone(),
+    )
+    .map_err(|e| RunError::Client {
+        pipeline: name.clone(),
+        source: ExtractError::Client(e.to_string()),
+    })?;
+    let extractor = Extractor {
+        http,
+        retry: settings.retry(&spec.source),
+        stop: stop.clone(),
+    };
+
+    // Incremental cursors, read from the destination before anything runs.
+    let mut since: Vec<Option<(String, String)>> = Vec::new();
+    for stream in &pipeline.streams {
+        let Some(incremental) = &stream.spec.incremental else {
+            since.push(None);
+            continue;
+        };
+        let stored = if options.full_refresh {
+            None
+        } else {
+            load.read_state(&name, &stream.spec.name)
+                .map_err(|source| RunError::Load {
+                    pipeline: name.clone(),
+                    source,
+                })?
+        };
+        let lookback = Duration::from_secs(incremental.lookback_secs.unwrap_or(300));
+        since.push(stored.map(|cursor| {
+            (
+                incremental.cursor_field.clone(),
+                crate::extract::since_value(&cursor, lookback),
+            )
+        }));
+    }
+    let commits: Vec<StreamCommit> = pipeline
+        .streams
+        .iter()
+        .map(|s| StreamCommit {
+            pipeline: name.clone(),
+            run_id: run_id.clone(),
+            write_mode: s.spec.write_mode,
+            primary_key: s.primary_key.iter().map(|k| column_name(k)).collect(),
+            state: None,
+        })
+        .collect();
+
+    let (load_tx, mut load_rx) = mpsc::channel::<LoadMsg>(BATCH_CHANNEL);
+    let stream_names: Vec<String> = pipeline.streams.iter().map(|s| s.spec.name.clone()).collect();
+    let loader_names = stream_names.clone();
+    let cursor_fields: Vec<Option<String>> = pipeline
+        .streams
+        .iter()
+        .map(|s| s.spec.incremental.as_ref().map(|i| i.cursor_field.clone()))
+        .collect();
+    let loader = tokio::task::spawn_blocking(move || {
+        let mut load = load;
+        let mut rows: HashMap<usize, Result<u64, LoadError>> = HashMap::new();
+        while let Some(msg) = load_rx.blocking_recv() {
+            match msg {
+                LoadMsg::Batch(i, batch) => {
+                    if matches!(rows.get(&i), Some(Err(_))) {
+                        continue;
+                    }
+                    if let Err(e) = load.write(&loader_names[i], &batch) {
+                        rows.insert(i, Err(e));
+                    }
+                }
+                LoadMsg::End(i, outcome) => {
+                    let result = match (rows.remove(&i), outcome) {
+                        (Some(Err(e)), _) => {
+                            let _ = load.discard_stream(&loader_names[i]);
+                            Err(e)
+                        }
+                        (_, Some(cursor)) => {
+                            let mut commit = commits[i].clone();
+                            commit.state = cursor.zip(cursor_fields[i].clone()).map(|(c, f)| (f, c));
+                            load.commit_stream(&loader_names[i], &commit)
+                        }
+                        (_, None) => load.discard_stream(&loader_names[i]).map(|()| 0),
+                    };
+                    rows.insert(i, result);
+                }
+            }
+        }
+        (load, rows)
+    });
+
+    let mut tasks = Vec::new();
+    for (index, stream) in pipeline.streams.iter().enumerate() {
+        let since_filter = since[index]
+            .as_ref()
+            .map(|(field, value)| (field.as_str(), value.as_str()));
+        let plan = stream_plan(pipeline, stream, &base_url, since_filter)?;
+        let cursor_field = stream.spec.incremental.as_ref().map(|i| i.cursor_field.clone());
+        let counters = Arc::new(StreamCounters::default());
+        let extractor = extractor.clone();
+        let load_tx = load_tx.clone();
+        let fields = stream.fields.clone();
+        let task_counters = Arc::clone(&counters);
+        let handle = tokio::spawn(async move {
+            let started = Instant::now();
+            let (page_tx, page_rx) = mpsc::channel::<Page>(PAGE_CHANNEL);
+            let transform_tx = load_tx.clone();
+            let stream_name = plan.stream.clone();
+            let transform = tokio::task::spawn_blocking(move || {
+                transform_stream(
+                    &stream_name,
+                    &fields,
+                    cursor_field.as_deref(),
+                    index,
+                    page_rx,
+                    transform_tx,
+                )
+            });
+            let extract = extractor.extract_stream(&plan, task_counters, page_tx).await;
+            let transform = match transform.await {
+                Ok(result) => result,
+                Err(join) => Err(TransformError::Arrow {
+                    stream: plan.stream.clone(),
+                    source: arrow::error::ArrowError::ExternalError(Box::new(join)),
+                }),
+            };
+            let outcome = match (&extract, &transform) {
+                (Ok(_), Ok(cursor)) => Some(cursor.clone()),
+                _ => None,
+            };
+            let _ = load_tx.send(LoadMsg::End(index, outcome)).await;
+            StreamOutcome {
+                extract,
+                transform,
+                elapsed: started.elapsed(),
+            }
+        });
+        tasks.push((handle, counters));
+    }
+    drop(load_tx);
+
+    let mut outcomes = Vec::new();
+    for (handle, counters) in tasks {
+        let outcome = handle.await.unwrap_or_else(|join| StreamOutcome {
+            extract: Err(ExtractError::Client(format!("stream task failed: {join}"))),
+            transform: Ok(None),
+            elapsed: Duration::ZERO,
+        });
+        outcomes.push((outcome, counters));
+    }
+    let (load, mut loaded) = loader.await.map_err(|join| RunError::Load {
+        pipeline: name.clone(),
+        source: LoadError::Io {
+            action: "finish loading".into(),
+            path: pipeline.path.clone(),
+            source: std::io::Error::other(join.to_string()),
+        },
+    })?;
+
+    // A rejected key or a signal: nothing is published.
+    if let Some(source) = outcomes
+        .iter_mut()
+        .find_map(|(o, _)| match &o.extract {
+            Err(e) if e.is_key_rejected() => Some(std::mem::replace(
+                &mut o.extract,
+                Err(ExtractError::Stopped {
+                    stream: String::new(),
+                }),
+            )),
+            _ => None,
+        })
+    {
+        load.abandon();
+        let source = match source {
+            Err(e) => e,
+            Ok(_) => ExtractError::Stopped { stream: String::new() },
+        };
+        return Err(RunError::KeyRejected {
+            pipeline: name,
+            source,
+        });
+    }
+    if stop.is_cancelled() {
+        load.abandon();
+        return Err(RunError::Interrupted { pipeline: name });
+    }
+
+    let mut reports = Vec::new();
+    for (index, (outcome, counters)) in outcomes.into_iter().enumerate() {
+        let load_result = loaded.remove(&index);
+        let (status, rows) = match (&outcome.extract, &outcome.transform, load_result) {
+            (Err(e), _, _) if e.is_forbidden() => (StreamStatus::Forbidden(e.to_string()), 0),
+            (_, Err(e), _) => (StreamStatus::Failed(e.to_string()), 0),
+            (Err(ExtractError::Stopped { .. }), _, _) => (StreamStatus::Stopped, 0),
+            (Err(e), _, _) => (StreamStatus::Failed(e.to_string()), 0),
+            (Ok(_), Ok(_), Some(Ok(rows))) => (StreamStatus::Loaded, rows),
+            (Ok(_), Ok(_), Some(Err(e))) => (StreamStatus::Failed(e.to_string()), 0),
+            (Ok(_), Ok(_), None) => (
+                StreamStatus::Failed("the loader lost the stream".into()),
+                0,
+            ),
+        };
+        let summary = outcome.extract.as_ref().ok().cloned().unwrap_or_default();
+        if let (StreamStatus::Loaded, Some(count)) = (&status, summary.api_count)
+            && count != rows
+        {
+            tracing::warn!(pipeline = %name, stream = %stream_names[index], rows, api_count = count, "the API reported {count} records but {rows} rows were loaded");
+        }
+        reports.push(StreamReport {
+            stream: stream_names[index].clone(),
+            status,
+            rows,
+            records: summary.records,
+            pages: summary.pages,
+            api_count: summary.api_count,
+            requests: StreamCounters::get(&counters.requests),
+            retries: StreamCounters::get(&counters.retries),
+            throttled: StreamCounters::get(&counters.throttled),
+            elapsed: outcome.elapsed,
+        });
+    }
+    load.publish().map_err(|source| RunError::Load {
+        pipeline: name.clone(),
+        source,
+    })?;
+    Ok(RunReport {
+        pipeline: name,
+        run_id,
+        streams: reports,
+    })
+}
+
+/// The transform loop of one stream, on a blocking thread: pages in,
+/// batches out to the loader.
+fn transform_stream(
+    stream: &str,
+    fields: &[crate::pipeline::FieldNode],
+    cursor_field: Option<&str>,
+    index: usize,
+    mut pages: mpsc::Receiver<Page>,
+    load: mpsc::Sender<LoadMsg>,
+) -> Result<Option<String>, TransformError> {
+    let mut transform = StreamTransform::new(stream, fields);
+    if let Some(field) = cursor_field {
+        transform = transform.with_cursor_field(field);
+    }
+    while let Some(page) = pages.blocking_recv() {
+        if let Some(batch) = transform.push_page(&page)?
+            && load.blocking_send(LoadMsg::Batch(index, batch)).is_err()
+        {
+            return Ok(None);
+        }
+    }
+    if let Some(batch) = transform.finish()? {
+        let _ = load.blocking_send(LoadMsg::Batch(index, batch));
+    }
+    Ok(transform.max_cursor().map(str::to_owned))
+}
+
+/// The column of a (possibly dotted) field: `manager.id` -> `manager_id`.
+fn column_name(field: &str) -> String {
+    field
+        .split('.')
+        .map(crate::transform::naming::snake_case)
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
+/// Points a destination into `dir`, keeping its file or directory name
+/// (the demo writes under `out/demo/`).
+pub fn redirect_destination(destination: &mut crate::pipeline::DestinationSpec, dir: &std::path::Path) {
+    use crate::pipeline::DestinationSpec;
+    match destination {
+        DestinationSpec::Duckdb(d) => {
+            d.path = dir.join(d.path.file_name().unwrap_or_else(|| "lucca.duckdb".as_ref()));
+        }
+        DestinationSpec::Parquet(p) => {
+            p.dir = dir.join(p.dir.file_name().unwrap_or_else(|| "parquet".as_ref()));
+        }
+    }
+}
+
+/// Sends one authenticated request for the pipeline's first stream (a
+/// one-record page) and says what the API answered.
+pub async fn check_pipeline(pipeline: &Pipeline, settings: &Settings) -> Result<String, RunError> {
+    let spec = &pipeline.spec;
+    let name = spec.name.clone();
+    let api_key = pipeline.api_key()?;
+    let base_url = pipeline.base_url()?;
+    let Some(stream) = pipeline.streams.first() else {
+        return Ok("no stream to check".into());
+    };
+    let stop = CancellationToken::new();
+    let http = build_client(
+        &api_key,
+        settings.timeouts(&spec.source),
+        Arc::new(RequestBudget::new(None)),
+        stop.clone(),
+    )
+    .map_err(|e| RunError::Client {
+        pipeline: name.clone(),
+        source: ExtractError::Client(e.to_string()),
+    })?;
+    let extractor = Extractor {
+        http,
+        retry: settings.retry(&spec.source),
+        stop,
+    };
+    let plan = stream_plan(pipeline, stream, &base_url, None)?;
+    let count = extractor
+        .probe(&plan, Arc::new(StreamCounters::default()))
+        .await
+        .map_err(|source| {
+            if source.is_key_rejected() {
+                RunError::KeyRejected {
+                    pipeline: name.clone(),
+                    source,
+                }
+            } else {
+                RunError::Client {
+                    pipeline: name.clone(),
+                    source,
+                }
+            }
+        })?;
+    Ok(match count {
+        Some(n) => format!(
+            "the key was accepted; `{}` reports {n} records at {}",
+            stream.spec.name, stream.spec.endpoint
+        ),
+        None => format!(
+            "the key was accepted; `{}` answered at {}",
+            stream.spec.name, stream.spec.endpoint
+        ),
+    })
+}
+
+fn stream_plan(
+    pipeline: &Pipeline,
+    stream: &crate::pipeline::ResolvedStream,
+    base_url: &Url,
+    since: Option<(&str, &str)>,
+) -> Result<StreamPlan, RunError> {
+    StreamPlan::new(
+        &pipeline.spec.name,
+        &stream.spec.name,
+        base_url,
+        &stream.spec.endpoint,
+        &stream.spec.params,
+        &fields_query(&stream.fields),
+        stream.spec.paging,
+        stream.page_by,
+        stream.page_size,
+        since,
+    )
+    .map_err(|e| {
+        RunError::Pipeline(PipelineError::new(
+            &pipeline.path,
+            0,
+            0,
+            format!(
+                "stream `{}`: endpoint `{}`: {e}",
+                stream.spec.name, stream.spec.endpoint
+            ),
+        ))
+    })
+}

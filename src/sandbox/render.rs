@@ -1,0 +1,144 @@
+//! Serialisation of records as the fake tenant answers them: projection by
+//! `fields` straight into the output buffer (no intermediate JSON tree for
+//! synthetic users) and relative `url`s turned absolute on the way out.
+
+use serde::Serialize;
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+use serde_json::{Map, Value};
+
+use super::data::{Core, Generator, Meta, Store, USER_KEYS};
+use super::query::Proj;
+
+/// A JSON value seen through a projection; strings under a `url` key that
+/// start with `/` get `base` prepended.
+pub(crate) struct Projected<'a> {
+    pub value: &'a Value,
+    pub proj: &'a Proj,
+    pub base: &'a str,
+    pub is_url: bool,
+}
+
+impl Serialize for Projected<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.value {
+            Value::String(text) if self.is_url && text.starts_with('/') => {
+                s.collect_str(&format_args!("{}{}", self.base, text))
+            }
+            Value::Object(map) => ProjectedMap {
+                map,
+                proj: self.proj,
+                base: self.base,
+            }
+            .serialize(s),
+            Value::Array(items) => {
+                let mut out = s.serialize_seq(Some(items.len()))?;
+                for v in items {
+                    out.serialize_element(&Projected {
+                        value: v,
+                        proj: self.proj,
+                        base: self.base,
+                        is_url: false,
+                    })?;
+                }
+                out.end()
+            }
+            other => other.serialize(s),
+        }
+    }
+}
+
+/// A JSON object seen through a projection, keys in the record's order and
+/// spelling.
+pub(crate) struct ProjectedMap<'a> {
+    pub map: &'a Map<String, Value>,
+    pub proj: &'a Proj,
+    pub base: &'a str,
+}
+
+impl Serialize for ProjectedMap<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut out = s.serialize_map(None)?;
+        for (k, v) in self.map {
+            if let Some(sub) = self.proj.lookup(k) {
+                out.serialize_entry(
+                    k,
+                    &Projected {
+                        value: v,
+                        proj: sub,
+                        base: self.base,
+                        is_url: k == "url",
+                    },
+                )?;
+            }
+        }
+        out.end()
+    }
+}
+
+/// A synthetic user seen through a projection: only the selected fields are
+/// ever computed.
+struct SynthUser<'a> {
+    generator: &'a Generator,
+    core: Core,
+    modified_ms: i64,
+    proj: &'a Proj,
+    base: &'a str,
+}
+
+impl Serialize for SynthUser<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut out = s.serialize_map(None)?;
+        let culture_key = self.core.culture_key();
+        for key in USER_KEYS {
+            let key = if key == "cultureID" { culture_key } else { key };
+            if let Some(sub) = self.proj.lookup(key) {
+                let value = self.generator.field(&self.core, self.modified_ms, key);
+                out.serialize_entry(
+                    key,
+                    &Projected {
+                        value: &value,
+                        proj: sub,
+                        base: self.base,
+                        is_url: key == "url",
+                    },
+                )?;
+            }
+        }
+        out.end()
+    }
+}
+
+/// Which v3 collection a record belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Users,
+    Departments,
+}
+
+/// Appends record `meta` of collection `kind`, projected, to `out`.
+pub(crate) fn write_record(
+    out: &mut Vec<u8>,
+    store: &Store,
+    kind: Kind,
+    meta: &Meta,
+    proj: &Proj,
+    base: &str,
+) -> serde_json::Result<()> {
+    let coll = match kind {
+        Kind::Users => &store.users,
+        Kind::Departments => &store.departments,
+    };
+    match coll.records.get(meta.fixture as usize) {
+        Some(map) => serde_json::to_writer(&mut *out, &ProjectedMap { map, proj, base }),
+        None => serde_json::to_writer(
+            &mut *out,
+            &SynthUser {
+                generator: &store.generator,
+                core: store.generator.core(meta.id),
+                modified_ms: meta.modified_ms,
+                proj,
+                base,
+            },
+        ),
+    }
+}

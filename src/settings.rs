@@ -1,0 +1,113 @@
+//! Runtime settings that are not part of a pipeline (log format and level,
+//! default timeouts and retry limits), layered with the `config` crate:
+//! built-in defaults, then an optional `lucca-sync.toml`, then `LUCCA_SYNC_*`
+//! environment variables; command-line flags are applied last by the binary.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::extract::{RetrySettings, Timeouts};
+use crate::pipeline::SourceSpec;
+
+/// How log lines are written on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable on a terminal, JSON otherwise.
+    #[default]
+    Auto,
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings of the tool itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `auto`, `text` or `json`.
+    pub log_format: LogFormat,
+    /// A tracing filter, e.g. `info` or `lucca_sync=debug`.
+    pub log_level: String,
+    /// Default TCP connect timeout, seconds.
+    pub connect_timeout_secs: u64,
+    /// Default timeout of a whole request, seconds.
+    pub request_timeout_secs: u64,
+    /// Default attempts per page.
+    pub max_attempts: u32,
+    /// Default longest total wait between attempts of one page, seconds.
+    pub max_retry_wait_secs: u64,
+    /// Default longest accepted `Retry-After`, seconds.
+    pub max_retry_after_secs: u64,
+    /// First backoff interval, milliseconds (doubles on each retry, jittered).
+    pub retry_backoff_min_ms: u64,
+    /// Largest backoff interval, milliseconds.
+    pub retry_backoff_max_ms: u64,
+}
+
+/// Why the settings could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("settings: {0}")]
+pub struct SettingsError(#[from] config::ConfigError);
+
+impl Settings {
+    /// Defaults, then `lucca-sync.toml` (or the given file) if it exists,
+    /// then `LUCCA_SYNC_*` variables (e.g. `LUCCA_SYNC_LOG_FORMAT=json`).
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        let mut builder = config::Config::builder()
+            .set_default("log_format", "auto")?
+            .set_default("log_level", "info")?
+            .set_default("connect_timeout_secs", 10)?
+            .set_default("request_timeout_secs", 60)?
+            .set_default("max_attempts", 6)?
+            .set_default("max_retry_wait_secs", 300)?
+            .set_default("max_retry_after_secs", 120)?
+            .set_default("retry_backoff_min_ms", 1000)?
+            .set_default("retry_backoff_max_ms", 60_000)?;
+        builder = match file {
+            Some(path) => builder.add_source(config::File::from(path).required(true)),
+            None => builder.add_source(config::File::with_name("lucca-sync").required(false)),
+        };
+        let settings = builder
+            .add_source(config::Environment::with_prefix("LUCCA_SYNC").try_parsing(true))
+            .build()?
+            .try_deserialize()?;
+        Ok(settings)
+    }
+
+    /// Timeouts for a source: the pipeline's own values win.
+    pub fn timeouts(&self, source: &SourceSpec) -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(
+                source
+                    .connect_timeout_secs
+                    .unwrap_or(self.connect_timeout_secs),
+            ),
+            request: Duration::from_secs(
+                source
+                    .request_timeout_secs
+                    .unwrap_or(self.request_timeout_secs),
+            ),
+        }
+    }
+
+    /// Retry limits for a source: the pipeline's own values win.
+    pub fn retry(&self, source: &SourceSpec) -> RetrySettings {
+        RetrySettings {
+            max_attempts: source.max_attempts.unwrap_or(self.max_attempts).max(1),
+            max_total_wait: Duration::from_secs(
+                source.max_retry_wait_secs.unwrap_or(self.max_retry_wait_secs),
+            ),
+            max_retry_after: Duration::from_secs(
+                source
+                    .max_retry_after_secs
+                    .unwrap_or(self.max_retry_after_secs),
+            ),
+            backoff_min: Duration::from_millis(self.retry_backoff_min_ms),
+            backoff_max: Duration::from_millis(self.retry_backoff_max_ms),
+        }
+    }
+}

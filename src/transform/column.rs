@@ -1,0 +1,284 @@
+//! Typed column builders: each column learns its type from its first
+//! non-null value (or its declaration) and then accepts only values that fit.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, TimeUnit};
+
+use super::temporal::{self, Temporal};
+
+/// The column types lucca-sync produces (DuckDB names in the docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    /// BIGINT.
+    Int64,
+    /// DOUBLE.
+    Float64,
+    /// BOOLEAN.
+    Boolean,
+    /// VARCHAR.
+    Utf8,
+    /// DATE.
+    Date,
+    /// TIMESTAMP (naive, as Lucca sends it).
+    Timestamp,
+    /// TIMESTAMPTZ (stored as UTC).
+    TimestampTz,
+    /// JSON text in a VARCHAR column (arrays, objects past the flattening depth).
+    Json,
+}
+
+impl ColumnType {
+    /// The Arrow type of the column.
+    pub fn arrow_type(self) -> DataType {
+        match self {
+            ColumnType::Int64 => DataType::Int64,
+            ColumnType::Float64 => DataType::Float64,
+            ColumnType::Boolean => DataType::Boolean,
+            ColumnType::Utf8 | ColumnType::Json => DataType::Utf8,
+            ColumnType::Date => DataType::Date32,
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            ColumnType::TimestampTz => {
+                DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC")))
+            }
+        }
+    }
+}
+
+/// One JSON scalar, borrowed from the page body where possible.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar<'a> {
+    /// `null`.
+    Null,
+    /// `true` / `false`.
+    Bool(bool),
+    /// An integer that fits in i64.
+    Int(i64),
+    /// Any other number.
+    Float(f64),
+    /// A string.
+    Str(std::borrow::Cow<'a, str>),
+    /// An array or object kept as JSON text.
+    Json(&'a str),
+}
+
+impl Scalar<'_> {
+    /// How the value is shown in an error message.
+    pub fn shown(&self) -> String {
+        match self {
+            Scalar::Null => "null".into(),
+            Scalar::Bool(b) => b.to_string(),
+            Scalar::Int(i) => i.to_string(),
+            Scalar::Float(f) => f.to_string(),
+            Scalar::Str(s) => format!("{:?}", truncate(s, 80)),
+            Scalar::Json(j) => truncate(j, 80).to_owned(),
+        }
+    }
+
+    /// The type a column gets when this is its first non-null value.
+    pub fn inferred_type(&self) -> Option<ColumnType> {
+        Some(match self {
+            Scalar::Null => return None,
+            Scalar::Bool(_) => ColumnType::Boolean,
+            Scalar::Int(_) => ColumnType::Int64,
+            Scalar::Float(_) => ColumnType::Float64,
+            Scalar::Json(_) => ColumnType::Json,
+            Scalar::Str(s) => match temporal::parse(s) {
+                Some(Temporal::Date(_)) => ColumnType::Date,
+                Some(Temporal::Naive(_)) => ColumnType::Timestamp,
+                Some(Temporal::Zoned(_)) => ColumnType::TimestampTz,
+                None => ColumnType::Utf8,
+            },
+        })
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// A column being filled for the current batch.
+#[derive(Debug)]
+pub enum ColumnBuilder {
+    /// No non-null value seen yet: only nulls, counted.
+    Pending(usize),
+    Int64(Int64Builder),
+    Float64(Float64Builder),
+    Boolean(BooleanBuilder),
+    Utf8(StringBuilder),
+    Json(StringBuilder),
+    Date(Date32Builder),
+    Timestamp(TimestampMicrosecondBuilder),
+    TimestampTz(TimestampMicrosecondBuilder),
+}
+
+impl ColumnBuilder {
+    /// An empty builder for a column of a known type.
+    pub fn typed(ty: ColumnType) -> Self {
+        match ty {
+            ColumnType::Int64 => ColumnBuilder::Int64(Int64Builder::new()),
+            ColumnType::Float64 => ColumnBuilder::Float64(Float64Builder::new()),
+            ColumnType::Boolean => ColumnBuilder::Boolean(BooleanBuilder::new()),
+            ColumnType::Utf8 => ColumnBuilder::Utf8(StringBuilder::new()),
+            ColumnType::Json => ColumnBuilder::Json(StringBuilder::new()),
+            ColumnType::Date => ColumnBuilder::Date(Date32Builder::new()),
+            ColumnType::Timestamp => ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new()),
+            ColumnType::TimestampTz => ColumnBuilder::TimestampTz(
+                TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            ),
+        }
+    }
+
+    /// The column's type, once known.
+    pub fn column_type(&self) -> Option<ColumnType> {
+        Some(match self {
+            ColumnBuilder::Pending(_) => return None,
+            ColumnBuilder::Int64(_) => ColumnType::Int64,
+            ColumnBuilder::Float64(_) => ColumnType::Float64,
+            ColumnBuilder::Boolean(_) => ColumnType::Boolean,
+            ColumnBuilder::Utf8(_) => ColumnType::Utf8,
+            ColumnBuilder::Json(_) => ColumnType::Json,
+            ColumnBuilder::Date(_) => ColumnType::Date,
+            ColumnBuilder::Timestamp(_) => ColumnType::Timestamp,
+            ColumnBuilder::TimestampTz(_) => ColumnType::TimestampTz,
+        })
+    }
+
+    /// Fixes the type of a pending column, keeping the nulls it counted.
+    pub fn settle(&mut self, ty: ColumnType) {
+        if let ColumnBuilder::Pending(nulls) = *self {
+            *self = ColumnBuilder::typed(ty);
+            for _ in 0..nulls {
+                self.append_null();
+            }
+        }
+    }
+
+    /// Appends a null.
+    pub fn append_null(&mut self) {
+        match self {
+            ColumnBuilder::Pending(n) => *n += 1,
+            ColumnBuilder::Int64(b) => b.append_null(),
+            ColumnBuilder::Float64(b) => b.append_null(),
+            ColumnBuilder::Boolean(b) => b.append_null(),
+            ColumnBuilder::Utf8(b) | ColumnBuilder::Json(b) => b.append_null(),
+            ColumnBuilder::Date(b) => b.append_null(),
+            ColumnBuilder::Timestamp(b) | ColumnBuilder::TimestampTz(b) => b.append_null(),
+        }
+    }
+
+    /// Appends a value, inferring the type of a pending column from it.
+    /// `Err(())` when the value does not fit the column's type.
+    pub fn append(&mut self, value: &Scalar<'_>) -> Result<(), ()> {
+        if matches!(value, Scalar::Null) {
+            self.append_null();
+            return Ok(());
+        }
+        if let (ColumnBuilder::Pending(_), Some(ty)) = (&*self, value.inferred_type()) {
+            self.settle(ty);
+        }
+        match (self, value) {
+            (ColumnBuilder::Int64(b), Scalar::Int(i)) => b.append_value(*i),
+            (ColumnBuilder::Int64(b), Scalar::Float(f))
+                if f.fract() == 0.0 && f.abs() < 9.0e15 =>
+            {
+                b.append_value(*f as i64)
+            }
+            (ColumnBuilder::Float64(b), Scalar::Float(f)) => b.append_value(*f),
+            (ColumnBuilder::Float64(b), Scalar::Int(i)) => b.append_value(*i as f64),
+            (ColumnBuilder::Boolean(b), Scalar::Bool(v)) => b.append_value(*v),
+            (ColumnBuilder::Utf8(b), Scalar::Str(s)) => b.append_value(s),
+            // Any scalar has an exact text form.
+            (ColumnBuilder::Utf8(b), Scalar::Int(i)) => b.append_value(i.to_string()),
+            (ColumnBuilder::Utf8(b), Scalar::Float(f)) => b.append_value(f.to_string()),
+            (ColumnBuilder::Utf8(b), Scalar::Bool(v)) => b.append_value(v.to_string()),
+            (ColumnBuilder::Json(b), Scalar::Json(j)) => b.append_value(j),
+            (ColumnBuilder::Json(b), Scalar::Str(s)) => {
+                b.append_value(serde_json::Value::from(s.as_ref()).to_string())
+            }
+            (ColumnBuilder::Json(b), Scalar::Int(i)) => b.append_value(i.to_string()),
+            (ColumnBuilder::Json(b), Scalar::Float(f)) => b.append_value(f.to_string()),
+            (ColumnBuilder::Json(b), Scalar::Bool(v)) => b.append_value(v.to_string()),
+            (ColumnBuilder::Date(b), Scalar::Str(s)) => match temporal::parse(s) {
+                Some(Temporal::Date(d)) => b.append_value(d),
+                _ => return Err(()),
+            },
+            (ColumnBuilder::Timestamp(b), Scalar::Str(s)) => match temporal::parse(s) {
+                Some(Temporal::Naive(us)) => b.append_value(us),
+                Some(Temporal::Date(d)) => b.append_value(i64::from(d) * 86_400_000_000),
+                _ => return Err(()),
+            },
+            (ColumnBuilder::TimestampTz(b), Scalar::Str(s)) => match temporal::parse(s) {
+                Some(Temporal::Zoned(us)) => b.append_value(us),
+                _ => return Err(()),
+            },
+            _ => return Err(()),
+        }
+        Ok(())
+    }
+
+    /// Takes the values built so far as an Arrow array, leaving the builder
+    /// empty and of the same type. Pending columns have no array.
+    pub fn finish(&mut self) -> Option<ArrayRef> {
+        Some(match self {
+            ColumnBuilder::Pending(n) => {
+                *n = 0;
+                return None;
+            }
+            ColumnBuilder::Int64(b) => Arc::new(b.finish()),
+            ColumnBuilder::Float64(b) => Arc::new(b.finish()),
+            ColumnBuilder::Boolean(b) => Arc::new(b.finish()),
+            ColumnBuilder::Utf8(b) | ColumnBuilder::Json(b) => Arc::new(b.finish()),
+            ColumnBuilder::Date(b) => Arc::new(b.finish()),
+            ColumnBuilder::Timestamp(b) | ColumnBuilder::TimestampTz(b) => Arc::new(b.finish()),
+        })
+    }
+
+    /// Values (nulls included) appended since the last `finish`.
+    pub fn len(&self) -> usize {
+        use arrow::array::ArrayBuilder;
+        match self {
+            ColumnBuilder::Pending(n) => *n,
+            ColumnBuilder::Int64(b) => b.len(),
+            ColumnBuilder::Float64(b) => b.len(),
+            ColumnBuilder::Boolean(b) => b.len(),
+            ColumnBuilder::Utf8(b) | ColumnBuilder::Json(b) => b.len(),
+            ColumnBuilder::Date(b) => b.len(),
+            ColumnBuilder::Timestamp(b) | ColumnBuilder::TimestampTz(b) => b.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    #[test]
+    fn infers_then_holds_the_type() {
+        let mut c = ColumnBuilder::Pending(0);
+        c.append_null();
+        assert!(c.append(&Scalar::Str(Cow::Borrowed("2014-09-01T00:00:00"))).is_ok());
+        assert_eq!(c.column_type(), Some(ColumnType::Timestamp));
+        assert!(c.append(&Scalar::Str(Cow::Borrowed("not a date"))).is_err());
+        assert_eq!(c.len(), 2);
+        let array = c.finish().unwrap_or_else(|| panic!("typed"));
+        assert_eq!(array.null_count(), 1);
+    }
+
+    #[test]
+    fn integers_fit_double_columns_but_fractions_do_not_fit_bigint() {
+        let mut c = ColumnBuilder::typed(ColumnType::Float64);
+        assert!(c.append(&Scalar::Int(3)).is_ok());
+        let mut c = ColumnBuilder::typed(ColumnType::Int64);
+        assert!(c.append(&Scalar::Float(3.0)).is_ok());
+        assert!(c.append(&Scalar::Float(3.5)).is_err());
+    }
+}

@@ -1,0 +1,55 @@
+//! Column names analysts can type: Lucca's camelCase paths become
+//! snake_case, nested paths are joined with `_`.
+
+/// `dtContractStart` -> `dt_contract_start`, `cultureID` -> `culture_id`,
+/// `e_bloodType` -> `e_blood_type`, `Id` -> `id`.
+pub fn snake_case(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_uppercase() {
+            let prev = i.checked_sub(1).map(|j| chars[j]);
+            let next = chars.get(i + 1).copied();
+            let starts_word = match prev {
+                None => false,
+                Some(p) if p == '_' => false,
+                Some(p) if p.is_lowercase() || p.is_ascii_digit() => true,
+                // The last capital of an acronym starts a word: `HTTPServer`.
+                Some(p) if p.is_uppercase() => next.is_some_and(|n| n.is_lowercase()),
+                Some(_) => false,
+            };
+            if starts_word {
+                out.push('_');
+            }
+            out.extend(c.to_lowercase());
+        } else if c.is_alphanumeric() || c == '_' {
+            out.push(c);
+        } else {
+            out.push('_');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snake_case;
+
+    #[test]
+    fn lucca_names() {
+        for (from, to) in [
+            ("id", "id"),
+            ("Id", "id"),
+            ("firstName", "first_name"),
+            ("dtContractStart", "dt_contract_start"),
+            ("cultureID", "culture_id"),
+            ("cultureId", "culture_id"),
+            ("legalEntityId", "legal_entity_id"),
+            ("e_bloodType", "e_blood_type"),
+            ("HTTPServer", "http_server"),
+            ("address2Line", "address2_line"),
+        ] {
+            assert_eq!(snake_case(from), to, "{from}");
+        }
+    }
+}

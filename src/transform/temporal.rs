@@ -1,0 +1,133 @@
+//! Lucca's date and time strings: naive local datetimes
+//! (`2014-09-01T00:00:00`, `2015-09-07T10:20:06.583`), UTC or offset
+//! datetimes of the newer API (`2024-04-15T23:12:54.0001Z`) and plain dates.
+//! No time zone is ever invented for a naive value.
+
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
+
+/// What a string holds, as far as column typing goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemporalKind {
+    /// `yyyy-mm-dd`.
+    Date,
+    /// A datetime without zone.
+    Naive,
+    /// A datetime with `Z` or an offset.
+    Zoned,
+}
+
+/// A parsed value: days since the epoch, or microseconds since the epoch
+/// (local wall time for naive values, UTC for zoned ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Temporal {
+    /// Days since 1970-01-01.
+    Date(i32),
+    /// Microseconds since 1970-01-01T00:00:00, wall time.
+    Naive(i64),
+    /// Microseconds since the epoch, UTC.
+    Zoned(i64),
+}
+
+impl Temporal {
+    /// The kind of this value.
+    pub fn kind(self) -> TemporalKind {
+        match self {
+            Temporal::Date(_) => TemporalKind::Date,
+            Temporal::Naive(_) => TemporalKind::Naive,
+            Temporal::Zoned(_) => TemporalKind::Zoned,
+        }
+    }
+}
+
+const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("1970-01-01 is a date");
+
+fn digits(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(s.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')))
+}
+
+fn date(s: &[u8]) -> Option<NaiveDate> {
+    if s.len() != 10 || s[4] != b'-' || s[7] != b'-' {
+        return None;
+    }
+    NaiveDate::from_ymd_opt(digits(&s[0..4])? as i32, digits(&s[5..7])?, digits(&s[8..10])?)
+}
+
+/// Parses a Lucca date or datetime; `None` for anything else.
+pub fn parse(text: &str) -> Option<Temporal> {
+    let s = text.as_bytes();
+    let day = date(s.get(..10)?)?;
+    if s.len() == 10 {
+        return Some(Temporal::Date((day - EPOCH).num_days() as i32));
+    }
+    if !matches!(s.get(10), Some(b'T') | Some(b' ')) || s.len() < 19 {
+        return None;
+    }
+    let t = &s[11..19];
+    if t[2] != b':' || t[5] != b':' {
+        return None;
+    }
+    let mut micros: u32 = 0;
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix(b".") {
+        let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 {
+            return None;
+        }
+        for (i, d) in frac[..n].iter().enumerate().take(6) {
+            micros += u32::from(d - b'0') * 10u32.pow(5 - i as u32);
+        }
+        rest = &frac[n..];
+    }
+    let time = NaiveTime::from_hms_micro_opt(
+        digits(&t[0..2])?,
+        digits(&t[3..5])?,
+        digits(&t[6..8])?,
+        micros,
+    )?;
+    let wall = NaiveDateTime::new(day, time).and_utc().timestamp_micros();
+    match rest {
+        [] => Some(Temporal::Naive(wall)),
+        [b'Z'] | [b'z'] => Some(Temporal::Zoned(wall)),
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] | [sign @ (b'+' | b'-'), h1, h2, m1, m2] => {
+            let hours = digits(&[*h1, *h2])?;
+            let minutes = digits(&[*m1, *m2])?;
+            let offset = i64::from(hours * 60 + minutes) * 60_000_000;
+            Some(Temporal::Zoned(if *sign == b'+' {
+                wall - offset
+            } else {
+                wall + offset
+            }))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lucca_formats() {
+        assert_eq!(parse("1970-01-02"), Some(Temporal::Date(1)));
+        assert_eq!(parse("1970-01-01T00:00:01"), Some(Temporal::Naive(1_000_000)));
+        assert_eq!(
+            parse("1970-01-01T00:00:00.583"),
+            Some(Temporal::Naive(583_000))
+        );
+        assert_eq!(
+            parse("1970-01-01T00:00:00.0001Z"),
+            Some(Temporal::Zoned(100))
+        );
+        assert_eq!(
+            parse("1970-01-01T01:00:00+01:00"),
+            Some(Temporal::Zoned(0))
+        );
+        assert_eq!(parse("2015-09-07T10:20:06.583").map(Temporal::kind), Some(TemporalKind::Naive));
+        for bad in ["", "2015", "2015-13-01", "2015-02-30", "hello world", "2015-09-07T25:00:00", "2015-09-07T10:20:06.", "2015-09-07Tab:cd:ef"] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Golden tests of the transform on hand-written pages.
+
+use arrow::array::{
+    Array, AsArray, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, TimeUnit};
+use bytes::Bytes;
+
+use super::*;
+use crate::extract::paging::parse_envelope;
+use crate::pipeline::PagingStyle;
+
+fn page(json: &str) -> Page {
+    let body = Bytes::from(json.to_owned());
+    let parsed = parse_envelope(&body, PagingStyle::V3).unwrap_or_else(|_| panic!("envelope"));
+    Page {
+        number: 1,
+        url: "http://127.0.0.1/api/v3/users?paging=0,1000".into(),
+        body,
+        items: parsed.items,
+    }
+}
+
+fn field(name: &str, children: &[&str]) -> FieldNode {
+    FieldNode {
+        name: name.into(),
+        children: children.iter().map(|c| field(c, &[])).collect(),
+    }
+}
+
+fn run(fields: &[FieldNode], json: &str) -> RecordBatch {
+    let mut t = StreamTransform::new("users", fields);
+    let first = t.push_page(&page(json)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(first.is_none(), "buffered until warm-up or finish");
+    t.finish()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("a batch"))
+}
+
+const USERS: &str = r#"{"data":{"count":3,"items":[
+ {"id":416,"firstName":"Zoë","lastName":"DOE","birthDate":"1989-12-22T00:00:00",
+  "modifiedAt":"2015-09-07T10:20:06.583","dtContractEnd":null,"startsOn":"2020-02-01",
+  "isActive":true,"rate":1.5,"cultureID":1036,
+  "manager":{"id":383,"name":"Roger Smith","url":"x"},"userWorkCycles":[{"id":288}],
+  "extendedData":{"e_bloodType":"AB"}},
+ {"id":417,"firstName":"山田","lastName":"太郎","birthDate":null,"modifiedAt":"2016-01-01T00:00:00",
+  "startsOn":"2021-03-04","isActive":false,"rate":2,"cultureId":1033,"manager":null},
+ {"id":418,"firstName":"Ольга\"q","modifiedAt":"2017-01-01T08:00:00","manager":{"id":416,"name":"Zoë DOE"}}
+]}}"#;
+
+#[test]
+fn types_flattening_and_names() {
+    let fields = vec![
+        field("id", &[]),
+        field("firstName", &[]),
+        field("manager", &["id", "name"]),
+    ];
+    let batch = run(&fields, USERS);
+    let schema = batch.schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "id",
+            "first_name",
+            "manager_id",
+            "manager_name",
+            "last_name",
+            "birth_date",
+            "modified_at",
+            "dt_contract_end",
+            "starts_on",
+            "is_active",
+            "rate",
+            "culture_id",
+            "manager_url",
+            "user_work_cycles",
+            "extended_data_e_blood_type",
+        ]
+    );
+    let ty = |n: &str| schema.field_with_name(n).map(|f| f.data_type().clone()).unwrap_or(DataType::Null);
+    assert_eq!(ty("id"), DataType::Int64);
+    assert_eq!(ty("manager_id"), DataType::Int64);
+    assert_eq!(ty("birth_date"), DataType::Timestamp(TimeUnit::Microsecond, None));
+    assert_eq!(ty("starts_on"), DataType::Date32);
+    assert_eq!(ty("is_active"), DataType::Boolean);
+    assert_eq!(ty("rate"), DataType::Float64);
+    // All null in the warm-up: a VARCHAR column, not a NULL-typed one.
+    assert_eq!(ty("dt_contract_end"), DataType::Utf8);
+
+    let col = |n: &str| batch.column_by_name(n).unwrap_or_else(|| panic!("{n}")).clone();
+    let ids = col("id");
+    let ids = ids.as_any().downcast_ref::<Int64Array>().unwrap_or_else(|| panic!("ids"));
+    assert_eq!(ids.values(), &[416, 417, 418]);
+    let names = col("first_name");
+    let names = names.as_string::<i32>();
+    assert_eq!(names.value(0), "Zoë");
+    assert_eq!(names.value(1), "山田");
+    assert_eq!(names.value(2), "Ольга\"q");
+    let managers = col("manager_id");
+    let managers = managers.as_any().downcast_ref::<Int64Array>().unwrap_or_else(|| panic!("m"));
+    assert_eq!(managers.value(0), 383);
+    assert!(managers.is_null(1));
+    assert_eq!(managers.value(2), 416);
+    let modified = col("modified_at");
+    let modified = modified
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .unwrap_or_else(|| panic!("ts"));
+    // 2015-09-07T10:20:06.583 as wall time.
+    assert_eq!(modified.value(0), 1_441_621_206_583_000);
+    let starts = col("starts_on");
+    let starts = starts.as_any().downcast_ref::<Date32Array>().unwrap_or_else(|| panic!("d"));
+    assert_eq!(starts.value(0), 18293);
+    let active = col("is_active");
+    let active = active.as_any().downcast_ref::<BooleanArray>().unwrap_or_else(|| panic!("b"));
+    assert!(active.value(0) && !active.value(1) && active.is_null(2));
+    let rate = col("rate");
+    let rate = rate.as_any().downcast_ref::<Float64Array>().unwrap_or_else(|| panic!("f"));
+    assert_eq!(rate.value(1), 2.0);
+    // cultureID and cultureId are one column.
+    let culture = col("culture_id");
+    let culture = culture.as_any().downcast_ref::<Int64Array>().unwrap_or_else(|| panic!("c"));
+    assert_eq!((culture.value(0), culture.value(1)), (1036, 1033));
+    let cycles = col("user_work_cycles");
+    let cycles = cycles.as_any().downcast_ref::<StringArray>().unwrap_or_else(|| panic!("j"));
+    assert_eq!(cycles.value(0), r#"[{"id":288}]"#);
+}
+
+#[test]
+fn a_value_that_does_not_fit_is_an_error_not_a_null() {
+    let json = r#"{"data":{"items":[{"id":1,"modifiedAt":"2015-09-07T10:20:06"},{"id":2,"modifiedAt":"yesterday"}]}}"#;
+    let mut t = StreamTransform::new("users", &[]);
+    match t.push_page(&page(json)) {
+        Err(e) => assert_eq!(
+            e.to_string(),
+            "stream `users`: record id 2: field `modifiedAt`: value \"yesterday\" does not fit column `modified_at` of type Timestamp (page 1: http://127.0.0.1/api/v3/users?paging=0,1000)"
+        ),
+        Ok(_) => panic!("accepted a bad value"),
+    }
+}
+
+#[test]
+fn nulls_first_then_values_keep_the_type_and_rows_align() {
+    let mut t = StreamTransform::new("users", &[field("id", &[]), field("dtContractEnd", &[])]).with_warmup_rows(2);
+    let first = page(r#"{"data":{"items":[{"id":1,"dtContractEnd":null},{"id":2}]}}"#);
+    let batch = t.push_page(&first).unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("batch"));
+    assert_eq!(batch.num_rows(), 2);
+    // Still no value after the warm-up: VARCHAR, which holds any later value.
+    assert_eq!(batch.schema().field(1).data_type(), &DataType::Utf8);
+    let second = page(r#"{"data":{"items":[{"id":3,"dtContractEnd":"2020-01-01T00:00:00","newField":7}]}}"#);
+    let batch = t.push_page(&second).unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("batch"));
+    assert_eq!(batch.num_columns(), 3, "a new field adds a column at the end");
+    assert_eq!(batch.schema().field(2).name(), "new_field");
+}
+
+#[test]
+fn not_an_object_is_reported_with_its_page() {
+    let mut t = StreamTransform::new("users", &[]);
+    let err = t.push_page(&page(r#"{"data":{"items":[1]}}"#));
+    assert!(matches!(err, Err(TransformError::BadRecord { index: 0, page: 1, .. })));
+}

@@ -1,0 +1,90 @@
+//! The command line as a person uses it: `validate` errors located as
+//! `file:line:col: message`, exit codes, `--help` and `--version`.
+
+mod common;
+
+use std::process::Command;
+
+use common::text;
+
+fn lucca_sync(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lucca-sync"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("LUCCA_BASE_URL")
+        .env_remove("LUCCA_API_KEY")
+        .env_remove("SINCE")
+        .env_remove("OUT_DIR")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn validate_reports_a_syntax_error_with_line_and_column() {
+    let out = lucca_sync(&["validate", "tests/fixtures/pipelines/bad_syntax.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr).trim_end(),
+        "tests/fixtures/pipelines/bad_syntax.yaml:10:5: did not find expected ',' or '}', while parsing a flow mapping at line 9 column 13"
+    );
+}
+
+#[test]
+fn validate_reports_an_unknown_key_with_line_and_column() {
+    let out = lucca_sync(&["validate", "tests/fixtures/pipelines/unknown_key.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).starts_with(
+            "tests/fixtures/pipelines/unknown_key.yaml:9:5: streams[0]: unknown field `pagesize`, expected one of"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn validate_names_a_missing_environment_variable_where_it_is_used() {
+    let out = lucca_sync(&["validate", "tests/fixtures/pipelines/missing_env.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("tests/fixtures/pipelines/missing_env.yaml:5:14: environment variable `LUCCA_BASE_URL` is not set"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_with_an_invalid_pipeline_sends_nothing_and_exits_2() {
+    let out = lucca_sync(&["run", "tests/fixtures/pipelines/page_size_too_big.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+#[test]
+fn shipped_pipelines_validate() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lucca-sync"))
+        .args(["validate", "pipelines/users.yaml", "pipelines/organization.yaml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("LUCCA_BASE_URL", "https://acme.ilucca.net")
+        .env("LUCCA_API_KEY", "k")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn help_lists_the_commands_and_exit_codes() {
+    let out = lucca_sync(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = text(&out.stdout);
+    for word in ["run", "validate", "check", "demo", "Exit codes:", "3    the API key was rejected"] {
+        assert!(help.contains(word), "{word} missing from:\n{help}");
+    }
+    let out = lucca_sync(&["--version"]);
+    assert_eq!(text(&out.stdout).trim(), concat!("lucca-sync ", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn a_usage_error_exits_2() {
+    let out = lucca_sync(&["run"]);
+    assert_eq!(out.status.code(), Some(2));
+}

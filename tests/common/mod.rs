@@ -1,0 +1,141 @@
+//! Shared helpers of the integration tests: a sandbox on a random loopback
+//! port, pipeline files in a temporary directory, and the real binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use lucca_sync::sandbox::{Sandbox, SandboxConfig};
+
+pub const KEY: &str = "test-key-0123456789";
+
+pub async fn sandbox(config: SandboxConfig) -> Sandbox {
+    Sandbox::start(SandboxConfig {
+        api_key: KEY.into(),
+        ..config
+    })
+    .await
+    .unwrap_or_else(|e| panic!("sandbox: {e}"))
+}
+
+/// A pipeline file for the users endpoint with the given destination block
+/// and extra stream lines.
+pub fn users_pipeline(dir: &Path, destination: &str, stream_extra: &str) -> PathBuf {
+    let text = format!(
+        r#"version: 1
+name: users
+source:
+  base_url: ${{LUCCA_BASE_URL}}
+  api_key: ${{LUCCA_API_KEY}}
+  rate_limit_per_minute: unlimited
+streams:
+  - name: users
+    endpoint: /api/v3/users
+    paging: v3
+    params: {{ formerEmployees: "true" }}
+    fields:
+      - id
+      - firstName
+      - lastName
+      - mail
+      - birthDate
+      - dtContractStart
+      - dtContractEnd
+      - modifiedAt
+      - department[id,name]
+      - manager[id,name]
+      - legalEntityId
+    primary_key: id
+{stream_extra}
+destination:
+{destination}
+"#
+    );
+    let path = dir.join("users.yaml");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+pub fn duckdb_destination(dir: &Path) -> (String, PathBuf) {
+    let db = dir.join("out").join("lucca.duckdb");
+    (format!("  duckdb: {{ path: {} }}", db.display()), db)
+}
+
+pub fn parquet_destination(dir: &Path) -> (String, PathBuf) {
+    let out = dir.join("out").join("parquet");
+    (format!("  parquet: {{ dir: {} }}", out.display()), out)
+}
+
+/// Runs the real binary with the sandbox's URL and the given key.
+pub async fn lucca_sync(args: &[&str], base_url: &str, key: &str) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_lucca-sync"))
+        .args(args)
+        .env("LUCCA_BASE_URL", base_url)
+        .env("LUCCA_API_KEY", key)
+        .env("LUCCA_SYNC_RETRY_BACKOFF_MIN_MS", "20")
+        .env("LUCCA_SYNC_RETRY_BACKOFF_MAX_MS", "200")
+        .env("LUCCA_SYNC_LOG_FORMAT", "json")
+        .env_remove("LUCCA_SYNC_LOG")
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run lucca-sync: {e}"))
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Reads one value from a DuckDB file (read-only, as a BI tool would).
+pub fn query_i64(db: &Path, sql: &str) -> i64 {
+    let config = duckdb::Config::default()
+        .access_mode(duckdb::AccessMode::ReadOnly)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let conn = duckdb::Connection::open_with_flags(db, config).unwrap_or_else(|e| panic!("{e}"));
+    conn.query_row(sql, [], |row| row.get::<_, i64>(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+pub fn query_string(db: &Path, sql: &str) -> String {
+    let config = duckdb::Config::default()
+        .access_mode(duckdb::AccessMode::ReadOnly)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let conn = duckdb::Connection::open_with_flags(db, config).unwrap_or_else(|e| panic!("{e}"));
+    conn.query_row(sql, [], |row| row.get::<_, String>(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Every id of a table, sorted.
+pub fn ids(db: &Path, table: &str) -> Vec<i64> {
+    let config = duckdb::Config::default()
+        .access_mode(duckdb::AccessMode::ReadOnly)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let conn = duckdb::Connection::open_with_flags(db, config).unwrap_or_else(|e| panic!("{e}"));
+    let mut stmt = conn
+        .prepare(&format!("select id from {table} order by id"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    stmt.query_map([], |row| row.get::<_, i64>(0))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .map(|r| r.unwrap_or_else(|e| panic!("{e}")))
+        .collect()
+}
+
+/// The files of a directory tree with their bytes, to prove "untouched".
+pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                out.push((path, bytes));
+            }
+        }
+    }
+    out.sort();
+    out
+}

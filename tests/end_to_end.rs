@@ -1,0 +1,223 @@
+//! End to end: the real binary against the sandbox, checking what a user
+//! would check: rows and typed values in DuckDB and Parquet, exit codes,
+//! and the requests the server saw.
+
+mod common;
+
+use std::fs::File;
+
+use arrow::array::{AsArray, Int64Array};
+use lucca_sync::sandbox::{Faults, SandboxConfig, UserData};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use common::*;
+
+fn fixture_users() -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/users.json"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_land_in_duckdb_typed_and_flat() {
+    let server = sandbox(SandboxConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (destination, db) = duckdb_destination(dir.path());
+    let pipeline = users_pipeline(dir.path(), &destination, "");
+
+    let out = lucca_sync(&["run", pipeline.to_str().unwrap_or_default()], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+
+    let users = fixture_users();
+    assert_eq!(query_i64(&db, "select count(*) from users") as usize, users.len());
+    let expected_ids: Vec<i64> = {
+        let mut v: Vec<i64> = users.iter().filter_map(|u| u["id"].as_i64()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&db, "users"), expected_ids, "every user exactly once");
+
+    // Typed, flat, snake_case columns.
+    let types = query_string(
+        &db,
+        "select string_agg(column_name || ':' || data_type, ',' order by column_name) from information_schema.columns where table_name = 'users' and column_name in ('id','birth_date','modified_at','manager_id','manager_name','department_name','first_name')",
+    );
+    assert_eq!(
+        types,
+        "birth_date:TIMESTAMP,department_name:VARCHAR,first_name:VARCHAR,id:BIGINT,manager_id:BIGINT,manager_name:VARCHAR,modified_at:TIMESTAMP"
+    );
+
+    // A few values, exactly as the fixture has them.
+    let first = &users[0];
+    let id = first["id"].as_i64().unwrap_or_default();
+    let name = query_string(&db, &format!("select first_name from users where id = {id}"));
+    assert_eq!(Some(name.as_str()), first["firstName"].as_str());
+    let with_manager = users
+        .iter()
+        .find(|u| u["manager"]["name"].is_string())
+        .unwrap_or_else(|| panic!("a user with a manager"));
+    let manager = query_string(
+        &db,
+        &format!("select manager_name from users where id = {}", with_manager["id"]),
+    );
+    assert_eq!(Some(manager.as_str()), with_manager["manager"]["name"].as_str());
+    let with_ms = users
+        .iter()
+        .find(|u| u["modifiedAt"].as_str().is_some_and(|s| s.contains('.')))
+        .unwrap_or_else(|| panic!("a datetime with milliseconds"));
+    let modified = query_string(
+        &db,
+        &format!("select strftime(modified_at, '%Y-%m-%dT%H:%M:%S.%g') from users where id = {}", with_ms["id"]),
+    );
+    let expected = with_ms["modifiedAt"].as_str().unwrap_or_default();
+    assert!(modified.starts_with(&expected[..19]), "{modified} vs {expected}");
+
+    // One request: the fixture fits in one page.
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let first = &requests[0];
+    assert_eq!(first.authorization.as_deref(), Some(format!("lucca application={KEY}").as_str()));
+    assert_eq!(first.accept.as_deref(), Some("application/json"));
+    assert!(first.query.contains("collection.count"), "{}", first.query);
+    // The key never reaches the logs.
+    assert!(!text(&out.stderr).contains(KEY));
+    assert!(!text(&out.stdout).contains(KEY));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_land_in_parquet() {
+    let server = sandbox(SandboxConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (destination, out_dir) = parquet_destination(dir.path());
+    let pipeline = users_pipeline(dir.path(), &destination, "");
+
+    let out = lucca_sync(&["run", pipeline.to_str().unwrap_or_default()], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+
+    let file = File::open(out_dir.join("users.parquet")).unwrap_or_else(|e| panic!("{e}"));
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap_or_else(|e| panic!("{e}"));
+    let compression = builder.metadata().row_group(0).column(0).compression();
+    assert!(compression.to_string().starts_with("ZSTD"), "{compression}");
+    let reader = builder.build().unwrap_or_else(|e| panic!("{e}"));
+    let mut ids = Vec::new();
+    let mut names = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap_or_else(|e| panic!("{e}"));
+        let id = batch.column_by_name("id").unwrap_or_else(|| panic!("id"));
+        let id = id.as_any().downcast_ref::<Int64Array>().unwrap_or_else(|| panic!("BIGINT"));
+        ids.extend(id.values().iter().copied());
+        let name = batch.column_by_name("last_name").unwrap_or_else(|| panic!("last_name"));
+        names.extend(name.as_string::<i32>().iter().map(|s| s.map(str::to_owned)));
+    }
+    let users = fixture_users();
+    assert_eq!(ids.len(), users.len());
+    let expected: Vec<Option<String>> = users
+        .iter()
+        .map(|u| u["lastName"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(names, expected);
+    // Nothing but the published file (and the lock) in the directory.
+    let leftovers: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "users.parquet" && n != ".lucca-sync.lock")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejected_key_stops_at_once_with_exit_3_and_touches_nothing() {
+    let server = sandbox(SandboxConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (destination, db) = duckdb_destination(dir.path());
+    let pipeline = users_pipeline(dir.path(), &destination, "");
+    let path = pipeline.to_str().unwrap_or_default().to_owned();
+    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let before = snapshot(&dir.path().join("out"));
+    let seen_before = server.requests().len();
+
+    let wrong = "wrong-key-should-never-be-printed";
+    let out = lucca_sync(&["run", &path], &server.base_url(), wrong).await;
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("the API key was rejected (401 Unauthorized)"), "{stderr}");
+    assert!(!stderr.contains(wrong) && !text(&out.stdout).contains(wrong));
+    assert_eq!(server.requests().len() - seen_before, 1, "exactly one request, no retry");
+    assert_eq!(snapshot(&dir.path().join("out")), before, "destination untouched");
+    assert_eq!(query_i64(&db, "select count(*) from users") as usize, fixture_users().len());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_401_mid_run_stops_every_request_and_publishes_nothing() {
+    let server = sandbox(SandboxConfig {
+        users: UserData::Synthetic(3_500),
+        faults: Faults {
+            unauthorized_after: Some(2),
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (destination, _db) = duckdb_destination(dir.path());
+    let pipeline = users_pipeline(dir.path(), &destination, "    page_size: 1000");
+    let out = lucca_sync(&["run", pipeline.to_str().unwrap_or_default()], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
+    let statuses: Vec<u16> = server.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 200, 401], "no request after the 401");
+    let left: Vec<_> = snapshot(&dir.path().join("out"))
+        .into_iter()
+        .filter(|(p, _)| !p.to_string_lossy().ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "nothing published, no working copy left: {left:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_pages_every_record_once_with_keyset_paging() {
+    let server = sandbox(SandboxConfig {
+        users: UserData::Synthetic(2_500),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (destination, db) = duckdb_destination(dir.path());
+    let pipeline = users_pipeline(dir.path(), &destination, "    page_size: 1000");
+    let out = lucca_sync(&["run", pipeline.to_str().unwrap_or_default()], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(ids(&db, "users"), (1..=2_500).collect::<Vec<i64>>());
+    let queries: Vec<String> = server.requests().iter().map(|r| r.query.clone()).collect();
+    assert_eq!(queries.len(), 3, "ceil(2500 / 1000) requests: {queries:?}");
+    assert!(queries[1].contains("id=greaterthan%2C1000"), "{}", queries[1]);
+    assert!(queries.iter().all(|q| q.contains("orderBy=id%2Casc")));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transient_failures_are_retried_and_nothing_is_lost_or_repeated() {
+    let server = sandbox(SandboxConfig {
+        users: UserData::Synthetic(3_000),
+        faults: Faults {
+            status_every: Some((503, 3)),
+            truncate_body_on: vec![2],
+            invalid_json_on: vec![4],
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (destination, db) = duckdb_destination(dir.path());
+    let pipeline = users_pipeline(dir.path(), &destination, "    page_size: 1000");
+    let out = lucca_sync(&["run", pipeline.to_str().unwrap_or_default()], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(ids(&db, "users"), (1..=3_000).collect::<Vec<i64>>());
+    let statuses: Vec<u16> = server.requests().iter().map(|r| r.status).collect();
+    assert!(statuses.len() > 3, "retries happened: {statuses:?}");
+    server.shutdown().await;
+}

@@ -1,0 +1,227 @@
+//! The extractor against the sandbox's faults: every paging style, the
+//! request budget, Retry-After, 403/404, resets, and a collection that
+//! changes during the sync. Each test checks what the server saw and what
+//! landed.
+
+mod common;
+
+use std::time::Duration;
+
+use lucca_sync::sandbox::{Faults, Mutation, SandboxConfig, UserData};
+
+use common::*;
+
+fn pipeline(dir: &std::path::Path, source_extra: &str, streams: &str) -> (String, std::path::PathBuf) {
+    let (destination, db) = duckdb_destination(dir);
+    let text = format!(
+        "version: 1\nname: t\nsource:\n  base_url: ${{LUCCA_BASE_URL}}\n  api_key: ${{LUCCA_API_KEY}}\n{source_extra}streams:\n{streams}destination:\n{destination}\n"
+    );
+    let path = dir.join("p.yaml");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    (path.to_string_lossy().into_owned(), db)
+}
+
+const UNLIMITED: &str = "  rate_limit_per_minute: unlimited\n";
+
+fn users_stream(extra: &str) -> String {
+    format!(
+        "  - name: users\n    endpoint: /api/v3/users\n    params: {{ formerEmployees: \"true\" }}\n    fields: [id, lastName, modifiedAt]\n    primary_key: id\n{extra}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v4_paging_reads_every_page_and_stops_at_the_count() {
+    let server = sandbox(SandboxConfig {
+        users: UserData::Synthetic(8_000),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let streams = "  - name: establishments\n    endpoint: /organization/structure/api/establishments\n    paging: v4\n    page_size: 50\n    fields: [id, name]\n    primary_key: id\n";
+    let (path, db) = pipeline(dir.path(), UNLIMITED, streams);
+    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(ids(&db, "establishments"), (1..=200).collect::<Vec<i64>>());
+    let queries: Vec<String> = server.requests().iter().map(|r| r.query.clone()).collect();
+    assert_eq!(queries.len(), 4, "{queries:?}");
+    assert!(queries[0].contains("page=1") && queries[3].contains("page=4"));
+    assert!(queries.iter().all(|q| q.contains("fields.root=count")));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cursor_paging_follows_next_links_with_the_api_version() {
+    let server = sandbox(SandboxConfig {
+        users: UserData::Synthetic(250),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let streams = "  - name: employees\n    endpoint: /lucca-api/employees\n    paging: cursor\n    page_size: 100\n    primary_key: id\n";
+    let (path, db) = pipeline(dir.path(), UNLIMITED, streams);
+    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let requests = server.requests();
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    assert!(requests.iter().all(|r| r.api_version.as_deref() == Some("2024-11-01")));
+    assert!(requests[0].query.contains("include=links%2CtotalCount"), "{}", requests[0].query);
+    let rows = query_i64(&db, "select count(distinct id) from employees");
+    assert_eq!(rows, query_i64(&db, "select count(*) from employees"));
+    assert_eq!(rows, 250);
+    // String ids stay strings.
+    assert_eq!(
+        query_string(&db, "select data_type from information_schema.columns where table_name='employees' and column_name='id'"),
+        "VARCHAR"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_403_fails_its_stream_only_and_exits_4() {
+    let server = sandbox(SandboxConfig {
+        faults: Faults {
+            forbidden_paths: vec!["/api/v3/departments".into()],
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let streams = format!(
+        "{}  - name: departments\n    endpoint: /api/v3/departments\n    fields: [id, name]\n    primary_key: id\n",
+        users_stream("")
+    );
+    let (path, db) = pipeline(dir.path(), UNLIMITED, &streams);
+    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("403 Forbidden: the API key's role has no right to read `/api/v3/departments`"), "{}", text(&out.stdout));
+    assert!(query_i64(&db, "select count(*) from users") > 0, "the other stream loaded");
+    assert_eq!(
+        query_i64(&db, "select count(*) from information_schema.tables where table_name = 'departments'"),
+        0
+    );
+    let department_requests = server.requests().iter().filter(|r| r.path == "/api/v3/departments").count();
+    assert_eq!(department_requests, 1, "a 403 is not retried");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_404_fails_the_stream_without_retry() {
+    let server = sandbox(SandboxConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let streams = "  - name: nothing\n    endpoint: /api/v3/nothing\n    fields: [id]\n    primary_key: id\n";
+    let (path, _db) = pipeline(dir.path(), UNLIMITED, streams);
+    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(server.requests().len(), 1);
+    assert!(text(&out.stdout).contains("HTTP 404"), "{}", text(&out.stdout));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_after_is_waited_in_full_for_429_and_503() {
+    for status in [429u16, 503] {
+        let server = sandbox(SandboxConfig {
+            users: UserData::Synthetic(2_000),
+            faults: Faults {
+                status_every: Some((status, 2)),
+                ..Faults::default()
+            },
+            ..SandboxConfig::default()
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (path, db) = pipeline(dir.path(), UNLIMITED, &users_stream(""));
+        let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(ids(&db, "users"), (1..=2_000).collect::<Vec<i64>>());
+        let requests = server.requests();
+        let throttled = requests
+            .iter()
+            .position(|r| r.status == status)
+            .unwrap_or_else(|| panic!("no {status}: {requests:?}"));
+        let gap = requests[throttled + 1].at - requests[throttled].at;
+        assert!(gap >= Duration::from_secs(1), "{status}: waited only {gap:?} of Retry-After: 1");
+        server.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_after_above_the_cap_fails_the_stream_and_says_so() {
+    let server = sandbox(SandboxConfig {
+        faults: Faults {
+            status_every: Some((503, 1)),
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let source = format!("{UNLIMITED}  max_retry_after_secs: 0\n");
+    let (path, _db) = pipeline(dir.path(), &source, &users_stream(""));
+    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("the server asked to wait 1s (Retry-After), more than max_retry_after_secs (0s)"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(server.requests().len(), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_request_budget_spaces_requests_and_provokes_no_429() {
+    let server = sandbox(SandboxConfig {
+        users: UserData::Synthetic(5_000),
+        faults: Faults {
+            rate_limit_per_minute: Some(120),
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (path, db) = pipeline(dir.path(), "  rate_limit_per_minute: 120\n", &users_stream(""));
+    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(ids(&db, "users").len(), 5_000);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 5);
+    assert!(requests.iter().all(|r| r.status == 200), "{requests:?}");
+    for pair in requests.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(gap >= Duration::from_millis(480), "evenly spaced: {gap:?}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keyset_paging_neither_skips_nor_repeats_when_records_change_mid_sync() {
+    let server = sandbox(SandboxConfig {
+        users: UserData::Synthetic(3_000),
+        faults: Faults {
+            mutate_after: Some((
+                1,
+                Mutation {
+                    insert: 5,
+                    delete: vec![10, 1_500],
+                },
+            )),
+            reset_on: vec![3],
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (path, db) = pipeline(dir.path(), UNLIMITED, &users_stream("    page_size: 1000\n"));
+    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Id 10 was read before it was deleted; 1500 was deleted before its page.
+    let expected: Vec<i64> = (1..=3_005).filter(|id| *id != 1_500).collect();
+    assert_eq!(ids(&db, "users"), expected);
+    let statuses: Vec<u16> = server.requests().iter().map(|r| r.status).collect();
+    assert!(statuses.contains(&0), "a reset happened and was retried: {statuses:?}");
+    server.shutdown().await;
+}
