@@ -187,11 +187,6 @@ pub async fn run_pipeline(
     let base_url = pipeline.base_url()?;
     let run_id = new_run_id();
 
-    let load = Load::open(&spec.destination, &run_id).map_err(|source| RunError::Load {
-        pipeline: name.clone(),
-        source,
-    })?;
-
     let budget = budgets.for_host(&base_url, spec.source.rate_limit_per_minute);
     let http = build_client(
         &api_key,
@@ -209,6 +204,11 @@ pub async fn run_pipeline(
         stop: stop.clone(),
     };
 
+    let load = Load::open(&spec.destination, &run_id).map_err(|source| RunError::Load {
+        pipeline: name.clone(),
+        source,
+    })?;
+
     // Incremental cursors, read from the destination before anything runs.
     let mut since: Vec<Option<(String, String)>> = Vec::new();
     for stream in &pipeline.streams {
@@ -219,11 +219,16 @@ pub async fn run_pipeline(
         let stored = if options.full_refresh {
             None
         } else {
-            load.read_state(&name, &stream.spec.name)
-                .map_err(|source| RunError::Load {
-                    pipeline: name.clone(),
-                    source,
-                })?
+            match load.read_state(&name, &stream.spec.name) {
+                Ok(state) => state,
+                Err(source) => {
+                    load.abandon();
+                    return Err(RunError::Load {
+                        pipeline: name,
+                        source,
+                    });
+                }
+            }
         };
         let lookback = Duration::from_secs(incremental.lookback_secs.unwrap_or(300));
         since.push(stored.map(|cursor| {
@@ -244,6 +249,20 @@ pub async fn run_pipeline(
             state: None,
         })
         .collect();
+
+    let mut plans = Vec::new();
+    for (index, stream) in pipeline.streams.iter().enumerate() {
+        let since_filter = since[index]
+            .as_ref()
+            .map(|(field, value)| (field.as_str(), value.as_str()));
+        match stream_plan(pipeline, stream, &base_url, since_filter) {
+            Ok(plan) => plans.push(plan),
+            Err(e) => {
+                load.abandon();
+                return Err(e);
+            }
+        }
+    }
 
     let (load_tx, mut load_rx) = mpsc::channel::<LoadMsg>(BATCH_CHANNEL);
     let stream_names: Vec<String> = pipeline.streams.iter().map(|s| s.spec.name.clone()).collect();
@@ -287,11 +306,7 @@ pub async fn run_pipeline(
     });
 
     let mut tasks = Vec::new();
-    for (index, stream) in pipeline.streams.iter().enumerate() {
-        let since_filter = since[index]
-            .as_ref()
-            .map(|(field, value)| (field.as_str(), value.as_str()));
-        let plan = stream_plan(pipeline, stream, &base_url, since_filter)?;
+    for (index, (stream, plan)) in pipeline.streams.iter().zip(plans).enumerate() {
         let cursor_field = stream.spec.incremental.as_ref().map(|i| i.cursor_field.clone());
         let counters = Arc::new(StreamCounters::default());
         let extractor = extractor.clone();
@@ -355,27 +370,18 @@ pub async fn run_pipeline(
     })?;
 
     // A rejected key or a signal: nothing is published.
-    if let Some(source) = outcomes
-        .iter_mut()
-        .find_map(|(o, _)| match &o.extract {
-            Err(e) if e.is_key_rejected() => Some(std::mem::replace(
-                &mut o.extract,
-                Err(ExtractError::Stopped {
-                    stream: String::new(),
-                }),
-            )),
-            _ => None,
-        })
-    {
+    let rejected = outcomes
+        .iter()
+        .position(|(o, _)| matches!(&o.extract, Err(e) if e.is_key_rejected()));
+    if let Some(i) = rejected {
         load.abandon();
-        let source = match source {
-            Err(e) => e,
-            Ok(_) => ExtractError::Stopped { stream: String::new() },
-        };
-        return Err(RunError::KeyRejected {
-            pipeline: name,
-            source,
-        });
+        if let Err(source) = outcomes.swap_remove(i).0.extract {
+            return Err(RunError::KeyRejected {
+                pipeline: name,
+                source,
+            });
+        }
+        return Err(RunError::Interrupted { pipeline: name });
     }
     if stop.is_cancelled() {
         load.abandon();

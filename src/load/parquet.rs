@@ -284,7 +284,7 @@ impl ParquetLoad {
                 })?;
             sync_dir(&to);
         }
-        if !self.committed.is_empty() {
+        if !self.committed.is_empty() && !self.states.is_empty() {
             let from = self.staging.join(STATE_FILE);
             let to = self.dir.join(STATE_FILE);
             let text = serde_json::to_vec_pretty(&self.states).unwrap_or_default();

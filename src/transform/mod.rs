@@ -251,7 +251,8 @@ impl StreamTransform {
                 name,
                 path: child_path,
                 builder,
-                last_row: self.row,
+                // Not set in the current record yet.
+                last_row: self.row.wrapping_sub(1),
                 dead: false,
             });
             self.nodes.push(Node::Leaf(column));
