@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # Builder: a release binary (DuckDB's bundled C++ makes the first build long).
-FROM rust:1.88-bookworm AS builder
+FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src

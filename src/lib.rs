@@ -3,6 +3,11 @@
 //! parsed by [`pipeline`], read by [`extract`], typed by [`transform`] and
 //! written by [`load`]; [`run`] wires the stages together.
 
+// Errors carry the pipeline, stream, URL, page, field and value they are
+// about; they are built once per failed stream, never on a hot path, so
+// their size does not matter.
+#![allow(clippy::result_large_err)]
+
 pub mod extract;
 pub mod load;
 pub mod pipeline;

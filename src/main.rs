@@ -117,7 +117,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
         }
     };
     let settings = match Settings::load(cli.global.config.as_deref()) {
@@ -128,7 +132,10 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(&cli.global, &settings);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -164,7 +171,11 @@ fn init_tracing(args: &GlobalArgs, settings: &Settings) {
         .with_writer(std::io::stderr)
         .with_target(false);
     if json {
-        builder.json().flatten_event(true).with_current_span(false).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
     } else {
         builder.compact().init();
     }
@@ -327,7 +338,14 @@ fn report_code(report: &RunReport) -> u8 {
 fn print_summary(report: &RunReport) {
     println!(
         "pipeline {} (run {})\n{:<24} {:>10} {:>10} {:>9} {:>8} {:>9}  status",
-        report.pipeline, report.run_id, "stream", "rows", "api count", "requests", "retries", "time"
+        report.pipeline,
+        report.run_id,
+        "stream",
+        "rows",
+        "api count",
+        "requests",
+        "retries",
+        "time"
     );
     for s in &report.streams {
         let status = match &s.status {

@@ -102,7 +102,9 @@ pub struct RunReport {
 impl RunReport {
     /// True when every stream loaded.
     pub fn all_loaded(&self) -> bool {
-        self.streams.iter().all(|s| s.status == StreamStatus::Loaded)
+        self.streams
+            .iter()
+            .all(|s| s.status == StreamStatus::Loaded)
     }
 }
 
@@ -123,10 +125,7 @@ pub enum RunError {
     Interrupted { pipeline: String },
     /// The destination could not be opened or published.
     #[error("pipeline `{pipeline}`: {source}")]
-    Load {
-        pipeline: String,
-        source: LoadError,
-    },
+    Load { pipeline: String, source: LoadError },
     /// The HTTP client could not be built.
     #[error("pipeline `{pipeline}`: {source}")]
     Client {
@@ -265,7 +264,11 @@ pub async fn run_pipeline(
     }
 
     let (load_tx, mut load_rx) = mpsc::channel::<LoadMsg>(BATCH_CHANNEL);
-    let stream_names: Vec<String> = pipeline.streams.iter().map(|s| s.spec.name.clone()).collect();
+    let stream_names: Vec<String> = pipeline
+        .streams
+        .iter()
+        .map(|s| s.spec.name.clone())
+        .collect();
     let loader_names = stream_names.clone();
     let cursor_fields: Vec<Option<String>> = pipeline
         .streams
@@ -293,7 +296,8 @@ pub async fn run_pipeline(
                         }
                         (_, Some(cursor)) => {
                             let mut commit = commits[i].clone();
-                            commit.state = cursor.zip(cursor_fields[i].clone()).map(|(c, f)| (f, c));
+                            commit.state =
+                                cursor.zip(cursor_fields[i].clone()).map(|(c, f)| (f, c));
                             load.commit_stream(&loader_names[i], &commit)
                         }
                         (_, None) => load.discard_stream(&loader_names[i]).map(|()| 0),
@@ -307,7 +311,11 @@ pub async fn run_pipeline(
 
     let mut tasks = Vec::new();
     for (index, (stream, plan)) in pipeline.streams.iter().zip(plans).enumerate() {
-        let cursor_field = stream.spec.incremental.as_ref().map(|i| i.cursor_field.clone());
+        let cursor_field = stream
+            .spec
+            .incremental
+            .as_ref()
+            .map(|i| i.cursor_field.clone());
         let counters = Arc::new(StreamCounters::default());
         let extractor = extractor.clone();
         let load_tx = load_tx.clone();
@@ -328,7 +336,9 @@ pub async fn run_pipeline(
                     transform_tx,
                 )
             });
-            let extract = extractor.extract_stream(&plan, task_counters, page_tx).await;
+            let extract = extractor
+                .extract_stream(&plan, task_counters, page_tx)
+                .await;
             let transform = match transform.await {
                 Ok(result) => result,
                 Err(join) => Err(TransformError::Arrow {
@@ -398,10 +408,7 @@ pub async fn run_pipeline(
             (Err(e), _, _) => (StreamStatus::Failed(e.to_string()), 0),
             (Ok(_), Ok(_), Some(Ok(rows))) => (StreamStatus::Loaded, rows),
             (Ok(_), Ok(_), Some(Err(e))) => (StreamStatus::Failed(e.to_string()), 0),
-            (Ok(_), Ok(_), None) => (
-                StreamStatus::Failed("the loader lost the stream".into()),
-                0,
-            ),
+            (Ok(_), Ok(_), None) => (StreamStatus::Failed("the loader lost the stream".into()), 0),
         };
         let summary = outcome.extract.as_ref().ok().cloned().unwrap_or_default();
         if let (StreamStatus::Loaded, Some(count)) = (&status, summary.api_count)
@@ -471,11 +478,18 @@ fn column_name(field: &str) -> String {
 
 /// Points a destination into `dir`, keeping its file or directory name
 /// (the demo writes under `out/demo/`).
-pub fn redirect_destination(destination: &mut crate::pipeline::DestinationSpec, dir: &std::path::Path) {
+pub fn redirect_destination(
+    destination: &mut crate::pipeline::DestinationSpec,
+    dir: &std::path::Path,
+) {
     use crate::pipeline::DestinationSpec;
     match destination {
         DestinationSpec::Duckdb(d) => {
-            d.path = dir.join(d.path.file_name().unwrap_or_else(|| "lucca.duckdb".as_ref()));
+            d.path = dir.join(
+                d.path
+                    .file_name()
+                    .unwrap_or_else(|| "lucca.duckdb".as_ref()),
+            );
         }
         DestinationSpec::Parquet(p) => {
             p.dir = dir.join(p.dir.file_name().unwrap_or_else(|| "parquet".as_ref()));

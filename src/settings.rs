@@ -99,7 +99,9 @@ impl Settings {
         RetrySettings {
             max_attempts: source.max_attempts.unwrap_or(self.max_attempts).max(1),
             max_total_wait: Duration::from_secs(
-                source.max_retry_wait_secs.unwrap_or(self.max_retry_wait_secs),
+                source
+                    .max_retry_wait_secs
+                    .unwrap_or(self.max_retry_wait_secs),
             ),
             max_retry_after: Duration::from_secs(
                 source

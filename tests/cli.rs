@@ -62,7 +62,11 @@ fn run_with_an_invalid_pipeline_sends_nothing_and_exits_2() {
 #[test]
 fn shipped_pipelines_validate() {
     let out = Command::new(env!("CARGO_BIN_EXE_lucca-sync"))
-        .args(["validate", "pipelines/users.yaml", "pipelines/organization.yaml"])
+        .args([
+            "validate",
+            "pipelines/users.yaml",
+            "pipelines/organization.yaml",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("LUCCA_BASE_URL", "https://acme.ilucca.net")
         .env("LUCCA_API_KEY", "k")
@@ -76,11 +80,21 @@ fn help_lists_the_commands_and_exit_codes() {
     let out = lucca_sync(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
     let help = text(&out.stdout);
-    for word in ["run", "validate", "check", "demo", "Exit codes:", "3    the API key was rejected"] {
+    for word in [
+        "run",
+        "validate",
+        "check",
+        "demo",
+        "Exit codes:",
+        "3    the API key was rejected",
+    ] {
         assert!(help.contains(word), "{word} missing from:\n{help}");
     }
     let out = lucca_sync(&["--version"]);
-    assert_eq!(text(&out.stdout).trim(), concat!("lucca-sync ", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        concat!("lucca-sync ", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]

@@ -25,11 +25,19 @@ async fn users_land_in_duckdb_typed_and_flat() {
     let (destination, db) = duckdb_destination(dir.path());
     let pipeline = users_pipeline(dir.path(), &destination, "");
 
-    let out = lucca_sync(&["run", pipeline.to_str().unwrap_or_default()], &server.base_url(), KEY).await;
+    let out = lucca_sync(
+        &["run", pipeline.to_str().unwrap_or_default()],
+        &server.base_url(),
+        KEY,
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
 
     let users = fixture_users();
-    assert_eq!(query_i64(&db, "select count(*) from users") as usize, users.len());
+    assert_eq!(
+        query_i64(&db, "select count(*) from users") as usize,
+        users.len()
+    );
     let expected_ids: Vec<i64> = {
         let mut v: Vec<i64> = users.iter().filter_map(|u| u["id"].as_i64()).collect();
         v.sort();
@@ -50,7 +58,10 @@ async fn users_land_in_duckdb_typed_and_flat() {
     // A few values, exactly as the fixture has them.
     let first = &users[0];
     let id = first["id"].as_i64().unwrap_or_default();
-    let name = query_string(&db, &format!("select first_name from users where id = {id}"));
+    let name = query_string(
+        &db,
+        &format!("select first_name from users where id = {id}"),
+    );
     assert_eq!(Some(name.as_str()), first["firstName"].as_str());
     let with_manager = users
         .iter()
@@ -58,25 +69,40 @@ async fn users_land_in_duckdb_typed_and_flat() {
         .unwrap_or_else(|| panic!("a user with a manager"));
     let manager = query_string(
         &db,
-        &format!("select manager_name from users where id = {}", with_manager["id"]),
+        &format!(
+            "select manager_name from users where id = {}",
+            with_manager["id"]
+        ),
     );
-    assert_eq!(Some(manager.as_str()), with_manager["manager"]["name"].as_str());
+    assert_eq!(
+        Some(manager.as_str()),
+        with_manager["manager"]["name"].as_str()
+    );
     let with_ms = users
         .iter()
         .find(|u| u["modifiedAt"].as_str().is_some_and(|s| s.contains('.')))
         .unwrap_or_else(|| panic!("a datetime with milliseconds"));
     let modified = query_string(
         &db,
-        &format!("select strftime(modified_at, '%Y-%m-%dT%H:%M:%S.%g') from users where id = {}", with_ms["id"]),
+        &format!(
+            "select strftime(modified_at, '%Y-%m-%dT%H:%M:%S.%g') from users where id = {}",
+            with_ms["id"]
+        ),
     );
     let expected = with_ms["modifiedAt"].as_str().unwrap_or_default();
-    assert!(modified.starts_with(&expected[..19]), "{modified} vs {expected}");
+    assert!(
+        modified.starts_with(&expected[..19]),
+        "{modified} vs {expected}"
+    );
 
     // One request: the fixture fits in one page.
     let requests = server.requests();
     assert_eq!(requests.len(), 1, "{requests:?}");
     let first = &requests[0];
-    assert_eq!(first.authorization.as_deref(), Some(format!("lucca application={KEY}").as_str()));
+    assert_eq!(
+        first.authorization.as_deref(),
+        Some(format!("lucca application={KEY}").as_str())
+    );
     assert_eq!(first.accept.as_deref(), Some("application/json"));
     assert!(first.query.contains("collection.count"), "{}", first.query);
     // The key never reaches the logs.
@@ -92,7 +118,12 @@ async fn users_land_in_parquet() {
     let (destination, out_dir) = parquet_destination(dir.path());
     let pipeline = users_pipeline(dir.path(), &destination, "");
 
-    let out = lucca_sync(&["run", pipeline.to_str().unwrap_or_default()], &server.base_url(), KEY).await;
+    let out = lucca_sync(
+        &["run", pipeline.to_str().unwrap_or_default()],
+        &server.base_url(),
+        KEY,
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
 
     let file = File::open(out_dir.join("users.parquet")).unwrap_or_else(|e| panic!("{e}"));
@@ -105,9 +136,14 @@ async fn users_land_in_parquet() {
     for batch in reader {
         let batch = batch.unwrap_or_else(|e| panic!("{e}"));
         let id = batch.column_by_name("id").unwrap_or_else(|| panic!("id"));
-        let id = id.as_any().downcast_ref::<Int64Array>().unwrap_or_else(|| panic!("BIGINT"));
+        let id = id
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap_or_else(|| panic!("BIGINT"));
         ids.extend(id.values().iter().copied());
-        let name = batch.column_by_name("last_name").unwrap_or_else(|| panic!("last_name"));
+        let name = batch
+            .column_by_name("last_name")
+            .unwrap_or_else(|| panic!("last_name"));
         names.extend(name.as_string::<i32>().iter().map(|s| s.map(str::to_owned)));
     }
     let users = fixture_users();
@@ -144,11 +180,25 @@ async fn a_rejected_key_stops_at_once_with_exit_3_and_touches_nothing() {
     let out = lucca_sync(&["run", &path], &server.base_url(), wrong).await;
     assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("the API key was rejected (401 Unauthorized)"), "{stderr}");
+    assert!(
+        stderr.contains("the API key was rejected (401 Unauthorized)"),
+        "{stderr}"
+    );
     assert!(!stderr.contains(wrong) && !text(&out.stdout).contains(wrong));
-    assert_eq!(server.requests().len() - seen_before, 1, "exactly one request, no retry");
-    assert_eq!(snapshot(&dir.path().join("out")), before, "destination untouched");
-    assert_eq!(query_i64(&db, "select count(*) from users") as usize, fixture_users().len());
+    assert_eq!(
+        server.requests().len() - seen_before,
+        1,
+        "exactly one request, no retry"
+    );
+    assert_eq!(
+        snapshot(&dir.path().join("out")),
+        before,
+        "destination untouched"
+    );
+    assert_eq!(
+        query_i64(&db, "select count(*) from users") as usize,
+        fixture_users().len()
+    );
     server.shutdown().await;
 }
 
@@ -166,7 +216,12 @@ async fn a_401_mid_run_stops_every_request_and_publishes_nothing() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (destination, _db) = duckdb_destination(dir.path());
     let pipeline = users_pipeline(dir.path(), &destination, "    page_size: 1000");
-    let out = lucca_sync(&["run", pipeline.to_str().unwrap_or_default()], &server.base_url(), KEY).await;
+    let out = lucca_sync(
+        &["run", pipeline.to_str().unwrap_or_default()],
+        &server.base_url(),
+        KEY,
+    )
+    .await;
     assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
     let statuses: Vec<u16> = server.requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses, [200, 200, 401], "no request after the 401");
@@ -174,7 +229,10 @@ async fn a_401_mid_run_stops_every_request_and_publishes_nothing() {
         .into_iter()
         .filter(|(p, _)| !p.to_string_lossy().ends_with(".lock"))
         .collect();
-    assert!(left.is_empty(), "nothing published, no working copy left: {left:?}");
+    assert!(
+        left.is_empty(),
+        "nothing published, no working copy left: {left:?}"
+    );
     server.shutdown().await;
 }
 
@@ -188,12 +246,21 @@ async fn many_pages_every_record_once_with_keyset_paging() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (destination, db) = duckdb_destination(dir.path());
     let pipeline = users_pipeline(dir.path(), &destination, "    page_size: 1000");
-    let out = lucca_sync(&["run", pipeline.to_str().unwrap_or_default()], &server.base_url(), KEY).await;
+    let out = lucca_sync(
+        &["run", pipeline.to_str().unwrap_or_default()],
+        &server.base_url(),
+        KEY,
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     assert_eq!(ids(&db, "users"), (1..=2_500).collect::<Vec<i64>>());
     let queries: Vec<String> = server.requests().iter().map(|r| r.query.clone()).collect();
     assert_eq!(queries.len(), 3, "ceil(2500 / 1000) requests: {queries:?}");
-    assert!(queries[1].contains("id=greaterthan%2C1000"), "{}", queries[1]);
+    assert!(
+        queries[1].contains("id=greaterthan%2C1000"),
+        "{}",
+        queries[1]
+    );
     assert!(queries.iter().all(|q| q.contains("orderBy=id%2Casc")));
     server.shutdown().await;
 }
@@ -214,7 +281,12 @@ async fn transient_failures_are_retried_and_nothing_is_lost_or_repeated() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (destination, db) = duckdb_destination(dir.path());
     let pipeline = users_pipeline(dir.path(), &destination, "    page_size: 1000");
-    let out = lucca_sync(&["run", pipeline.to_str().unwrap_or_default()], &server.base_url(), KEY).await;
+    let out = lucca_sync(
+        &["run", pipeline.to_str().unwrap_or_default()],
+        &server.base_url(),
+        KEY,
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     assert_eq!(ids(&db, "users"), (1..=3_000).collect::<Vec<i64>>());
     let statuses: Vec<u16> = server.requests().iter().map(|r| r.status).collect();

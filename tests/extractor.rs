@@ -11,7 +11,11 @@ use lucca_sync::sandbox::{Faults, Mutation, SandboxConfig, UserData};
 
 use common::*;
 
-fn pipeline(dir: &std::path::Path, source_extra: &str, streams: &str) -> (String, std::path::PathBuf) {
+fn pipeline(
+    dir: &std::path::Path,
+    source_extra: &str,
+    streams: &str,
+) -> (String, std::path::PathBuf) {
     let (destination, db) = duckdb_destination(dir);
     let text = format!(
         "version: 1\nname: t\nsource:\n  base_url: ${{LUCCA_BASE_URL}}\n  api_key: ${{LUCCA_API_KEY}}\n{source_extra}streams:\n{streams}destination:\n{destination}\n"
@@ -63,14 +67,25 @@ async fn cursor_paging_follows_next_links_with_the_api_version() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let requests = server.requests();
     assert_eq!(requests.len(), 3, "{requests:?}");
-    assert!(requests.iter().all(|r| r.api_version.as_deref() == Some("2024-11-01")));
-    assert!(requests[0].query.contains("include=links%2CtotalCount"), "{}", requests[0].query);
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.api_version.as_deref() == Some("2024-11-01"))
+    );
+    assert!(
+        requests[0].query.contains("include=links%2CtotalCount"),
+        "{}",
+        requests[0].query
+    );
     let rows = query_i64(&db, "select count(distinct id) from employees");
     assert_eq!(rows, query_i64(&db, "select count(*) from employees"));
     assert_eq!(rows, 250);
     // String ids stay strings.
     assert_eq!(
-        query_string(&db, "select data_type from information_schema.columns where table_name='employees' and column_name='id'"),
+        query_string(
+            &db,
+            "select data_type from information_schema.columns where table_name='employees' and column_name='id'"
+        ),
         "VARCHAR"
     );
     server.shutdown().await;
@@ -94,13 +109,29 @@ async fn a_403_fails_its_stream_only_and_exits_4() {
     let (path, db) = pipeline(dir.path(), UNLIMITED, &streams);
     let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("403 Forbidden: the API key's role has no right to read `/api/v3/departments`"), "{}", text(&out.stdout));
-    assert!(query_i64(&db, "select count(*) from users") > 0, "the other stream loaded");
+    assert!(
+        text(&out.stdout).contains(
+            "403 Forbidden: the API key's role has no right to read `/api/v3/departments`"
+        ),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        query_i64(&db, "select count(*) from users") > 0,
+        "the other stream loaded"
+    );
     assert_eq!(
-        query_i64(&db, "select count(*) from information_schema.tables where table_name = 'departments'"),
+        query_i64(
+            &db,
+            "select count(*) from information_schema.tables where table_name = 'departments'"
+        ),
         0
     );
-    let department_requests = server.requests().iter().filter(|r| r.path == "/api/v3/departments").count();
+    let department_requests = server
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/api/v3/departments")
+        .count();
     assert_eq!(department_requests, 1, "a 403 is not retried");
     server.shutdown().await;
 }
@@ -109,12 +140,17 @@ async fn a_403_fails_its_stream_only_and_exits_4() {
 async fn a_404_fails_the_stream_without_retry() {
     let server = sandbox(SandboxConfig::default()).await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let streams = "  - name: nothing\n    endpoint: /api/v3/nothing\n    fields: [id]\n    primary_key: id\n";
+    let streams =
+        "  - name: nothing\n    endpoint: /api/v3/nothing\n    fields: [id]\n    primary_key: id\n";
     let (path, _db) = pipeline(dir.path(), UNLIMITED, streams);
     let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert_eq!(server.requests().len(), 1);
-    assert!(text(&out.stdout).contains("HTTP 404"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("HTTP 404"),
+        "{}",
+        text(&out.stdout)
+    );
     server.shutdown().await;
 }
 
@@ -141,7 +177,10 @@ async fn retry_after_is_waited_in_full_for_429_and_503() {
             .position(|r| r.status == status)
             .unwrap_or_else(|| panic!("no {status}: {requests:?}"));
         let gap = requests[throttled + 1].at - requests[throttled].at;
-        assert!(gap >= Duration::from_secs(1), "{status}: waited only {gap:?} of Retry-After: 1");
+        assert!(
+            gap >= Duration::from_secs(1),
+            "{status}: waited only {gap:?} of Retry-After: 1"
+        );
         server.shutdown().await;
     }
 }
@@ -162,7 +201,9 @@ async fn a_retry_after_above_the_cap_fails_the_stream_and_says_so() {
     let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("the server asked to wait 1s (Retry-After), more than max_retry_after_secs (0s)"),
+        text(&out.stdout).contains(
+            "the server asked to wait 1s (Retry-After), more than max_retry_after_secs (0s)"
+        ),
         "{}",
         text(&out.stdout)
     );
@@ -182,7 +223,11 @@ async fn the_request_budget_spaces_requests_and_provokes_no_429() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let (path, db) = pipeline(dir.path(), "  rate_limit_per_minute: 120\n", &users_stream(""));
+    let (path, db) = pipeline(
+        dir.path(),
+        "  rate_limit_per_minute: 120\n",
+        &users_stream(""),
+    );
     let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(ids(&db, "users").len(), 5_000);
@@ -215,13 +260,20 @@ async fn keyset_paging_neither_skips_nor_repeats_when_records_change_mid_sync() 
     })
     .await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let (path, db) = pipeline(dir.path(), UNLIMITED, &users_stream("    page_size: 1000\n"));
+    let (path, db) = pipeline(
+        dir.path(),
+        UNLIMITED,
+        &users_stream("    page_size: 1000\n"),
+    );
     let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     // Id 10 was read before it was deleted; 1500 was deleted before its page.
     let expected: Vec<i64> = (1..=3_005).filter(|id| *id != 1_500).collect();
     assert_eq!(ids(&db, "users"), expected);
     let statuses: Vec<u16> = server.requests().iter().map(|r| r.status).collect();
-    assert!(statuses.contains(&0), "a reset happened and was retried: {statuses:?}");
+    assert!(
+        statuses.contains(&0),
+        "a reset happened and was retried: {statuses:?}"
+    );
     server.shutdown().await;
 }

@@ -56,7 +56,10 @@ async fn incremental_merge_updates_changed_rows_without_duplicates_and_keeps_sta
     let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(query_i64(&db, "select count(*) from users"), 3_000);
-    let first_cursor = query_string(&db, "select cursor from _lucca_sync_state where stream = 'users'");
+    let first_cursor = query_string(
+        &db,
+        "select cursor from _lucca_sync_state where stream = 'users'",
+    );
     assert!(!server.requests()[0].query.contains("since"));
 
     let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
@@ -67,15 +70,32 @@ async fn incremental_merge_updates_changed_rows_without_duplicates_and_keeps_sta
         "the second run asks only for changes: {}",
         second[0].query
     );
-    assert_eq!(query_i64(&db, "select count(*) from users"), 3_005, "new rows added");
-    assert_eq!(query_i64(&db, "select count(distinct id) from users"), 3_005, "no duplicates");
-    let second_cursor = query_string(&db, "select cursor from _lucca_sync_state where stream = 'users'");
-    assert!(second_cursor > first_cursor, "{second_cursor} > {first_cursor}");
+    assert_eq!(
+        query_i64(&db, "select count(*) from users"),
+        3_005,
+        "new rows added"
+    );
+    assert_eq!(
+        query_i64(&db, "select count(distinct id) from users"),
+        3_005,
+        "no duplicates"
+    );
+    let second_cursor = query_string(
+        &db,
+        "select cursor from _lucca_sync_state where stream = 'users'",
+    );
+    assert!(
+        second_cursor > first_cursor,
+        "{second_cursor} > {first_cursor}"
+    );
 
     // --full-refresh ignores the state.
     let out = lucca_sync(&["run", "--full-refresh", &path], &server.base_url(), KEY).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let last = server.requests().pop().unwrap_or_else(|| panic!("requests"));
+    let last = server
+        .requests()
+        .pop()
+        .unwrap_or_else(|| panic!("requests"));
     assert!(!last.query.contains("since"), "{}", last.query);
     assert_eq!(query_i64(&db, "select count(*) from users"), 3_005);
     server.shutdown().await;
@@ -91,7 +111,12 @@ async fn append_tags_rows_with_the_run_in_duckdb_and_parquet() {
         } else {
             duckdb_destination(dir.path())
         };
-        let path = pipeline(dir.path(), &destination, "    write_mode: append\n", "unlimited");
+        let path = pipeline(
+            dir.path(),
+            &destination,
+            "    write_mode: append\n",
+            "unlimited",
+        );
         for _ in 0..2 {
             let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
             assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -108,7 +133,9 @@ async fn append_tags_rows_with_the_run_in_duckdb_and_parquet() {
             for batch in batches {
                 let batch = batch.unwrap_or_else(|e| panic!("{e}"));
                 rows += batch.num_rows() as i64;
-                let col = batch.column_by_name("_lucca_sync_run_id").unwrap_or_else(|| panic!("run id"));
+                let col = batch
+                    .column_by_name("_lucca_sync_run_id")
+                    .unwrap_or_else(|| panic!("run id"));
                 let col = arrow::array::AsArray::as_string::<i32>(col.as_ref());
                 runs.extend(col.iter().flatten().map(str::to_owned));
             }
@@ -116,7 +143,10 @@ async fn append_tags_rows_with_the_run_in_duckdb_and_parquet() {
         } else {
             (
                 query_i64(&out_path, "select count(*) from users"),
-                query_i64(&out_path, "select count(distinct _lucca_sync_run_id) from users"),
+                query_i64(
+                    &out_path,
+                    "select count(distinct _lucca_sync_run_id) from users",
+                ),
             )
         };
         let fixture = query_fixture_count();
@@ -129,7 +159,8 @@ async fn append_tags_rows_with_the_run_in_duckdb_and_parquet() {
 fn query_fixture_count() -> i64 {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/users.json"))
         .unwrap_or_else(|e| panic!("{e}"));
-    let users: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    let users: Vec<serde_json::Value> =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
     users.len() as i64
 }
 
@@ -138,7 +169,12 @@ async fn parquet_merge_keeps_one_row_per_key() {
     let server = sandbox(SandboxConfig::default()).await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (destination, out_dir) = parquet_destination(dir.path());
-    let path = pipeline(dir.path(), &destination, "    write_mode: merge\n", "unlimited");
+    let path = pipeline(
+        dir.path(),
+        &destination,
+        "    write_mode: merge\n",
+        "unlimited",
+    );
     for _ in 0..2 {
         let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -175,7 +211,12 @@ async fn a_killed_run_leaves_the_previous_data_at_every_point() {
     .await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (destination, db) = duckdb_destination(dir.path());
-    let path = pipeline(dir.path(), &destination, "    page_size: 500\n", "unlimited");
+    let path = pipeline(
+        dir.path(),
+        &destination,
+        "    page_size: 500\n",
+        "unlimited",
+    );
     let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let out_dir = dir.path().join("out");
@@ -220,7 +261,12 @@ async fn sigterm_stops_within_seconds_with_exit_130_and_writes_nothing() {
     .await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (destination, _db) = duckdb_destination(dir.path());
-    let path = pipeline(dir.path(), &destination, "    page_size: 500\n", "unlimited");
+    let path = pipeline(
+        dir.path(),
+        &destination,
+        "    page_size: 500\n",
+        "unlimited",
+    );
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lucca-sync"))
         .args(["run", &path])
         .env("LUCCA_BASE_URL", server.base_url())
@@ -238,10 +284,20 @@ async fn sigterm_stops_within_seconds_with_exit_130_and_writes_nothing() {
         .status()
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(status.success());
-    let out = child.wait_with_output().await.unwrap_or_else(|e| panic!("{e}"));
-    assert!(sent.elapsed() < Duration::from_secs(5), "stopped in {:?}", sent.elapsed());
+    let out = child
+        .wait_with_output()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "stopped in {:?}",
+        sent.elapsed()
+    );
     assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
-    assert!(published(&dir.path().join("out")).is_empty(), "nothing published");
+    assert!(
+        published(&dir.path().join("out")).is_empty(),
+        "nothing published"
+    );
     server.shutdown().await;
 }
 
@@ -258,7 +314,12 @@ async fn a_second_run_on_the_same_destination_fails_fast() {
     .await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (destination, db) = duckdb_destination(dir.path());
-    let path = pipeline(dir.path(), &destination, "    page_size: 500\n", "unlimited");
+    let path = pipeline(
+        dir.path(),
+        &destination,
+        "    page_size: 500\n",
+        "unlimited",
+    );
     let first = tokio::process::Command::new(env!("CARGO_BIN_EXE_lucca-sync"))
         .args(["run", &path])
         .env("LUCCA_BASE_URL", server.base_url())
@@ -274,7 +335,10 @@ async fn a_second_run_on_the_same_destination_fails_fast() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(second.status.code(), Some(1), "{}", text(&second.stderr));
     assert!(text(&second.stderr).contains("another lucca-sync run is writing this destination"));
-    let first = first.wait_with_output().await.unwrap_or_else(|e| panic!("{e}"));
+    let first = first
+        .wait_with_output()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
     assert_eq!(query_i64(&db, "select count(*) from users"), 3_000);
     server.shutdown().await;
@@ -298,8 +362,15 @@ async fn a_reader_holding_the_file_open_does_not_block_a_sync() {
     let old: i64 = reader
         .query_row("select count(*) from users", [], |r| r.get(0))
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(old, query_fixture_count(), "the reader still sees complete data");
+    assert_eq!(
+        old,
+        query_fixture_count(),
+        "the reader still sees complete data"
+    );
     drop(reader);
-    assert_eq!(query_i64(&db, "select count(*) from users"), query_fixture_count());
+    assert_eq!(
+        query_i64(&db, "select count(*) from users"),
+        query_fixture_count()
+    );
     server.shutdown().await;
 }

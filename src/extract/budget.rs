@@ -78,7 +78,10 @@ mod tests {
                 .iter()
                 .take_while(|u| **u <= *t + Duration::from_secs(60))
                 .count();
-            assert!(in_window <= 50, "{in_window} requests in the minute from {t:?}");
+            assert!(
+                in_window <= 50,
+                "{in_window} requests in the minute from {t:?}"
+            );
         }
         // Evenly spaced: the first minute does not hold a burst.
         assert!(sent[1] - sent[0] >= Duration::from_millis(1200));

@@ -249,7 +249,8 @@ impl Extractor {
         let mut plan = plan.clone();
         plan.page_size = 1;
         let pager = Pager::new(plan.style, plan.page_by, plan.base.clone(), 1);
-        let (_, parsed) = retry::fetch_page(self, &plan, &counters, &pager.current_url(), 1).await?;
+        let (_, parsed) =
+            retry::fetch_page(self, &plan, &counters, &pager.current_url(), 1).await?;
         Ok(parsed.count)
     }
 
@@ -323,7 +324,6 @@ impl Extractor {
     }
 }
 
-
 /// The value sent as `{cursor_field}=since,{value}`: the stored cursor minus
 /// the lookback that covers clock skew between Lucca's servers and ours.
 /// Naive datetimes stay naive (Lucca's local time); the result is truncated
@@ -352,8 +352,14 @@ mod since_tests {
     #[test]
     fn lookback_is_subtracted_and_the_format_kept() {
         let five_min = Duration::from_secs(300);
-        assert_eq!(since_value("2025-01-01T08:45:23.583", five_min), "2025-01-01T08:40:23");
-        assert_eq!(since_value("2025-01-01T00:01:00Z", five_min), "2024-12-31T23:56:00Z");
+        assert_eq!(
+            since_value("2025-01-01T08:45:23.583", five_min),
+            "2025-01-01T08:40:23"
+        );
+        assert_eq!(
+            since_value("2025-01-01T00:01:00Z", five_min),
+            "2024-12-31T23:56:00Z"
+        );
         assert_eq!(since_value("42", five_min), "42");
     }
 }

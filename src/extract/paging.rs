@@ -71,7 +71,9 @@ fn expected_envelope(style: PagingStyle) -> &'static str {
             r#"a list envelope {"data": {"items": [...], "count": N}} or {"items": [...]}"#
         }
         PagingStyle::V4 => r#"a list envelope {"items": [...], "count": N}"#,
-        PagingStyle::Cursor => r#"a list envelope {"items": [...], "totalCount": N, "links": {...}}"#,
+        PagingStyle::Cursor => {
+            r#"a list envelope {"items": [...], "totalCount": N, "links": {...}}"#
+        }
     }
 }
 
@@ -87,7 +89,13 @@ pub fn parse_envelope(body: &[u8], style: PagingStyle) -> Result<ParsedPage, Env
         }
     })?;
     let (items, count) = match (envelope.data, envelope.items) {
-        (Some(DataBlock { items: Some(items), count }), _) => (items, count),
+        (
+            Some(DataBlock {
+                items: Some(items),
+                count,
+            }),
+            _,
+        ) => (items, count),
         (_, Some(items)) => (items, envelope.count.or(envelope.total_count)),
         _ => {
             return Err(EnvelopeError::Unexpected(format!(
@@ -280,7 +288,8 @@ mod tests {
 
     #[test]
     fn reads_every_v3_envelope_variant() {
-        let data = br#"{"header":{"generated":"x"},"data":{"items":[{"id":1},{"id":2}],"count":2}}"#;
+        let data =
+            br#"{"header":{"generated":"x"},"data":{"items":[{"id":1},{"id":2}],"count":2}}"#;
         let page = parse_envelope(data, PagingStyle::V3).unwrap_or_else(|_| panic!("data"));
         assert_eq!(page.count, Some(2));
         assert_eq!(&data[page.items[1].clone()], br#"{"id":2}"#);
@@ -320,7 +329,8 @@ mod tests {
         let next = p.advance(2, Some(5), Some(7), None);
         match next {
             Ok(NextPage::Fetch(u)) => assert!(
-                u.as_str().ends_with("orderBy=id%2Casc&id=greaterthan%2C7&paging=0%2C2"),
+                u.as_str()
+                    .ends_with("orderBy=id%2Casc&id=greaterthan%2C7&paging=0%2C2"),
                 "{u}"
             ),
             other => panic!("{other:?}"),
@@ -340,9 +350,17 @@ mod tests {
     #[test]
     fn cursor_follows_same_host_links_only() {
         let mut p = Pager::new(PagingStyle::Cursor, PageBy::Offset, base(), 2);
-        let next = p.advance(2, None, None, Some("https://acme.ilucca.net/lucca-api/x?page=abc"));
+        let next = p.advance(
+            2,
+            None,
+            None,
+            Some("https://acme.ilucca.net/lucca-api/x?page=abc"),
+        );
         assert!(matches!(next, Ok(NextPage::Fetch(u)) if u.as_str().ends_with("page=abc")));
-        assert!(p.advance(2, None, None, Some("https://evil.example/x")).is_err());
+        assert!(
+            p.advance(2, None, None, Some("https://evil.example/x"))
+                .is_err()
+        );
         let mut p = Pager::new(PagingStyle::Cursor, PageBy::Offset, base(), 2);
         assert_eq!(p.advance(2, None, None, None), Ok(NextPage::Done));
     }

@@ -280,7 +280,12 @@ async fn try_once(
     }
 }
 
-fn fatal_status(plan: &StreamPlan, shown: &str, status: StatusCode, detail: String) -> ExtractError {
+fn fatal_status(
+    plan: &StreamPlan,
+    shown: &str,
+    status: StatusCode,
+    detail: String,
+) -> ExtractError {
     match status {
         StatusCode::UNAUTHORIZED => ExtractError::KeyRejected {
             stream: plan.stream.clone(),

@@ -159,7 +159,9 @@ impl DuckdbLoad {
         };
         {
             let mut appender = self.conn()?.appender(&name).map_err(duck_err)?;
-            appender.append_record_batch(batch.clone()).map_err(duck_err)?;
+            appender
+                .append_record_batch(batch.clone())
+                .map_err(duck_err)?;
             appender.flush().map_err(duck_err)?;
         }
         if let Some(stage) = self.stages.get_mut(stream) {
@@ -291,7 +293,9 @@ impl DuckdbLoad {
             )
             .map_err(err)?;
         let rows = stmt
-            .query_map([table], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+            .query_map([table], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
             .map_err(err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(err)
     }
@@ -326,7 +330,8 @@ impl DuckdbLoad {
         fs::File::open(&self.temp)
             .and_then(|f| f.sync_all())
             .map_err(|e| io("flush", &self.temp, e))?;
-        fs::rename(&self.temp, &self.live).map_err(|e| io("rename the working copy over", &self.live, e))?;
+        fs::rename(&self.temp, &self.live)
+            .map_err(|e| io("rename the working copy over", &self.live, e))?;
         sync_dir(&self.live);
         Ok(())
     }
@@ -340,7 +345,8 @@ impl DuckdbLoad {
 }
 
 fn column_defs(schema: &Schema) -> String {
-    schema.fields()
+    schema
+        .fields()
         .iter()
         .map(|f| format!("{} {}", quote_ident(f.name()), sql_type(f.data_type())))
         .collect::<Vec<_>>()

@@ -83,7 +83,8 @@ impl ParquetLoad {
             }
         }
         let staging = dir.join(format!(".staging-{run_id}"));
-        fs::create_dir_all(&staging).map_err(|e| io("create the staging directory", &staging, e))?;
+        fs::create_dir_all(&staging)
+            .map_err(|e| io("create the staging directory", &staging, e))?;
         let states = match fs::read(dir.join(STATE_FILE)) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| LoadError::Io {
                 action: "read the state file".into(),
@@ -147,9 +148,10 @@ impl ParquetLoad {
         }
         let part = file.parts.last().cloned().unwrap_or_default();
         if let Some(writer) = file.writer.as_mut() {
-            writer
-                .write(batch)
-                .map_err(Self::parquet_err(&part, &format!("write rows of stream `{stream}`")))?;
+            writer.write(batch).map_err(Self::parquet_err(
+                &part,
+                &format!("write rows of stream `{stream}`"),
+            ))?;
         }
         file.rows += batch.num_rows() as u64;
         Ok(())
@@ -229,7 +231,10 @@ impl ParquetLoad {
                         true,
                     )));
                 }
-                let union = union_schema(published.exists().then_some(published.as_path()), final_schema)?;
+                let union = union_schema(
+                    published.exists().then_some(published.as_path()),
+                    final_schema,
+                )?;
                 combine(&sources, &union, &target)?;
             }
         }
@@ -342,7 +347,11 @@ fn open_batches(
 }
 
 /// The key of each row as text (`a|b` for composite keys).
-fn row_keys(batch: &RecordBatch, columns: &[String], path: &Path) -> Result<Vec<String>, LoadError> {
+fn row_keys(
+    batch: &RecordBatch,
+    columns: &[String],
+    path: &Path,
+) -> Result<Vec<String>, LoadError> {
     let mut parts = Vec::new();
     for c in columns {
         let array = batch.column_by_name(c).ok_or_else(|| LoadError::Parquet {

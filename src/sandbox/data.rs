@@ -38,9 +38,44 @@ pub(crate) struct Meta {
 pub(crate) struct Collection {
     pub metas: Vec<Meta>,
     pub records: Vec<Map<String, Value>>,
+    /// `former_before[i]` = former employees among `metas[..i]` (length
+    /// `metas.len() + 1`), to count and skip without scanning.
+    former_before: Vec<u32>,
 }
 
 impl Collection {
+    pub fn new(metas: Vec<Meta>, records: Vec<Map<String, Value>>) -> Collection {
+        let mut c = Collection {
+            metas,
+            records,
+            former_before: Vec::new(),
+        };
+        c.refresh();
+        c
+    }
+
+    /// Recomputes the derived index after `metas` changed.
+    pub fn refresh(&mut self) {
+        self.former_before.clear();
+        self.former_before.reserve(self.metas.len() + 1);
+        let mut n = 0u32;
+        self.former_before.push(0);
+        for m in &self.metas {
+            n += u32::from(m.former);
+            self.former_before.push(n);
+        }
+    }
+
+    /// Records in `metas[a..b]`, former employees excluded when `exclude_former`.
+    pub fn matching(&self, a: usize, b: usize, exclude_former: bool) -> usize {
+        let (fa, fb) = (self.former_before[a], self.former_before[b]);
+        if exclude_former {
+            (b - a) - (fb - fa) as usize
+        } else {
+            b - a
+        }
+    }
+
     /// The meta of record `id`, if it exists.
     pub fn get(&self, id: u32) -> Option<&Meta> {
         self.metas
@@ -132,10 +167,7 @@ impl Store {
             .collect();
         let departments = synthetic_departments(&generator, n);
         Store {
-            users: Collection {
-                metas,
-                records: Vec::new(),
-            },
+            users: Collection::new(metas, Vec::new()),
             departments,
             generator,
             establishments: establishment_count(n as usize),
@@ -162,6 +194,7 @@ impl Store {
                 modified_ms: now_ms,
             });
         }
+        self.users.refresh();
     }
 
     /// The whole record of user `meta`, with relative `url`s (for the
@@ -178,7 +211,7 @@ impl Store {
             .map(|k| {
                 (
                     k.to_owned(),
-                    self.generator.field(&core, meta.modified_ms, k),
+                    self.generator.field(&core, meta.modified_ms, k).to_value(),
                 )
             })
             .collect()
@@ -250,7 +283,7 @@ fn index_records(
             format!("{file}: duplicate ids"),
         ));
     }
-    Ok(Collection { metas, records })
+    Ok(Collection::new(metas, records))
 }
 
 fn id_of(r: &Map<String, Value>) -> Option<u32> {
@@ -547,7 +580,8 @@ pub(crate) struct Core {
     pub end_day: Option<i64>,
     pub birth_day: Option<i64>,
     pub modified_ms: i64,
-    pub department: Option<(u32, String)>,
+    /// Index into [`Generator::departments`].
+    pub department: Option<usize>,
     pub manager: Option<u32>,
     h: u64,
 }
@@ -596,7 +630,7 @@ impl Generator {
         } else {
             None
         };
-        let birth_day = if lane(id, 6) % 23 == 0 {
+        let birth_day = if lane(id, 6).is_multiple_of(23) {
             None
         } else {
             let lo = days_from_civil(1960, 1, 1);
@@ -607,18 +641,13 @@ impl Generator {
         let span = (mod_hi - mod_lo).max(1) as u64;
         let raw = mod_lo + (lane(id, 8) % span) as i64;
         // About half of the timestamps carry milliseconds.
-        let modified_ms = if lane(id, 9) % 2 == 0 {
+        let modified_ms = if lane(id, 9).is_multiple_of(2) {
             raw - raw.rem_euclid(1000)
         } else {
             raw
         };
-        let department = if self.departments.is_empty() {
-            None
-        } else {
-            self.departments
-                .get((lane(id, 10) % self.departments.len() as u64) as usize)
-                .cloned()
-        };
+        let department = (!self.departments.is_empty())
+            .then(|| (lane(id, 10) % self.departments.len() as u64) as usize);
         let manager = self.manager_of(id, lane(id, 11));
         Core {
             id,
@@ -638,7 +667,7 @@ impl Generator {
         if !self.manager_pool.is_empty() {
             return Some(pick(&self.manager_pool, h)).filter(|m| *m != id);
         }
-        if id <= 1 || h % 97 == 0 {
+        if id <= 1 || h.is_multiple_of(97) {
             return None;
         }
         // Managers are among the first tenth of earlier users.
@@ -658,87 +687,123 @@ impl Generator {
     }
 
     /// The value of top-level field `key` of a synthetic user (urls relative).
-    pub fn field(&self, c: &Core, modified_ms: i64, key: &str) -> Value {
+    pub fn field(&self, c: &Core, modified_ms: i64, key: &str) -> Node {
         let id = c.id;
+        let day = |d: i64| Node::Str(fmt_day(d));
+        let opt_day = |d: Option<i64>| d.map_or(Node::Null, day);
         match key {
-            "id" => json!(id),
-            "name" => Value::String(c.name()),
-            "url" => Value::String(format!("/api/users/{id}")),
-            "displayName" => Value::String(format!("{} {}", c.last, c.first)),
-            "modifiedAt" => {
-                if modified_ms == NO_DATE {
-                    Value::Null
-                } else {
-                    Value::String(fmt_ms(modified_ms))
-                }
-            }
-            "lastName" => Value::String(c.last.to_owned()),
-            "firstName" => Value::String(c.first.to_owned()),
-            "login" => Value::String(login(c)),
-            "mail" => {
-                if c.h % 31 == 3 {
-                    Value::Null
-                } else {
-                    Value::String(format!("{}@acme-rh.example", login(c)))
-                }
-            }
-            "dtContractStart" => Value::String(fmt_day(c.start_day)),
-            "dtContractEnd" => c.end_day.map_or(Value::Null, |d| Value::String(fmt_day(d))),
-            "birthDate" => c
-                .birth_day
-                .map_or(Value::Null, |d| Value::String(fmt_day(d))),
-            "employeeNumber" => {
-                if c.h % 41 == 5 {
-                    Value::Null
-                } else {
-                    Value::String(format!("{id:05}"))
-                }
-            }
-            "calendarId" => json!(1 + c.h % 2),
-            "cultureID" | "cultureId" => json!(pick(&CULTURES, c.h >> 8)),
-            "legalEntityId" => json!(1 + (c.h >> 16) % 2),
-            "departmentId" => c.department.as_ref().map_or(Value::Null, |d| json!(d.0)),
-            "department" => c.department.as_ref().map_or(Value::Null, |(did, name)| {
-                json!({"id": did, "name": name, "url": format!("/api/departments/{did}")})
+            "id" => Node::Int(id.into()),
+            "name" => Node::Str(c.name()),
+            "url" => Node::Str(format!("/api/users/{id}")),
+            "displayName" => Node::Str(format!("{} {}", c.last, c.first)),
+            "modifiedAt" if modified_ms != NO_DATE => Node::Str(fmt_ms(modified_ms)),
+            "lastName" => Node::Static(c.last),
+            "firstName" => Node::Static(c.first),
+            "login" => Node::Str(login(c)),
+            "mail" if c.h % 31 != 3 => Node::Str(format!("{}@acme-rh.example", login(c))),
+            "dtContractStart" => day(c.start_day),
+            "dtContractEnd" => opt_day(c.end_day),
+            "birthDate" => opt_day(c.birth_day),
+            "employeeNumber" if c.h % 41 != 5 => Node::Str(format!("{id:05}")),
+            "calendarId" => Node::Int(1 + c.h % 2),
+            "cultureID" | "cultureId" => Node::Int(pick(&CULTURES, c.h >> 8).into()),
+            "legalEntityId" => Node::Int(1 + (c.h >> 16) % 2),
+            "departmentId" => self
+                .department(c)
+                .map_or(Node::Null, |(did, _)| Node::Int(did.into())),
+            "department" => self.department(c).map_or(Node::Null, |(did, name)| {
+                Node::Obj(vec![
+                    ("id", Node::Int(did.into())),
+                    ("name", Node::Str(name.to_owned())),
+                    ("url", Node::Str(format!("/api/departments/{did}"))),
+                ])
             }),
-            "managerId" => c.manager.map_or(Value::Null, |m| json!(m)),
-            "manager" => c.manager.map_or(Value::Null, |m| {
-                json!({"id": m, "name": self.name_of(m), "url": format!("/api/users/{m}")})
+            "managerId" => c.manager.map_or(Node::Null, |m| Node::Int(m.into())),
+            "manager" => c.manager.map_or(Node::Null, |m| {
+                Node::Obj(vec![
+                    ("id", Node::Int(m.into())),
+                    ("name", Node::Str(self.name_of(m))),
+                    ("url", Node::Str(format!("/api/users/{m}"))),
+                ])
             }),
-            "rolePrincipalId" => json!(pick(&ROLES, c.h >> 24)),
+            "rolePrincipalId" => Node::Int(pick(&ROLES, c.h >> 24).into()),
             "userWorkCycles" => {
-                let cycle = |n: u32, starts: Value, ends: Value| {
-                    json!({
-                        "id": u64::from(id) * 2 + u64::from(n),
-                        "ownerID": id,
-                        "workCycleID": 1 + (c.h >> (32 + n)) % 6,
-                        "startsOn": starts,
-                        "endsOn": ends,
-                    })
+                let cycle = |n: u32, starts: Node, ends: Node| {
+                    Node::Obj(vec![
+                        ("id", Node::Int(u64::from(id) * 2 + u64::from(n))),
+                        ("ownerID", Node::Int(id.into())),
+                        ("workCycleID", Node::Int(1 + (c.h >> (32 + n)) % 6)),
+                        ("startsOn", starts),
+                        ("endsOn", ends),
+                    ])
                 };
-                let end = c.end_day.map_or(Value::Null, |d| Value::String(fmt_day(d)));
                 match (c.h >> 40) % 7 {
-                    0 => json!([]),
+                    0 => Node::Arr(Vec::new()),
                     1 => {
                         let switch = c.start_day + 365;
-                        let first_end = Value::String(fmt_day(switch - 1));
-                        json!([
-                            cycle(0, Value::String(fmt_day(c.start_day)), first_end),
-                            cycle(1, Value::String(fmt_day(switch)), end),
+                        Node::Arr(vec![
+                            cycle(0, day(c.start_day), day(switch - 1)),
+                            cycle(1, day(switch), opt_day(c.end_day)),
                         ])
                     }
-                    _ => json!([cycle(0, Value::String(fmt_day(c.start_day)), end)]),
+                    _ => Node::Arr(vec![cycle(0, day(c.start_day), opt_day(c.end_day))]),
                 }
             }
             "extendedData" => match (c.h >> 48) % 3 {
-                0 => json!({}),
-                1 => json!({"e_bloodType": pick(&BLOOD_TYPES, c.h >> 52)}),
+                0 => Node::Obj(Vec::new()),
+                1 => Node::Obj(vec![(
+                    "e_bloodType",
+                    Node::Static(pick(&BLOOD_TYPES, c.h >> 52)),
+                )]),
                 _ => {
-                    let k = ((c.h >> 52) % SIZES.len() as u64) as usize;
-                    json!({"e_tshirt": {"id": k + 1, "name": SIZES[k]}})
+                    let k = (c.h >> 52) % SIZES.len() as u64;
+                    Node::Obj(vec![(
+                        "e_tshirt",
+                        Node::Obj(vec![
+                            ("id", Node::Int(k + 1)),
+                            ("name", Node::Static(SIZES[k as usize])),
+                        ]),
+                    )])
                 }
             },
-            _ => Value::Null,
+            _ => Node::Null,
+        }
+    }
+
+    /// `(id, name)` of the department of a synthetic user.
+    fn department(&self, c: &Core) -> Option<(u32, &str)> {
+        c.department
+            .and_then(|i| self.departments.get(i))
+            .map(|(id, name)| (*id, name.as_str()))
+    }
+}
+
+/// A JSON value of a synthetic record, cheaper to build than a
+/// `serde_json::Value` (static keys, no maps).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Node {
+    Null,
+    Int(u64),
+    Str(String),
+    Static(&'static str),
+    Obj(Vec<(&'static str, Node)>),
+    Arr(Vec<Node>),
+}
+
+impl Node {
+    pub fn to_value(&self) -> Value {
+        match self {
+            Node::Null => Value::Null,
+            Node::Int(i) => json!(i),
+            Node::Str(s) => Value::String(s.clone()),
+            Node::Static(s) => Value::String((*s).to_owned()),
+            Node::Obj(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.to_value()))
+                    .collect(),
+            ),
+            Node::Arr(items) => Value::Array(items.iter().map(Node::to_value).collect()),
         }
     }
 }
@@ -821,5 +886,5 @@ fn synthetic_departments(generator: &Generator, users: u32) -> Collection {
             })
         })
         .collect();
-    Collection { metas, records }
+    Collection::new(metas, records)
 }

@@ -371,6 +371,17 @@ impl V3Query {
             .fold((i64::MIN, i64::MAX), |(a, b), (c, d)| (a.max(c), b.min(d)));
         let start = coll.metas.partition_point(|m| i64::from(m.id) < lo);
         let end = coll.metas.partition_point(|m| i64::from(m.id) <= hi);
+        let end = end.max(start);
+        let exclude_former = apply_former && !self.former;
+        let ranged = self.modified.is_empty()
+            && self.id.iter().all(|c| match c {
+                Cmp::Ne(_) => false,
+                Cmp::In(v) => v.len() <= 1,
+                _ => true,
+            });
+        if ranged {
+            return self.select_range(coll, start, end, exclude_former);
+        }
         let slice = coll.metas.get(start..end).unwrap_or_default();
         let keep = |m: &Meta| self.keeps(m, apply_former);
         let (page, count) = if self.desc {
@@ -379,6 +390,51 @@ impl V3Query {
             self.page(slice.iter(), keep)
         };
         (page, self.fields.count.then_some(count))
+    }
+
+    /// [`V3Query::select`] when the filters reduce to an id range (the
+    /// common keyset and offset cases): counts and skips through the
+    /// collection's prefix sums instead of scanning.
+    fn select_range(
+        &self,
+        coll: &Collection,
+        start: usize,
+        end: usize,
+        exclude_former: bool,
+    ) -> (Vec<Meta>, Option<usize>) {
+        let total = coll.matching(start, end, exclude_former);
+        let count = self.fields.count.then_some(total);
+        if self.offset >= total || self.limit == 0 {
+            return (Vec::new(), count);
+        }
+        let keep = |m: &&Meta| !exclude_former || !m.former;
+        let take = self.limit.min(total - self.offset);
+        let page = if self.desc {
+            // The last `j` with `offset` matching records in `metas[j..end]`.
+            let k = first_true(start, end, |j| {
+                coll.matching(j, end, exclude_former) < self.offset
+            });
+            let j = k.saturating_sub(1).max(start);
+            coll.metas[start..j]
+                .iter()
+                .rev()
+                .filter(keep)
+                .take(take)
+                .copied()
+                .collect()
+        } else {
+            // The first `i` with `offset` matching records in `metas[start..i]`.
+            let i = first_true(start, end, |i| {
+                coll.matching(start, i, exclude_former) >= self.offset
+            });
+            coll.metas[i.min(end)..end]
+                .iter()
+                .filter(keep)
+                .take(take)
+                .copied()
+                .collect()
+        };
+        (page, count)
     }
 
     fn page<'a>(
@@ -402,4 +458,19 @@ impl V3Query {
         }
         (page, count)
     }
+}
+
+/// The smallest `i` in `lo..=hi` for which `pred` (false, then true) holds,
+/// or `hi + 1`.
+fn first_true(lo: usize, hi: usize, pred: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (lo, hi + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    lo
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Map, Value};
 
-use super::data::{Core, Generator, Meta, Store, USER_KEYS};
+use super::data::{Core, Generator, Meta, Node, Store, USER_KEYS};
 use super::query::Proj;
 
 /// A JSON value seen through a projection; strings under a `url` key that
@@ -75,6 +75,58 @@ impl Serialize for ProjectedMap<'_> {
     }
 }
 
+/// A synthetic value seen through a projection (same `url` rule as
+/// [`Projected`]).
+struct NodeView<'a> {
+    node: &'a Node,
+    proj: &'a Proj,
+    base: &'a str,
+    is_url: bool,
+}
+
+impl Serialize for NodeView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.node {
+            Node::Null => s.serialize_unit(),
+            Node::Int(i) => s.serialize_u64(*i),
+            Node::Str(text) if self.is_url && text.starts_with('/') => {
+                s.collect_str(&format_args!("{}{}", self.base, text))
+            }
+            Node::Str(text) => s.serialize_str(text),
+            Node::Static(text) => s.serialize_str(text),
+            Node::Obj(entries) => {
+                let mut out = s.serialize_map(None)?;
+                for (k, v) in entries {
+                    if let Some(sub) = self.proj.lookup(k) {
+                        out.serialize_entry(
+                            k,
+                            &NodeView {
+                                node: v,
+                                proj: sub,
+                                base: self.base,
+                                is_url: *k == "url",
+                            },
+                        )?;
+                    }
+                }
+                out.end()
+            }
+            Node::Arr(items) => {
+                let mut out = s.serialize_seq(Some(items.len()))?;
+                for v in items {
+                    out.serialize_element(&NodeView {
+                        node: v,
+                        proj: self.proj,
+                        base: self.base,
+                        is_url: false,
+                    })?;
+                }
+                out.end()
+            }
+        }
+    }
+}
+
 /// A synthetic user seen through a projection: only the selected fields are
 /// ever computed.
 struct SynthUser<'a> {
@@ -92,11 +144,11 @@ impl Serialize for SynthUser<'_> {
         for key in USER_KEYS {
             let key = if key == "cultureID" { culture_key } else { key };
             if let Some(sub) = self.proj.lookup(key) {
-                let value = self.generator.field(&self.core, self.modified_ms, key);
+                let node = self.generator.field(&self.core, self.modified_ms, key);
                 out.serialize_entry(
                     key,
-                    &Projected {
-                        value: &value,
+                    &NodeView {
+                        node: &node,
                         proj: sub,
                         base: self.base,
                         is_url: key == "url",

@@ -128,13 +128,12 @@ impl Sandbox {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(mut task) = self.task.take() {
-            if tokio::time::timeout(Duration::from_secs(5), &mut task)
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(Duration::from_secs(5), &mut task)
                 .await
                 .is_err()
-            {
-                task.abort();
-            }
+        {
+            task.abort();
         }
     }
 }
@@ -280,7 +279,7 @@ impl Shared {
         }
         if let Some((status, k)) = f.status_every
             && k > 0
-            && n % k == 0
+            && n.is_multiple_of(k)
         {
             return (Outcome::Answer(status_fault(status, style)), status);
         }
@@ -689,7 +688,7 @@ impl Cursor {
 
     fn decode(raw: &str) -> Option<Cursor> {
         let raw = raw.trim();
-        if raw.len() % 2 != 0 || !raw.is_ascii() {
+        if !raw.len().is_multiple_of(2) || !raw.is_ascii() {
             return None;
         }
         let bytes = (0..raw.len())
@@ -766,7 +765,7 @@ fn establishment(id: u32) -> Value {
         "code": format!("ET{id:04}"),
         "legalUnitId": legal_unit,
         "timeZoneId": tz,
-        "isArchived": id % 13 == 0,
+        "isArchived": id.is_multiple_of(13),
         "createdAt": "2019-01-07T09:00:00",
     })
 }

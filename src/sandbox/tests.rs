@@ -920,3 +920,59 @@ fn naive_datetimes() {
         assert_eq!(days_from_civil(y, m, d), day);
     }
 }
+
+#[test]
+fn range_selection_matches_a_brute_force_scan() {
+    use super::query::{Params, V3Query};
+    let store = Store::build(&UserData::Synthetic(3000), days_from_civil(2026, 1, 1)).unwrap();
+    let filters = [
+        "",
+        "&id=greaterthan,2500",
+        "&id=greaterthanorequal,2500",
+        "&id=lessthan,100",
+        "&id=lessthanorequal,100",
+        "&id=between,10,20",
+        "&id=5",
+        "&id=0",
+        "&id=greaterthan,9999",
+    ];
+    for filter in filters {
+        for former in [false, true] {
+            for desc in [false, true] {
+                for (offset, limit) in [
+                    (0, 0),
+                    (0, 1),
+                    (0, 1000),
+                    (1, 10),
+                    (7, 3),
+                    (450, 1000),
+                    (2690, 50),
+                    (2999, 5),
+                    (3000, 10),
+                ] {
+                    let q = format!(
+                        "paging={offset},{limit}&fields=id,collection.count&formerEmployees={former}&orderBy=id,{}{filter}",
+                        if desc { "desc" } else { "asc" }
+                    );
+                    let query = V3Query::parse(&Params::parse(&q)).unwrap();
+                    let (page, count) = query.select(&store.users, true);
+                    let mut all: Vec<_> = store
+                        .users
+                        .metas
+                        .iter()
+                        .filter(|m| former || !m.former)
+                        .filter(|m| query.id.iter().all(|c| c.matches(i64::from(m.id))))
+                        .map(|m| m.id)
+                        .collect();
+                    if desc {
+                        all.reverse();
+                    }
+                    let expected: Vec<u32> = all.iter().copied().skip(offset).take(limit).collect();
+                    let got: Vec<u32> = page.iter().map(|m| m.id).collect();
+                    assert_eq!(got, expected, "{q}");
+                    assert_eq!(count, Some(all.len()), "{q}");
+                }
+            }
+        }
+    }
+}

@@ -130,9 +130,9 @@ impl ColumnBuilder {
             ColumnType::Json => ColumnBuilder::Json(StringBuilder::new()),
             ColumnType::Date => ColumnBuilder::Date(Date32Builder::new()),
             ColumnType::Timestamp => ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new()),
-            ColumnType::TimestampTz => ColumnBuilder::TimestampTz(
-                TimestampMicrosecondBuilder::new().with_timezone("UTC"),
-            ),
+            ColumnType::TimestampTz => {
+                ColumnBuilder::TimestampTz(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+            }
         }
     }
 
@@ -175,20 +175,20 @@ impl ColumnBuilder {
     }
 
     /// Appends a value, inferring the type of a pending column from it.
-    /// `Err(())` when the value does not fit the column's type.
-    pub fn append(&mut self, value: &Scalar<'_>) -> Result<(), ()> {
+    /// Returns false, appending nothing, when the value does not fit the
+    /// column's type.
+    #[must_use]
+    pub fn append(&mut self, value: &Scalar<'_>) -> bool {
         if matches!(value, Scalar::Null) {
             self.append_null();
-            return Ok(());
+            return true;
         }
         if let (ColumnBuilder::Pending(_), Some(ty)) = (&*self, value.inferred_type()) {
             self.settle(ty);
         }
         match (self, value) {
             (ColumnBuilder::Int64(b), Scalar::Int(i)) => b.append_value(*i),
-            (ColumnBuilder::Int64(b), Scalar::Float(f))
-                if f.fract() == 0.0 && f.abs() < 9.0e15 =>
-            {
+            (ColumnBuilder::Int64(b), Scalar::Float(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
                 b.append_value(*f as i64)
             }
             (ColumnBuilder::Float64(b), Scalar::Float(f)) => b.append_value(*f),
@@ -208,20 +208,20 @@ impl ColumnBuilder {
             (ColumnBuilder::Json(b), Scalar::Bool(v)) => b.append_value(v.to_string()),
             (ColumnBuilder::Date(b), Scalar::Str(s)) => match temporal::parse(s) {
                 Some(Temporal::Date(d)) => b.append_value(d),
-                _ => return Err(()),
+                _ => return false,
             },
             (ColumnBuilder::Timestamp(b), Scalar::Str(s)) => match temporal::parse(s) {
                 Some(Temporal::Naive(us)) => b.append_value(us),
                 Some(Temporal::Date(d)) => b.append_value(i64::from(d) * 86_400_000_000),
-                _ => return Err(()),
+                _ => return false,
             },
             (ColumnBuilder::TimestampTz(b), Scalar::Str(s)) => match temporal::parse(s) {
                 Some(Temporal::Zoned(us)) => b.append_value(us),
-                _ => return Err(()),
+                _ => return false,
             },
-            _ => return Err(()),
+            _ => return false,
         }
-        Ok(())
+        true
     }
 
     /// Takes the values built so far as an Arrow array, leaving the builder
@@ -239,6 +239,11 @@ impl ColumnBuilder {
             ColumnBuilder::Date(b) => Arc::new(b.finish()),
             ColumnBuilder::Timestamp(b) | ColumnBuilder::TimestampTz(b) => Arc::new(b.finish()),
         })
+    }
+
+    /// True when nothing was appended since the last `finish`.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Values (nulls included) appended since the last `finish`.
@@ -265,9 +270,9 @@ mod tests {
     fn infers_then_holds_the_type() {
         let mut c = ColumnBuilder::Pending(0);
         c.append_null();
-        assert!(c.append(&Scalar::Str(Cow::Borrowed("2014-09-01T00:00:00"))).is_ok());
+        assert!(c.append(&Scalar::Str(Cow::Borrowed("2014-09-01T00:00:00"))));
         assert_eq!(c.column_type(), Some(ColumnType::Timestamp));
-        assert!(c.append(&Scalar::Str(Cow::Borrowed("not a date"))).is_err());
+        assert!(!c.append(&Scalar::Str(Cow::Borrowed("not a date"))));
         assert_eq!(c.len(), 2);
         let array = c.finish().unwrap_or_else(|| panic!("typed"));
         assert_eq!(array.null_count(), 1);
@@ -276,9 +281,9 @@ mod tests {
     #[test]
     fn integers_fit_double_columns_but_fractions_do_not_fit_bigint() {
         let mut c = ColumnBuilder::typed(ColumnType::Float64);
-        assert!(c.append(&Scalar::Int(3)).is_ok());
+        assert!(c.append(&Scalar::Int(3)));
         let mut c = ColumnBuilder::typed(ColumnType::Int64);
-        assert!(c.append(&Scalar::Float(3.0)).is_ok());
-        assert!(c.append(&Scalar::Float(3.5)).is_err());
+        assert!(c.append(&Scalar::Float(3.0)));
+        assert!(!c.append(&Scalar::Float(3.5)));
     }
 }

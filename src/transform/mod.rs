@@ -33,7 +33,9 @@ pub const DEFAULT_MAX_DEPTH: usize = 3;
 #[derive(Debug, thiserror::Error)]
 pub enum TransformError {
     /// A record that is not a JSON object.
-    #[error("stream `{stream}`: page {page} ({url}): record {index} is not a JSON object: {message}")]
+    #[error(
+        "stream `{stream}`: page {page} ({url}): record {index} is not a JSON object: {message}"
+    )]
     BadRecord {
         stream: String,
         page: u64,
@@ -316,8 +318,14 @@ impl StreamTransform {
             .collect()
     }
 
-    fn push_record(&mut self, record: &[u8], index: usize, at: &PageRef) -> Result<(), TransformError> {
-        let text = std::str::from_utf8(record).map_err(|e| self.bad_record(index, at, e.to_string()))?;
+    fn push_record(
+        &mut self,
+        record: &[u8],
+        index: usize,
+        at: &PageRef,
+    ) -> Result<(), TransformError> {
+        let text =
+            std::str::from_utf8(record).map_err(|e| self.bad_record(index, at, e.to_string()))?;
         let pairs = parse_object(text).map_err(|e| self.bad_record(index, at, e.to_string()))?;
         self.row += 1;
         let mut ctx = RecordCtx {
@@ -395,7 +403,7 @@ impl StreamTransform {
                         // `cultureId` on one record): the first non-null wins.
                         continue;
                     }
-                    if col.builder.append(&value).is_err() {
+                    if !col.builder.append(&value) {
                         let (path, name, ty) = (
                             col.path.clone(),
                             col.name.clone(),
@@ -416,16 +424,20 @@ impl StreamTransform {
     fn track_cursor(&mut self, value: &Scalar<'_>) {
         let (rank, text) = match value {
             Scalar::Str(s) => match temporal::parse(s) {
-                Some(
-                    temporal::Temporal::Naive(us) | temporal::Temporal::Zoned(us),
-                ) => (us, s.to_string()),
+                Some(temporal::Temporal::Naive(us) | temporal::Temporal::Zoned(us)) => {
+                    (us, s.to_string())
+                }
                 Some(temporal::Temporal::Date(d)) => (i64::from(d) * 86_400_000_000, s.to_string()),
                 None => return,
             },
             Scalar::Int(i) => (*i, i.to_string()),
             _ => return,
         };
-        if self.max_cursor.as_ref().is_none_or(|(best, _)| rank > *best) {
+        if self
+            .max_cursor
+            .as_ref()
+            .is_none_or(|(best, _)| rank > *best)
+        {
             self.max_cursor = Some((rank, text));
         }
     }

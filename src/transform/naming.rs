@@ -12,7 +12,7 @@ pub fn snake_case(name: &str) -> String {
             let next = chars.get(i + 1).copied();
             let starts_word = match prev {
                 None => false,
-                Some(p) if p == '_' => false,
+                Some('_') => false,
                 Some(p) if p.is_lowercase() || p.is_ascii_digit() => true,
                 // The last capital of an acronym starts a word: `HTTPServer`.
                 Some(p) if p.is_uppercase() => next.is_some_and(|n| n.is_lowercase()),

@@ -52,7 +52,11 @@ fn date(s: &[u8]) -> Option<NaiveDate> {
     if s.len() != 10 || s[4] != b'-' || s[7] != b'-' {
         return None;
     }
-    NaiveDate::from_ymd_opt(digits(&s[0..4])? as i32, digits(&s[5..7])?, digits(&s[8..10])?)
+    NaiveDate::from_ymd_opt(
+        digits(&s[0..4])? as i32,
+        digits(&s[5..7])?,
+        digits(&s[8..10])?,
+    )
 }
 
 /// Parses a Lucca date or datetime; `None` for anything else.
@@ -112,7 +116,10 @@ mod tests {
     #[test]
     fn lucca_formats() {
         assert_eq!(parse("1970-01-02"), Some(Temporal::Date(1)));
-        assert_eq!(parse("1970-01-01T00:00:01"), Some(Temporal::Naive(1_000_000)));
+        assert_eq!(
+            parse("1970-01-01T00:00:01"),
+            Some(Temporal::Naive(1_000_000))
+        );
         assert_eq!(
             parse("1970-01-01T00:00:00.583"),
             Some(Temporal::Naive(583_000))
@@ -121,12 +128,21 @@ mod tests {
             parse("1970-01-01T00:00:00.0001Z"),
             Some(Temporal::Zoned(100))
         );
+        assert_eq!(parse("1970-01-01T01:00:00+01:00"), Some(Temporal::Zoned(0)));
         assert_eq!(
-            parse("1970-01-01T01:00:00+01:00"),
-            Some(Temporal::Zoned(0))
+            parse("2015-09-07T10:20:06.583").map(Temporal::kind),
+            Some(TemporalKind::Naive)
         );
-        assert_eq!(parse("2015-09-07T10:20:06.583").map(Temporal::kind), Some(TemporalKind::Naive));
-        for bad in ["", "2015", "2015-13-01", "2015-02-30", "hello world", "2015-09-07T25:00:00", "2015-09-07T10:20:06.", "2015-09-07Tab:cd:ef"] {
+        for bad in [
+            "",
+            "2015",
+            "2015-13-01",
+            "2015-02-30",
+            "hello world",
+            "2015-09-07T25:00:00",
+            "2015-09-07T10:20:06.",
+            "2015-09-07Tab:cd:ef",
+        ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
     }

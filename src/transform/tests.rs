@@ -79,19 +79,35 @@ fn types_flattening_and_names() {
             "extended_data_e_blood_type",
         ]
     );
-    let ty = |n: &str| schema.field_with_name(n).map(|f| f.data_type().clone()).unwrap_or(DataType::Null);
+    let ty = |n: &str| {
+        schema
+            .field_with_name(n)
+            .map(|f| f.data_type().clone())
+            .unwrap_or(DataType::Null)
+    };
     assert_eq!(ty("id"), DataType::Int64);
     assert_eq!(ty("manager_id"), DataType::Int64);
-    assert_eq!(ty("birth_date"), DataType::Timestamp(TimeUnit::Microsecond, None));
+    assert_eq!(
+        ty("birth_date"),
+        DataType::Timestamp(TimeUnit::Microsecond, None)
+    );
     assert_eq!(ty("starts_on"), DataType::Date32);
     assert_eq!(ty("is_active"), DataType::Boolean);
     assert_eq!(ty("rate"), DataType::Float64);
     // All null in the warm-up: a VARCHAR column, not a NULL-typed one.
     assert_eq!(ty("dt_contract_end"), DataType::Utf8);
 
-    let col = |n: &str| batch.column_by_name(n).unwrap_or_else(|| panic!("{n}")).clone();
+    let col = |n: &str| {
+        batch
+            .column_by_name(n)
+            .unwrap_or_else(|| panic!("{n}"))
+            .clone()
+    };
     let ids = col("id");
-    let ids = ids.as_any().downcast_ref::<Int64Array>().unwrap_or_else(|| panic!("ids"));
+    let ids = ids
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap_or_else(|| panic!("ids"));
     assert_eq!(ids.values(), &[416, 417, 418]);
     let names = col("first_name");
     let names = names.as_string::<i32>();
@@ -99,7 +115,10 @@ fn types_flattening_and_names() {
     assert_eq!(names.value(1), "山田");
     assert_eq!(names.value(2), "Ольга\"q");
     let managers = col("manager_id");
-    let managers = managers.as_any().downcast_ref::<Int64Array>().unwrap_or_else(|| panic!("m"));
+    let managers = managers
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap_or_else(|| panic!("m"));
     assert_eq!(managers.value(0), 383);
     assert!(managers.is_null(1));
     assert_eq!(managers.value(2), 416);
@@ -111,20 +130,35 @@ fn types_flattening_and_names() {
     // 2015-09-07T10:20:06.583 as wall time.
     assert_eq!(modified.value(0), 1_441_621_206_583_000);
     let starts = col("starts_on");
-    let starts = starts.as_any().downcast_ref::<Date32Array>().unwrap_or_else(|| panic!("d"));
+    let starts = starts
+        .as_any()
+        .downcast_ref::<Date32Array>()
+        .unwrap_or_else(|| panic!("d"));
     assert_eq!(starts.value(0), 18293);
     let active = col("is_active");
-    let active = active.as_any().downcast_ref::<BooleanArray>().unwrap_or_else(|| panic!("b"));
+    let active = active
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .unwrap_or_else(|| panic!("b"));
     assert!(active.value(0) && !active.value(1) && active.is_null(2));
     let rate = col("rate");
-    let rate = rate.as_any().downcast_ref::<Float64Array>().unwrap_or_else(|| panic!("f"));
+    let rate = rate
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .unwrap_or_else(|| panic!("f"));
     assert_eq!(rate.value(1), 2.0);
     // cultureID and cultureId are one column.
     let culture = col("culture_id");
-    let culture = culture.as_any().downcast_ref::<Int64Array>().unwrap_or_else(|| panic!("c"));
+    let culture = culture
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap_or_else(|| panic!("c"));
     assert_eq!((culture.value(0), culture.value(1)), (1036, 1033));
     let cycles = col("user_work_cycles");
-    let cycles = cycles.as_any().downcast_ref::<StringArray>().unwrap_or_else(|| panic!("j"));
+    let cycles = cycles
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap_or_else(|| panic!("j"));
     assert_eq!(cycles.value(0), r#"[{"id":288}]"#);
 }
 
@@ -143,15 +177,27 @@ fn a_value_that_does_not_fit_is_an_error_not_a_null() {
 
 #[test]
 fn nulls_first_then_values_keep_the_type_and_rows_align() {
-    let mut t = StreamTransform::new("users", &[field("id", &[]), field("dtContractEnd", &[])]).with_warmup_rows(2);
+    let mut t = StreamTransform::new("users", &[field("id", &[]), field("dtContractEnd", &[])])
+        .with_warmup_rows(2);
     let first = page(r#"{"data":{"items":[{"id":1,"dtContractEnd":null},{"id":2}]}}"#);
-    let batch = t.push_page(&first).unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("batch"));
+    let batch = t
+        .push_page(&first)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("batch"));
     assert_eq!(batch.num_rows(), 2);
     // Still no value after the warm-up: VARCHAR, which holds any later value.
     assert_eq!(batch.schema().field(1).data_type(), &DataType::Utf8);
-    let second = page(r#"{"data":{"items":[{"id":3,"dtContractEnd":"2020-01-01T00:00:00","newField":7}]}}"#);
-    let batch = t.push_page(&second).unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("batch"));
-    assert_eq!(batch.num_columns(), 3, "a new field adds a column at the end");
+    let second =
+        page(r#"{"data":{"items":[{"id":3,"dtContractEnd":"2020-01-01T00:00:00","newField":7}]}}"#);
+    let batch = t
+        .push_page(&second)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("batch"));
+    assert_eq!(
+        batch.num_columns(),
+        3,
+        "a new field adds a column at the end"
+    );
     assert_eq!(batch.schema().field(2).name(), "new_field");
 }
 
@@ -159,5 +205,12 @@ fn nulls_first_then_values_keep_the_type_and_rows_align() {
 fn not_an_object_is_reported_with_its_page() {
     let mut t = StreamTransform::new("users", &[]);
     let err = t.push_page(&page(r#"{"data":{"items":[1]}}"#));
-    assert!(matches!(err, Err(TransformError::BadRecord { index: 0, page: 1, .. })));
+    assert!(matches!(
+        err,
+        Err(TransformError::BadRecord {
+            index: 0,
+            page: 1,
+            ..
+        })
+    ));
 }
