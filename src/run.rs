@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::extract::{
-    ExtractError, ExtractSummary, Extractor, Page, RequestBudget, StreamCounters, StreamPlan,
-    build_client,
+    ExtractError, ExtractSummary, Extractor, KeyRejection, Page, RequestBudget, StreamCounters,
+    StreamPlan, build_client,
 };
 use crate::load::{Load, LoadError, StreamCommit};
 use crate::pipeline::{Pipeline, PipelineError, RateLimit, fields_query};
@@ -187,11 +187,13 @@ pub async fn run_pipeline(
     let run_id = new_run_id();
 
     let budget = budgets.for_host(&base_url, spec.source.rate_limit_per_minute);
+    let rejection = KeyRejection::default();
     let http = build_client(
         &api_key,
         settings.timeouts(&spec.source),
         budget,
         stop.clone(),
+        rejection.clone(),
     )
     .map_err(|e| RunError::Client {
         pipeline: name.clone(),
@@ -380,18 +382,12 @@ pub async fn run_pipeline(
     })?;
 
     // A rejected key or a signal: nothing is published.
-    let rejected = outcomes
-        .iter()
-        .position(|(o, _)| matches!(&o.extract, Err(e) if e.is_key_rejected()));
-    if let Some(i) = rejected {
+    if let Some(url) = rejection.url() {
         load.abandon();
-        if let Err(source) = outcomes.swap_remove(i).0.extract {
-            return Err(RunError::KeyRejected {
-                pipeline: name,
-                source,
-            });
-        }
-        return Err(RunError::Interrupted { pipeline: name });
+        return Err(RunError::KeyRejected {
+            pipeline: name,
+            source: key_rejected(pipeline, url),
+        });
     }
     if stop.is_cancelled() {
         load.abandon();
@@ -508,11 +504,13 @@ pub async fn check_pipeline(pipeline: &Pipeline, settings: &Settings) -> Result<
         return Ok("no stream to check".into());
     };
     let stop = CancellationToken::new();
+    let rejection = KeyRejection::default();
     let http = build_client(
         &api_key,
         settings.timeouts(&spec.source),
         Arc::new(RequestBudget::new(None)),
         stop.clone(),
+        rejection.clone(),
     )
     .map_err(|e| RunError::Client {
         pipeline: name.clone(),
@@ -528,10 +526,10 @@ pub async fn check_pipeline(pipeline: &Pipeline, settings: &Settings) -> Result<
         .probe(&plan, Arc::new(StreamCounters::default()))
         .await
         .map_err(|source| {
-            if source.is_key_rejected() {
+            if let Some(url) = rejection.url() {
                 RunError::KeyRejected {
                     pipeline: name.clone(),
-                    source,
+                    source: key_rejected(pipeline, url),
                 }
             } else {
                 RunError::Client {
@@ -581,4 +579,21 @@ fn stream_plan(
             ),
         ))
     })
+}
+
+/// The error of a 401, naming the stream whose endpoint got it.
+fn key_rejected(pipeline: &Pipeline, url: &str) -> ExtractError {
+    let path = Url::parse(url)
+        .map(|u| u.path().to_owned())
+        .unwrap_or_default();
+    let stream = pipeline
+        .streams
+        .iter()
+        .find(|s| path.ends_with(s.spec.endpoint.as_str()))
+        .map(|s| s.spec.name.clone())
+        .unwrap_or_default();
+    ExtractError::KeyRejected {
+        stream,
+        url: url.to_owned(),
+    }
 }

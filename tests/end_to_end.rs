@@ -104,6 +104,10 @@ async fn users_land_in_duckdb_typed_and_flat() {
         Some(format!("lucca application={KEY}").as_str())
     );
     assert_eq!(first.accept.as_deref(), Some("application/json"));
+    assert_eq!(
+        first.user_agent.as_deref(),
+        Some(concat!("lucca-sync/", env!("CARGO_PKG_VERSION")))
+    );
     assert!(first.query.contains("collection.count"), "{}", first.query);
     // The key never reaches the logs.
     assert!(!text(&out.stderr).contains(KEY));
@@ -291,5 +295,34 @@ async fn transient_failures_are_retried_and_nothing_is_lost_or_repeated() {
     assert_eq!(ids(&db, "users"), (1..=3_000).collect::<Vec<i64>>());
     let statuses: Vec<u16> = server.requests().iter().map(|r| r.status).collect();
     assert!(statuses.len() > 3, "retries happened: {statuses:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_sends_one_request_and_says_ok_or_why_not() {
+    let server = sandbox(SandboxConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (destination, _db) = duckdb_destination(dir.path());
+    let pipeline = users_pipeline(dir.path(), &destination, "");
+    let path = pipeline.to_str().unwrap_or_default().to_owned();
+
+    let out = lucca_sync(&["check", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("OK: the key was accepted"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(server.requests().len(), 1);
+
+    let out = lucca_sync(&["check", &path], &server.base_url(), "not-the-key").await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("FAILED"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(server.requests().len(), 2, "no retry of a 401");
+    assert!(!dir.path().join("out").exists(), "check writes nothing");
     server.shutdown().await;
 }

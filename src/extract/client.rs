@@ -55,6 +55,7 @@ pub fn build_client(
     timeouts: Timeouts,
     budget: Arc<RequestBudget>,
     stop: CancellationToken,
+    rejected: KeyRejection,
 ) -> Result<ClientWithMiddleware, reqwest::Error> {
     let mut headers = HeaderMap::new();
     // A key with characters not allowed in a header is sent as it is by no
@@ -74,7 +75,7 @@ pub fn build_client(
         .build()?;
     Ok(ClientBuilder::new(client)
         .with(BudgetMiddleware { budget })
-        .with(StopOn401Middleware { stop })
+        .with(StopOn401Middleware { stop, rejected })
         .build())
 }
 
@@ -124,6 +125,20 @@ impl Middleware for BudgetMiddleware {
 /// request can leave.
 struct StopOn401Middleware {
     stop: CancellationToken,
+    rejected: KeyRejection,
+}
+
+/// Set, with the URL that got it, when a 401 stopped the run: tells a stop
+/// caused by a rejected key from one caused by a signal, whichever stream's
+/// task sees the stop first.
+#[derive(Debug, Clone, Default)]
+pub struct KeyRejection(Arc<std::sync::OnceLock<String>>);
+
+impl KeyRejection {
+    /// The URL of the request that got the 401, if one did.
+    pub fn url(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
 }
 
 /// Error returned by the middleware when the run is stopping.
@@ -145,8 +160,10 @@ impl Middleware for StopOn401Middleware {
         if let Some(counters) = extensions.get::<Arc<StreamCounters>>() {
             StreamCounters::bump(&counters.requests);
         }
+        let url = super::display_url(req.url());
         let response = next.run(req, extensions).await?;
         if response.status() == StatusCode::UNAUTHORIZED {
+            let _ = self.rejected.0.set(url);
             self.stop.cancel();
         }
         if response.status() == StatusCode::TOO_MANY_REQUESTS

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 pub use budget::RequestBudget;
-pub use client::{StreamCounters, Timeouts, build_client};
+pub use client::{KeyRejection, StreamCounters, Timeouts, build_client};
 use paging::{NextPage, Pager};
 pub use retry::RetrySettings;
 

@@ -133,28 +133,30 @@ struct SynthUser<'a> {
     generator: &'a Generator,
     core: Core,
     modified_ms: i64,
-    proj: &'a Proj,
+    /// The selected top-level keys (see [`Renderer::new`]).
+    plan: &'a [(&'static str, &'a Proj)],
     base: &'a str,
 }
 
 impl Serialize for SynthUser<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut out = s.serialize_map(None)?;
-        let culture_key = self.core.culture_key();
-        for key in USER_KEYS {
-            let key = if key == "cultureID" { culture_key } else { key };
-            if let Some(sub) = self.proj.lookup(key) {
-                let node = self.generator.field(&self.core, self.modified_ms, key);
-                out.serialize_entry(
-                    key,
-                    &NodeView {
-                        node: &node,
-                        proj: sub,
-                        base: self.base,
-                        is_url: key == "url",
-                    },
-                )?;
-            }
+        let mut out = s.serialize_map(Some(self.plan.len()))?;
+        for &(key, sub) in self.plan {
+            let key = if key == "cultureID" {
+                self.core.culture_key()
+            } else {
+                key
+            };
+            let node = self.generator.field(&self.core, self.modified_ms, key);
+            out.serialize_entry(
+                key,
+                &NodeView {
+                    node: &node,
+                    proj: sub,
+                    base: self.base,
+                    is_url: key == "url",
+                },
+            )?;
         }
         out.end()
     }
@@ -167,30 +169,58 @@ pub(crate) enum Kind {
     Departments,
 }
 
-/// Appends record `meta` of collection `kind`, projected, to `out`.
-pub(crate) fn write_record(
-    out: &mut Vec<u8>,
-    store: &Store,
+/// Writes records of one collection with one projection.
+pub(crate) struct Renderer<'a> {
+    store: &'a Store,
     kind: Kind,
-    meta: &Meta,
-    proj: &Proj,
-    base: &str,
-) -> serde_json::Result<()> {
-    let coll = match kind {
-        Kind::Users => &store.users,
-        Kind::Departments => &store.departments,
-    };
-    match coll.records.get(meta.fixture as usize) {
-        Some(map) => serde_json::to_writer(&mut *out, &ProjectedMap { map, proj, base }),
-        None => serde_json::to_writer(
-            &mut *out,
-            &SynthUser {
-                generator: &store.generator,
-                core: store.generator.core(meta.id),
-                modified_ms: meta.modified_ms,
-                proj,
-                base,
-            },
-        ),
+    proj: &'a Proj,
+    base: &'a str,
+    /// The projection resolved once against the synthetic user keys, so that
+    /// each record does not match every key against every field name again.
+    plan: Vec<(&'static str, &'a Proj)>,
+}
+
+impl<'a> Renderer<'a> {
+    pub fn new(store: &'a Store, kind: Kind, proj: &'a Proj, base: &'a str) -> Renderer<'a> {
+        // `cultureID` stands for both spellings: lookups ignore case.
+        let plan = USER_KEYS
+            .iter()
+            .filter_map(|k| proj.lookup(k).map(|p| (*k, p)))
+            .collect();
+        Renderer {
+            store,
+            kind,
+            proj,
+            base,
+            plan,
+        }
+    }
+
+    /// Appends record `meta`, projected, to `out`.
+    pub fn write(&self, out: &mut Vec<u8>, meta: &Meta) -> serde_json::Result<()> {
+        let coll = match self.kind {
+            Kind::Users => &self.store.users,
+            Kind::Departments => &self.store.departments,
+        };
+        match coll.records.get(meta.fixture as usize) {
+            Some(map) => serde_json::to_writer(
+                &mut *out,
+                &ProjectedMap {
+                    map,
+                    proj: self.proj,
+                    base: self.base,
+                },
+            ),
+            None => serde_json::to_writer(
+                &mut *out,
+                &SynthUser {
+                    generator: &self.store.generator,
+                    core: self.store.generator.core(meta.id),
+                    modified_ms: meta.modified_ms,
+                    plan: &self.plan,
+                    base: self.base,
+                },
+            ),
+        }
     }
 }

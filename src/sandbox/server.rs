@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 
 use super::data::{MS_PER_DAY, Meta, NO_DATE, Store, fmt_ms};
 use super::query::{Params, Proj, V3Query, parse_fields};
-use super::render::{Kind, write_record};
+use super::render::{Kind, Renderer};
 use super::{Envelope, Faults, RequestRecord, SandboxConfig};
 
 /// The `Api-Version` the `/lucca-api` endpoints require.
@@ -448,11 +448,12 @@ impl Shared {
         out.push(b'{');
         if let Some(proj) = &q.fields.items {
             out.extend_from_slice(b"\"items\":[");
+            let renderer = Renderer::new(&store, kind, proj, base);
             for (i, meta) in page.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                if let Err(e) = write_record(&mut out, &store, kind, meta, proj, base) {
+                if let Err(e) = renderer.write(&mut out, meta) {
                     return internal_error(&e.to_string());
                 }
             }
@@ -504,7 +505,7 @@ impl Shared {
         } else {
             out.extend_from_slice(b"{\"data\":");
         }
-        if let Err(e) = write_record(&mut out, &store, kind, meta, &proj, base) {
+        if let Err(e) = Renderer::new(&store, kind, &proj, base).write(&mut out, meta) {
             return internal_error(&e.to_string());
         }
         out.push(b'}');
