@@ -182,28 +182,11 @@ pub async fn run_pipeline(
 ) -> Result<RunReport, RunError> {
     let spec = &pipeline.spec;
     let name = spec.name.clone();
-    let api_key = pipeline.api_key()?;
     let base_url = pipeline.base_url()?;
     let run_id = new_run_id();
 
     let budget = budgets.for_host(&base_url, spec.source.rate_limit_per_minute);
-    let rejection = KeyRejection::default();
-    let http = build_client(
-        &api_key,
-        settings.timeouts(&spec.source),
-        budget,
-        stop.clone(),
-        rejection.clone(),
-    )
-    .map_err(|e| RunError::Client {
-        pipeline: name.clone(),
-        source: ExtractError::Client(e.to_string()),
-    })?;
-    let extractor = Extractor {
-        http,
-        retry: settings.retry(&spec.source),
-        stop: stop.clone(),
-    };
+    let (extractor, rejection) = tenant_extractor(pipeline, settings, budget, stop)?;
 
     let load = Load::open(&spec.destination, &run_id).map_err(|source| RunError::Load {
         pipeline: name.clone(),
@@ -498,29 +481,16 @@ pub fn redirect_destination(
 pub async fn check_pipeline(pipeline: &Pipeline, settings: &Settings) -> Result<String, RunError> {
     let spec = &pipeline.spec;
     let name = spec.name.clone();
-    let api_key = pipeline.api_key()?;
     let base_url = pipeline.base_url()?;
     let Some(stream) = pipeline.streams.first() else {
         return Ok("no stream to check".into());
     };
-    let stop = CancellationToken::new();
-    let rejection = KeyRejection::default();
-    let http = build_client(
-        &api_key,
-        settings.timeouts(&spec.source),
+    let (extractor, rejection) = tenant_extractor(
+        pipeline,
+        settings,
         Arc::new(RequestBudget::new(None)),
-        stop.clone(),
-        rejection.clone(),
-    )
-    .map_err(|e| RunError::Client {
-        pipeline: name.clone(),
-        source: ExtractError::Client(e.to_string()),
-    })?;
-    let extractor = Extractor {
-        http,
-        retry: settings.retry(&spec.source),
-        stop,
-    };
+        &CancellationToken::new(),
+    )?;
     let plan = stream_plan(pipeline, stream, &base_url, None)?;
     let count = extractor
         .probe(&plan, Arc::new(StreamCounters::default()))
@@ -596,4 +566,33 @@ fn key_rejected(pipeline: &Pipeline, url: &str) -> ExtractError {
         stream,
         url: url.to_owned(),
     }
+}
+
+/// The extractor of a pipeline's tenant: its client (key, timeouts, budget,
+/// stop-on-401 gate) and retry limits; the rejection records a 401.
+fn tenant_extractor(
+    pipeline: &Pipeline,
+    settings: &Settings,
+    budget: Arc<RequestBudget>,
+    stop: &CancellationToken,
+) -> Result<(Extractor, KeyRejection), RunError> {
+    let source = &pipeline.spec.source;
+    let rejection = KeyRejection::default();
+    let http = build_client(
+        &pipeline.api_key()?,
+        settings.timeouts(source),
+        budget,
+        stop.clone(),
+        rejection.clone(),
+    )
+    .map_err(|e| RunError::Client {
+        pipeline: pipeline.spec.name.clone(),
+        source: ExtractError::Client(e.to_string()),
+    })?;
+    let extractor = Extractor {
+        http,
+        retry: settings.retry(source),
+        stop: stop.clone(),
+    };
+    Ok((extractor, rejection))
 }
