@@ -36,11 +36,6 @@ impl RequestBudget {
         }
     }
 
-    /// The spacing between two requests, if the budget is limited.
-    pub fn interval(&self) -> Option<Duration> {
-        self.interval
-    }
-
     /// Waits for the next free slot. Slots are handed out in call order.
     pub async fn acquire(&self) {
         let Some(interval) = self.interval else {

@@ -201,11 +201,6 @@ pub enum ExtractError {
 }
 
 impl ExtractError {
-    /// True when the API key was rejected.
-    pub fn is_key_rejected(&self) -> bool {
-        matches!(self, ExtractError::KeyRejected { .. })
-    }
-
     /// True for a 403.
     pub fn is_forbidden(&self) -> bool {
         matches!(self, ExtractError::Forbidden { .. })

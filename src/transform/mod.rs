@@ -309,15 +309,6 @@ impl StreamTransform {
         self.emit()
     }
 
-    /// Columns and their types as they stand (pending ones as `None`).
-    pub fn columns(&self) -> Vec<(String, Option<ColumnType>)> {
-        self.columns
-            .iter()
-            .filter(|c| !c.dead)
-            .map(|c| (c.name.clone(), c.builder.column_type()))
-            .collect()
-    }
-
     fn push_record(
         &mut self,
         record: &[u8],
