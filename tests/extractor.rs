@@ -277,3 +277,239 @@ async fn keyset_paging_neither_skips_nor_repeats_when_records_change_mid_sync() 
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn offset_paging_walks_the_collection_by_offset() {
+    let server = sandbox(SandboxConfig {
+        users: UserData::Synthetic(2_500),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (path, db) = pipeline(
+        dir.path(),
+        UNLIMITED,
+        &users_stream("    page_by: offset\n    page_size: 1000\n"),
+    );
+    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(ids(&db, "users"), (1..=2_500).collect::<Vec<i64>>());
+    let queries: Vec<String> = server.requests().iter().map(|r| r.query.clone()).collect();
+    assert_eq!(queries.len(), 3, "ceil(2500 / 1000) requests: {queries:?}");
+    for (query, offset) in queries.iter().zip([0, 1000, 2000]) {
+        assert!(
+            query.contains(&format!("paging={offset}%2C1000")),
+            "{query}"
+        );
+        assert!(!query.contains("greaterthan"), "{query}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_transient_status_is_retried_for_the_same_page() {
+    for status in [408u16, 500, 502, 504] {
+        let server = sandbox(SandboxConfig {
+            users: UserData::Synthetic(3_000),
+            faults: Faults {
+                status_every: Some((status, 3)),
+                ..Faults::default()
+            },
+            ..SandboxConfig::default()
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (path, db) = pipeline(
+            dir.path(),
+            UNLIMITED,
+            &users_stream("    page_size: 1000\n"),
+        );
+        let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{status}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(ids(&db, "users"), (1..=3_000).collect::<Vec<i64>>());
+        let requests = server.requests();
+        let failed: Vec<_> = requests.iter().filter(|r| r.status == status).collect();
+        assert!(!failed.is_empty(), "{status}: {requests:?}");
+        for failure in failed {
+            let next = requests
+                .iter()
+                .find(|r| r.n == failure.n + 1)
+                .unwrap_or_else(|| panic!("{status}: no retry after {failure:?}"));
+            assert_eq!(next.query, failure.query, "{status}: the same page again");
+        }
+        // 3 pages, and one failure in every 3 requests: 4 or 5 requests.
+        assert!(requests.len() <= 5, "{status}: {requests:?}");
+        server.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_after_given_as_an_http_date_is_waited_for() {
+    let server = sandbox(SandboxConfig {
+        users: UserData::Synthetic(2_000),
+        faults: Faults {
+            status_every: Some((429, 2)),
+            retry_after_http_date: true,
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (path, db) = pipeline(dir.path(), UNLIMITED, &users_stream(""));
+    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(ids(&db, "users"), (1..=2_000).collect::<Vec<i64>>());
+    let requests = server.requests();
+    let throttled = requests
+        .iter()
+        .position(|r| r.status == 429)
+        .unwrap_or_else(|| panic!("no 429: {requests:?}"));
+    // The date is one second ahead, rounded up to a whole second: the retry
+    // comes at least a second later (the test's backoff is at most 200 ms).
+    let gap = requests[throttled + 1].at - requests[throttled].at;
+    assert!(gap >= Duration::from_secs(1), "waited only {gap:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_that_times_out_is_retried_and_attempts_are_bounded() {
+    // One stalled answer: the page is asked again after the timeout.
+    let server = sandbox(SandboxConfig {
+        users: UserData::Synthetic(2_000),
+        faults: Faults {
+            stall_on: vec![2],
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let source = format!("{UNLIMITED}  request_timeout_secs: 1\n");
+    let (path, db) = pipeline(dir.path(), &source, &users_stream(""));
+    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(ids(&db, "users"), (1..=2_000).collect::<Vec<i64>>());
+    let requests = server.requests();
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    assert_eq!(requests[2].query, requests[1].query, "the same page again");
+    assert!(requests[2].at - requests[1].at >= Duration::from_secs(1));
+    server.shutdown().await;
+
+    // Every answer stalls: the stream fails after max_attempts, saying why.
+    let server = sandbox(SandboxConfig {
+        faults: Faults {
+            stall_on: vec![1, 2, 3],
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let source = format!("{UNLIMITED}  request_timeout_secs: 1\n  max_attempts: 2\n");
+    let (path, _db) = pipeline(dir.path(), &source, &users_stream(""));
+    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("timed out"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(server.requests().len(), 2, "max_attempts: 2");
+    server.shutdown().await;
+}
+
+/// A tenant that answers every request with a redirect to `target`.
+async fn redirecting_server(target: String) -> (String, tokio::task::JoinHandle<()>) {
+    use axum::response::IntoResponse;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let location = format!("{target}{uri}");
+        async move {
+            (
+                axum::http::StatusCode::FOUND,
+                [(axum::http::header::LOCATION, location)],
+            )
+                .into_response()
+        }
+    });
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), task)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirect_to_another_host_is_refused_and_the_key_never_leaves() {
+    let other_host = sandbox(SandboxConfig::default()).await;
+    let (tenant, task) = redirecting_server(other_host.base_url()).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (path, db) = pipeline(dir.path(), UNLIMITED, &users_stream(""));
+    let out = lucca_sync(&["run", &path], &tenant, KEY).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("refused a redirect to another host"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        other_host.requests().is_empty(),
+        "the other host saw nothing: {:?}",
+        other_host.requests()
+    );
+    if db.exists() {
+        assert_eq!(
+            query_i64(
+                &db,
+                "select count(*) from information_schema.tables where table_name = 'users'"
+            ),
+            0
+        );
+    }
+    task.abort();
+    other_host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_401_deep_into_one_of_several_streams_stops_them_all() {
+    let server = sandbox(SandboxConfig {
+        users: UserData::Synthetic(20_000),
+        faults: Faults {
+            unauthorized_after: Some(40),
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let streams = format!(
+        "{}  - name: departments\n    endpoint: /api/v3/departments\n    fields: [id, name]\n    primary_key: id\n  - name: establishments\n    endpoint: /organization/structure/api/establishments\n    paging: v4\n    page_size: 10\n    fields: [id, name]\n    primary_key: id\n",
+        users_stream("    page_size: 100\n")
+    );
+    let (path, _db) = pipeline(dir.path(), UNLIMITED, &streams);
+    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let requests = server.requests();
+    let first_401 = requests
+        .iter()
+        .find(|r| r.status == 401)
+        .unwrap_or_else(|| panic!("no 401: {requests:?}"));
+    assert_eq!(first_401.n, 41);
+    // Requests already in flight when the 401 arrived (at most one per
+    // other stream) may complete; nothing is sent after.
+    assert!(requests.len() <= 43, "{} requests", requests.len());
+    let left: Vec<_> = snapshot(&dir.path().join("out"))
+        .into_iter()
+        .filter(|(p, _)| !p.to_string_lossy().ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "nothing published: {left:?}");
+    server.shutdown().await;
+}

@@ -153,13 +153,17 @@ pub struct Faults {
     /// Send `Retry-After` as an HTTP date instead of seconds.
     pub retry_after_http_date: bool,
     /// `(status, k)`: answer `status` on every k-th request (`n % k == 0`);
-    /// 503 and 429 carry `Retry-After: 1`; 502 and 504 have an HTML body.
+    /// 503 and 429 carry a `Retry-After` of 1 s (as seconds, or as an HTTP
+    /// date with `retry_after_http_date`); 502 and 504 have an HTML body.
     pub status_every: Option<(u16, u32)>,
     /// Requests after the first `k` answer 401 even with the right key.
     pub unauthorized_after: Option<u32>,
     /// Request numbers whose 200 body is cut mid-way: `Content-Length`
     /// promises the full body, half is sent, then the connection is aborted.
     pub truncate_body_on: Vec<u32>,
+    /// Request numbers answered only after a stall of 30 s (on top of
+    /// `latency`), to exercise the client's request timeout.
+    pub stall_on: Vec<u32>,
     /// Request numbers whose connection is closed without a response.
     pub reset_on: Vec<u32>,
     /// Request numbers whose 200 answer has a body that is not JSON.

@@ -35,6 +35,8 @@ const V4_MAX_LIMIT: usize = 100;
 const CURSOR_DEFAULT_LIMIT: usize = 25;
 const CURSOR_MAX_LIMIT: usize = 100;
 const RATE_WINDOW: Duration = Duration::from_secs(60);
+/// How long a `stall_on` request waits before its answer.
+const STALL: Duration = Duration::from_secs(30);
 
 /// A running fake tenant. Dropping it stops the server abruptly; prefer
 /// [`Sandbox::shutdown`].
@@ -281,7 +283,12 @@ impl Shared {
             && k > 0
             && n.is_multiple_of(k)
         {
-            return (Outcome::Answer(status_fault(status, style)), status);
+            let mut answer = status_fault(status, style);
+            if matches!(status, 503 | 429) {
+                let wait = self.retry_after(Duration::from_secs(1));
+                answer.headers.push((header::RETRY_AFTER, wait));
+            }
+            return (Outcome::Answer(answer), status);
         }
         let answer = self.route(n, parts);
         let status = answer.status.as_u16();
@@ -926,11 +933,11 @@ fn json_answer(status: StatusCode, content_type: &'static str, v: &Value) -> Ans
     Answer::new(status, content_type, v.to_string().into_bytes())
 }
 
-/// The answer of a `status_every` fault.
+/// The answer of a `status_every` fault (the caller adds `Retry-After`).
 fn status_fault(status: u16, style: Style) -> Answer {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let title = code.canonical_reason().unwrap_or("Error");
-    let mut a = if matches!(status, 502 | 504) {
+    if matches!(status, 502 | 504) {
         let html = format!(
             "<html><head><title>{status} {title}</title></head>\
              <body><center><h1>{status} {title}</h1></center></body></html>"
@@ -938,11 +945,7 @@ fn status_fault(status: u16, style: Style) -> Answer {
         Answer::new(code, "text/html", html.into_bytes())
     } else {
         problem(style, code, title, "injected fault", json!([]))
-    };
-    if matches!(status, 503 | 429) {
-        a.headers.push((header::RETRY_AFTER, "1".to_owned()));
     }
-    a
 }
 
 /// What goes on the wire.
@@ -1022,9 +1025,17 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         at,
         status,
     };
-    if !shared.faults.latency.is_zero() {
-        tokio::time::sleep(shared.faults.latency).await;
-    }
+    // Logged on arrival: a client that gives up on a slow answer was still
+    // seen by the server.
     lock(&shared.log).push(record);
+    let stall = if shared.faults.stall_on.contains(&n) {
+        STALL
+    } else {
+        Duration::ZERO
+    };
+    let delay = shared.faults.latency + stall;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     outcome.into_response()
 }
