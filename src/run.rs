@@ -16,8 +16,9 @@ use crate::extract::{
     ExtractError, ExtractSummary, Extractor, KeyRejection, Page, RequestBudget, StreamCounters,
     StreamPlan, build_client,
 };
-use crate::load::{Load, LoadError, StreamCommit};
-use crate::pipeline::{Pipeline, PipelineError, RateLimit, fields_query};
+use crate::load::{Load, LoadError, RunRecord, StreamCommit};
+use crate::pipeline::naming::column_name;
+use crate::pipeline::{Pipeline, PipelineError, RateLimit, fields_query, leaf_paths};
 use crate::settings::Settings;
 use crate::transform::{StreamTransform, TransformError};
 
@@ -231,8 +232,23 @@ pub async fn run_pipeline(
             write_mode: s.spec.write_mode,
             primary_key: s.primary_key.iter().map(|k| column_name(k)).collect(),
             state: None,
+            table_comment: format!(
+                "Lucca {} (stream `{}` of pipeline `{name}`), loaded by lucca-sync",
+                s.spec.endpoint, s.spec.name
+            ),
+            column_comments: leaf_paths(&s.fields)
+                .iter()
+                .map(|path| {
+                    (
+                        column_name(path),
+                        format!("Lucca field `{path}` of {}", s.spec.endpoint),
+                    )
+                })
+                .collect(),
+            partition_by: s.spec.partition_by.clone(),
         })
         .collect();
+    let run_started = chrono::Utc::now();
 
     let mut plans = Vec::new();
     for (index, stream) in pipeline.streams.iter().enumerate() {
@@ -378,6 +394,7 @@ pub async fn run_pipeline(
     }
 
     let mut reports = Vec::new();
+    let mut history = Vec::new();
     for (index, (outcome, counters)) in outcomes.into_iter().enumerate() {
         let load_result = loaded.remove(&index);
         let (status, rows) = match (&outcome.extract, &outcome.transform, load_result) {
@@ -390,11 +407,35 @@ pub async fn run_pipeline(
             (Ok(_), Ok(_), None) => (StreamStatus::Failed("the loader lost the stream".into()), 0),
         };
         let summary = outcome.extract.as_ref().ok().cloned().unwrap_or_default();
-        if let (StreamStatus::Loaded, Some(count)) = (&status, summary.api_count)
-            && count != rows
-        {
+        let count_mismatch =
+            status == StreamStatus::Loaded && summary.api_count.is_some_and(|count| count != rows);
+        if count_mismatch {
+            let count = summary.api_count.unwrap_or_default();
             tracing::warn!(pipeline = %name, stream = %stream_names[index], rows, api_count = count, "the API reported {count} records but {rows} rows were loaded");
         }
+        let (status_name, error) = match &status {
+            StreamStatus::Loaded => ("loaded", None),
+            StreamStatus::Forbidden(e) => ("forbidden", Some(e.clone())),
+            StreamStatus::Failed(e) => ("failed", Some(e.clone())),
+            StreamStatus::Stopped => ("stopped", None),
+        };
+        history.push(RunRecord {
+            run_id: run_id.clone(),
+            pipeline: name.clone(),
+            stream: stream_names[index].clone(),
+            started_at: run_started,
+            finished_at: run_started
+                + chrono::Duration::from_std(outcome.elapsed).unwrap_or_default(),
+            status: status_name.to_owned(),
+            rows_written: rows,
+            records_read: summary.records,
+            requests: StreamCounters::get(&counters.requests),
+            retries: StreamCounters::get(&counters.retries),
+            throttled: StreamCounters::get(&counters.throttled),
+            api_count: summary.api_count,
+            count_mismatch,
+            error,
+        });
         reports.push(StreamReport {
             stream: stream_names[index].clone(),
             status,
@@ -408,7 +449,7 @@ pub async fn run_pipeline(
             elapsed: outcome.elapsed,
         });
     }
-    load.publish().map_err(|source| RunError::Load {
+    load.publish(&history).map_err(|source| RunError::Load {
         pipeline: name.clone(),
         source,
     })?;
@@ -444,15 +485,6 @@ fn transform_stream(
         let _ = load.blocking_send(LoadMsg::Batch(index, batch));
     }
     Ok(transform.max_cursor().map(str::to_owned))
-}
-
-/// The column of a (possibly dotted) field: `manager.id` -> `manager_id`.
-fn column_name(field: &str) -> String {
-    field
-        .split('.')
-        .map(crate::transform::naming::snake_case)
-        .collect::<Vec<_>>()
-        .join("_")
 }
 
 /// Points a destination into `dir`, keeping its file or directory name

@@ -130,15 +130,15 @@ async fn users_land_in_parquet() {
     .await;
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
 
-    let file = File::open(out_dir.join("users.parquet")).unwrap_or_else(|e| panic!("{e}"));
+    let files = parquet_files(&out_dir.join("users"));
+    assert_eq!(files.len(), 1, "{files:?}");
+    let file = File::open(&files[0]).unwrap_or_else(|e| panic!("{e}"));
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap_or_else(|e| panic!("{e}"));
     let compression = builder.metadata().row_group(0).column(0).compression();
     assert!(compression.to_string().starts_with("ZSTD"), "{compression}");
-    let reader = builder.build().unwrap_or_else(|e| panic!("{e}"));
     let mut ids = Vec::new();
     let mut names = Vec::new();
-    for batch in reader {
-        let batch = batch.unwrap_or_else(|e| panic!("{e}"));
+    for batch in read_parquet_dir(&out_dir.join("users")) {
         let id = batch.column_by_name("id").unwrap_or_else(|| panic!("id"));
         let id = id
             .as_any()
@@ -157,14 +157,25 @@ async fn users_land_in_parquet() {
         .map(|u| u["lastName"].as_str().map(str::to_owned))
         .collect();
     assert_eq!(names, expected);
-    // Nothing but the published file (and the lock) in the directory.
-    let leftovers: Vec<String> = std::fs::read_dir(&out_dir)
+    // The stream's directory, the run history, lucca-sync's own directory
+    // and the lock: nothing else, no staging left.
+    let mut entries: Vec<String> = std::fs::read_dir(&out_dir)
         .unwrap_or_else(|e| panic!("{e}"))
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "users.parquet" && n != ".lucca-sync.lock")
         .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    entries.sort();
+    assert_eq!(
+        entries,
+        [".lucca-sync", ".lucca-sync.lock", "_runs", "users"]
+    );
+    let internal: Vec<String> = std::fs::read_dir(out_dir.join(".lucca-sync"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(internal, ["users"], "no staging left");
+    assert_eq!(parquet_files(&out_dir.join("_runs")).len(), 1);
     server.shutdown().await;
 }
 

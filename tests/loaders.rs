@@ -26,7 +26,10 @@ fn published(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
         .into_iter()
         .filter(|(p, _)| {
             let name = p.to_string_lossy();
-            !name.ends_with(".lock") && !name.contains(".tmp-") && !name.contains(".staging-")
+            !name.ends_with(".lock")
+                && !name.contains(".tmp-")
+                && !name.contains("/.lucca-sync/")
+                && !name.contains(".link-")
         })
         .collect()
 }
@@ -122,16 +125,9 @@ async fn append_tags_rows_with_the_run_in_duckdb_and_parquet() {
             assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         }
         let (rows, runs) = if parquet {
-            let file = out_path.join("users.parquet");
-            let batches = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                std::fs::File::open(file).unwrap_or_else(|e| panic!("{e}")),
-            )
-            .and_then(|b| b.build())
-            .unwrap_or_else(|e| panic!("{e}"));
             let mut rows = 0i64;
             let mut runs = std::collections::HashSet::new();
-            for batch in batches {
-                let batch = batch.unwrap_or_else(|e| panic!("{e}"));
+            for batch in read_parquet_dir(&out_path.join("users")) {
                 rows += batch.num_rows() as i64;
                 let col = batch
                     .column_by_name("_lucca_sync_run_id")
@@ -179,13 +175,8 @@ async fn parquet_merge_keeps_one_row_per_key() {
         let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     }
-    let file = std::fs::File::open(out_dir.join("users.parquet")).unwrap_or_else(|e| panic!("{e}"));
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.build())
-        .unwrap_or_else(|e| panic!("{e}"));
     let mut ids = Vec::new();
-    for batch in reader {
-        let batch = batch.unwrap_or_else(|e| panic!("{e}"));
+    for batch in read_parquet_dir(&out_dir.join("users")) {
         let col = batch.column_by_name("id").unwrap_or_else(|| panic!("id"));
         let col = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(col.as_ref());
         ids.extend(col.values().iter().copied());

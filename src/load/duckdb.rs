@@ -14,8 +14,16 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Schema, TimeUnit};
 use duckdb::Connection;
 
-use super::{LoadError, RUN_ID_COLUMN, STATE_TABLE, StreamCommit, lock::DestinationLock, sync_dir};
+use super::{
+    LATEST_RUNS_VIEW, LoadError, RUN_ID_COLUMN, RUNS_TABLE, RunRecord, STATE_TABLE, StreamCommit,
+    lock::DestinationLock, run_history_batch, sync_dir,
+};
 use crate::pipeline::WriteMode;
+
+/// Storage format of new database files: readable by every DuckDB since
+/// 1.0.0 (June 2024), the versions BI tools and older Python environments
+/// still ship. A file created by an earlier lucca-sync keeps its format.
+pub const STORAGE_COMPATIBILITY: &str = "v1.0.0";
 
 /// `'text'` with inner quotes doubled.
 fn sql_string(text: &str) -> String {
@@ -73,11 +81,20 @@ impl DuckdbLoad {
         if live.exists() {
             fs::copy(live, &temp).map_err(|e| io("copy the database to", &temp, e))?;
         }
-        let conn = Connection::open(&temp).map_err(|e| LoadError::Duckdb {
-            path: live.to_path_buf(),
-            context: "open a working copy".into(),
-            source: e,
-        })?;
+        let duck_err = |context: &str| {
+            let path = live.to_path_buf();
+            let context = context.to_owned();
+            move |source| LoadError::Duckdb {
+                path,
+                context,
+                source,
+            }
+        };
+        let config = duckdb::Config::default()
+            .with("storage_compatibility_version", STORAGE_COMPATIBILITY)
+            .map_err(duck_err("set the storage compatibility version"))?;
+        let conn =
+            Connection::open_with_flags(&temp, config).map_err(duck_err("open a working copy"))?;
         Ok(DuckdbLoad {
             live: live.to_path_buf(),
             temp,
@@ -177,8 +194,17 @@ impl DuckdbLoad {
     pub fn commit_stream(&mut self, stream: &str, commit: &StreamCommit) -> Result<u64, LoadError> {
         let table = quote_ident(stream);
         let Some(stage) = self.stages.remove(stream) else {
+            // No record this run: a replaced table is emptied (its columns
+            // stay); append and merge have nothing to add.
+            if commit.write_mode == WriteMode::Replace && !self.table_columns(stream)?.is_empty() {
+                self.sql(
+                    &format!("empty table `{stream}`"),
+                    &format!("DELETE FROM {table};"),
+                )?;
+            }
             return Ok(0);
         };
+        let comments = comment_sql(stream, &stage.columns, commit);
         let stage_name = quote_ident(&stage.name);
         let mut sql = String::from("BEGIN TRANSACTION;");
         match commit.write_mode {
@@ -247,6 +273,7 @@ impl DuckdbLoad {
                 sql_string(&commit.run_id),
             ));
         }
+        sql.push_str(&comments);
         sql.push_str("COMMIT;");
         if let Err(e) = self.sql(&format!("publish table `{stream}`"), &sql) {
             let _ = self.sql("roll back", "ROLLBACK;");
@@ -311,9 +338,36 @@ impl DuckdbLoad {
         Ok(())
     }
 
-    /// Makes the run visible: checkpoint, close, fsync, rename over the live
-    /// file.
-    pub fn publish(mut self) -> Result<(), LoadError> {
+    /// Makes the run visible: the run history and its view, then
+    /// checkpoint, close, fsync, rename over the live file.
+    pub fn publish(mut self, history: &[RunRecord]) -> Result<(), LoadError> {
+        if !history.is_empty() {
+            let batch = run_history_batch(history).map_err(|source| LoadError::Arrow {
+                path: self.live.clone(),
+                context: "record the run history".into(),
+                source,
+            })?;
+            self.write(RUNS_TABLE, &batch)?;
+            let commit = StreamCommit {
+                pipeline: history[0].pipeline.clone(),
+                run_id: history[0].run_id.clone(),
+                write_mode: WriteMode::Merge,
+                primary_key: vec!["run_id".into(), "stream".into()],
+                state: None,
+                table_comment: "lucca-sync run history: one row per stream per run".into(),
+                column_comments: Vec::new(),
+                partition_by: Vec::new(),
+            };
+            self.commit_stream(RUNS_TABLE, &commit)?;
+            self.sql(
+                "create the latest-runs view",
+                &format!(
+                    "CREATE OR REPLACE VIEW {LATEST_RUNS_VIEW} AS SELECT * FROM {RUNS_TABLE} \
+                     QUALIFY row_number() OVER (PARTITION BY pipeline, stream \
+                     ORDER BY started_at DESC, run_id DESC) = 1;"
+                ),
+            )?;
+        }
         self.sql("checkpoint", "CHECKPOINT;")?;
         if let Some(conn) = self.conn.take() {
             conn.close().map_err(|(_, e)| LoadError::Duckdb {
@@ -342,6 +396,29 @@ impl DuckdbLoad {
         let _ = fs::remove_file(&self.temp);
         let _ = fs::remove_file(wal_path(&self.temp));
     }
+}
+
+/// `COMMENT ON` statements for a published table and those of its columns
+/// that this run wrote.
+fn comment_sql(stream: &str, columns: &[String], commit: &StreamCommit) -> String {
+    let table = quote_ident(stream);
+    let mut sql = String::new();
+    if !commit.table_comment.is_empty() {
+        sql.push_str(&format!(
+            "COMMENT ON TABLE {table} IS {};",
+            sql_string(&commit.table_comment)
+        ));
+    }
+    for (column, text) in &commit.column_comments {
+        if columns.contains(column) {
+            sql.push_str(&format!(
+                "COMMENT ON COLUMN {table}.{} IS {};",
+                quote_ident(column),
+                sql_string(text)
+            ));
+        }
+    }
+    sql
 }
 
 fn column_defs(schema: &Schema) -> String {

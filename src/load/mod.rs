@@ -6,8 +6,10 @@ mod lock;
 pub mod parquet;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
+use chrono::{DateTime, Utc};
 
 use crate::pipeline::{DestinationSpec, WriteMode};
 
@@ -35,6 +37,13 @@ pub enum LoadError {
         context: String,
         source: ::parquet::errors::ParquetError,
     },
+    /// Building Arrow data failed.
+    #[error("{}: cannot {context}: {source}", path.display())]
+    Arrow {
+        path: PathBuf,
+        context: String,
+        source: arrow::error::ArrowError,
+    },
     /// Another run holds the destination.
     #[error(
         "another lucca-sync run is writing this destination (lock held on {}); wait for it to finish",
@@ -48,6 +57,10 @@ pub enum LoadError {
 
 /// Table of the incremental cursors (DuckDB).
 pub const STATE_TABLE: &str = "_lucca_sync_state";
+/// Run history: one row per stream per run (DuckDB table; Parquet `_runs/`).
+pub const RUNS_TABLE: &str = "_lucca_sync_runs";
+/// View of the latest run of each stream (DuckDB), for monitoring.
+pub const LATEST_RUNS_VIEW: &str = "lucca_sync_latest_runs";
 /// Column tagging appended rows with their run.
 pub const RUN_ID_COLUMN: &str = "_lucca_sync_run_id";
 
@@ -64,6 +77,116 @@ pub struct StreamCommit {
     pub primary_key: Vec<String>,
     /// The incremental cursor to store with the data: (field, value).
     pub state: Option<(String, String)>,
+    /// Description of the table (DuckDB `COMMENT ON TABLE`).
+    pub table_comment: String,
+    /// Descriptions of the declared columns: (column, text).
+    pub column_comments: Vec<(String, String)>,
+    /// Columns splitting the stream's files into Hive-style directories
+    /// (Parquet).
+    pub partition_by: Vec<String>,
+}
+
+/// One row of the run history: how one stream of one run ended.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    /// The run's id.
+    pub run_id: String,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Stream name.
+    pub stream: String,
+    /// When the stream started.
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: DateTime<Utc>,
+    /// `loaded`, `failed`, `forbidden` or `stopped`.
+    pub status: String,
+    /// Rows written to the destination by this run.
+    pub rows_written: u64,
+    /// Records read from the API.
+    pub records_read: u64,
+    /// Requests sent, retries included.
+    pub requests: u64,
+    /// Retried requests.
+    pub retries: u64,
+    /// 429 answers.
+    pub throttled: u64,
+    /// The count the API reported, if it did.
+    pub api_count: Option<u64>,
+    /// True when the API's count and the rows loaded differ.
+    pub count_mismatch: bool,
+    /// The error, for a stream that did not load.
+    pub error: Option<String>,
+}
+
+/// The run history rows as one Arrow batch: the single definition of the
+/// history's columns, written by both loaders.
+pub fn run_history_batch(records: &[RunRecord]) -> Result<RecordBatch, arrow::error::ArrowError> {
+    use arrow::array::{
+        ArrayRef, BooleanArray, Int64Array, StringArray, TimestampMicrosecondArray,
+    };
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    let text = |f: fn(&RunRecord) -> Option<&str>| -> ArrayRef {
+        Arc::new(records.iter().map(f).collect::<StringArray>())
+    };
+    let count = |f: fn(&RunRecord) -> Option<u64>| -> ArrayRef {
+        Arc::new(
+            records
+                .iter()
+                .map(|r| f(r).map(|n| i64::try_from(n).unwrap_or(i64::MAX)))
+                .collect::<Int64Array>(),
+        )
+    };
+    let time = |f: fn(&RunRecord) -> DateTime<Utc>| -> ArrayRef {
+        Arc::new(
+            records
+                .iter()
+                .map(|r| Some(f(r).timestamp_micros()))
+                .collect::<TimestampMicrosecondArray>()
+                .with_timezone("UTC"),
+        )
+    };
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let schema = Schema::new(vec![
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("pipeline", DataType::Utf8, false),
+        Field::new("stream", DataType::Utf8, false),
+        Field::new("started_at", ts.clone(), false),
+        Field::new("finished_at", ts, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("rows_written", DataType::Int64, false),
+        Field::new("records_read", DataType::Int64, false),
+        Field::new("requests", DataType::Int64, false),
+        Field::new("retries", DataType::Int64, false),
+        Field::new("throttled", DataType::Int64, false),
+        Field::new("api_count", DataType::Int64, true),
+        Field::new("count_mismatch", DataType::Boolean, false),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("lucca_sync_version", DataType::Utf8, false),
+    ]);
+    let columns: Vec<ArrayRef> = vec![
+        text(|r| Some(&r.run_id)),
+        text(|r| Some(&r.pipeline)),
+        text(|r| Some(&r.stream)),
+        time(|r| r.started_at),
+        time(|r| r.finished_at),
+        text(|r| Some(&r.status)),
+        count(|r| Some(r.rows_written)),
+        count(|r| Some(r.records_read)),
+        count(|r| Some(r.requests)),
+        count(|r| Some(r.retries)),
+        count(|r| Some(r.throttled)),
+        count(|r| r.api_count),
+        Arc::new(
+            records
+                .iter()
+                .map(|r| Some(r.count_mismatch))
+                .collect::<BooleanArray>(),
+        ),
+        text(|r| r.error.as_deref()),
+        text(|_| Some(env!("CARGO_PKG_VERSION"))),
+    ];
+    RecordBatch::try_new(Arc::new(schema), columns)
 }
 
 /// A run's load into one destination.
@@ -119,12 +242,12 @@ impl Load {
         }
     }
 
-    /// Makes every committed stream visible at once (DuckDB) or file by
-    /// file, each file atomically (Parquet).
-    pub fn publish(self) -> Result<(), LoadError> {
+    /// Records the run history and makes every committed stream visible:
+    /// all at once (DuckDB) or stream by stream, each atomically (Parquet).
+    pub fn publish(self, history: &[RunRecord]) -> Result<(), LoadError> {
         match self {
-            Load::Duckdb(d) => d.publish(),
-            Load::Parquet(p) => p.publish(),
+            Load::Duckdb(d) => d.publish(history),
+            Load::Parquet(p) => p.publish(history),
         }
     }
 

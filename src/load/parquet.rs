@@ -1,50 +1,68 @@
-//! The Parquet loader: each stream is written to a staging directory beside
-//! the destination and renamed into place when the run publishes, so
-//! readers only ever see complete files.
+//! The Parquet loader. Each stream is a directory of Parquet files,
+//! `{dir}/{stream}/`, which is a symbolic link to a version directory
+//! `{dir}/.lucca-sync/{stream}/{run_id}/` holding the files of one run
+//! (`{run_id}-0.parquet`, under `{column}={value}/` directories when the
+//! stream is partitioned). A run writes new version directories, then
+//! publishes each stream by renaming a new link over the old one: a single
+//! atomic step, so a reader listing `{stream}/` sees either the old files or
+//! the new ones, never a mix, and a killed run leaves the old link. The
+//! previous version is kept until the next run, so a reader that was
+//! listing it can finish. A stream's incremental cursor is stored beside
+//! the version it describes (`{run_id}.state.json`) and is therefore
+//! published in the same step. Every run adds `_runs/{run_id}.parquet`, its
+//! history.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, RecordBatch, new_null_array};
-use arrow::datatypes::SchemaRef;
+use arrow::array::{
+    Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array, new_null_array,
+};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use super::{LoadError, RUN_ID_COLUMN, StreamCommit, lock::DestinationLock, sync_dir};
+use super::{
+    LoadError, RUN_ID_COLUMN, RunRecord, StreamCommit, lock::DestinationLock, run_history_batch,
+    sync_dir,
+};
 use crate::pipeline::WriteMode;
 
 /// Rows per row group: large enough for fast scans, small enough for
 /// readers to skip by statistics (DuckDB's own default).
 pub const ROW_GROUP_ROWS: usize = 122_880;
 
+/// lucca-sync's own directory inside the destination: version directories,
+/// their state files, and this run's staging space.
+pub const INTERNAL_DIR: &str = ".lucca-sync";
+/// Directory of the run history, one file per run.
+pub const RUNS_DIR: &str = "_runs";
+/// Directory name of a null partition value (Hive's convention, read as
+/// NULL by pyarrow, Spark and Hive).
+pub const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
+
 /// A load in progress into one Parquet directory.
 pub struct ParquetLoad {
     dir: PathBuf,
+    run_id: String,
     staging: PathBuf,
     writers: HashMap<String, StreamFile>,
+    /// Streams with a new version, in commit order.
     committed: Vec<String>,
-    /// Incremental cursors, published after the data files they describe.
-    states: BTreeMap<String, StreamState>,
     _lock: DestinationLock,
 }
-
-/// File of the incremental cursors, beside the data files.
-pub const STATE_FILE: &str = "_lucca_sync_state.json";
 
 /// The stored cursor of one stream.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct StreamState {
+    pipeline: String,
     cursor_field: String,
     cursor: String,
     run_id: String,
-}
-
-fn state_key(pipeline: &str, stream: &str) -> String {
-    format!("{pipeline}/{stream}")
 }
 
 /// The parts of one stream: a new part starts whenever the schema grows.
@@ -63,56 +81,121 @@ fn properties() -> Result<WriterProperties, parquet::errors::ParquetError> {
         .build())
 }
 
+fn io_err(action: &str, path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + use<> {
+    let action = action.to_owned();
+    let path = path.to_path_buf();
+    move |source| LoadError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+fn parquet_err(
+    path: &Path,
+    context: &str,
+) -> impl Fn(parquet::errors::ParquetError) -> LoadError + use<> {
+    let path = path.to_path_buf();
+    let context = context.to_owned();
+    move |source| LoadError::Parquet {
+        path: path.clone(),
+        context: context.clone(),
+        source,
+    }
+}
+
+fn arrow_err(path: &Path, context: &str) -> impl Fn(arrow::error::ArrowError) -> LoadError + use<> {
+    let path = path.to_path_buf();
+    let context = context.to_owned();
+    move |source| LoadError::Arrow {
+        path: path.clone(),
+        context: context.clone(),
+        source,
+    }
+}
+
 impl ParquetLoad {
-    /// Takes the directory's lock, clears staging left by a killed run and
-    /// creates this run's staging directory.
+    /// Takes the directory's lock, clears what killed runs left (staging,
+    /// unpublished versions) and creates this run's staging directory.
     pub fn open(dir: &Path, run_id: &str) -> Result<Self, LoadError> {
-        let io = |action: &str, path: &Path, e| LoadError::Io {
-            action: action.to_owned(),
-            path: path.to_path_buf(),
-            source: e,
-        };
-        fs::create_dir_all(dir).map_err(|e| io("create the directory", dir, e))?;
+        fs::create_dir_all(dir).map_err(io_err("create the directory", dir))?;
         let lock = DestinationLock::acquire(&dir.join(".lucca-sync.lock"))?;
-        if let Ok(entries) = fs::read_dir(dir) {
+        let internal = dir.join(INTERNAL_DIR);
+        fs::create_dir_all(&internal).map_err(io_err("create the directory", &internal))?;
+        let load = ParquetLoad {
+            dir: dir.to_path_buf(),
+            run_id: run_id.to_owned(),
+            staging: internal.join(format!("staging-{run_id}")),
+            writers: HashMap::new(),
+            committed: Vec::new(),
+            _lock: lock,
+        };
+        if let Ok(entries) = fs::read_dir(&internal) {
             for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().starts_with(".staging-") {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with("staging-") {
                     tracing::info!(dir = %entry.path().display(), "removing the staging directory of an interrupted run");
                     let _ = fs::remove_dir_all(entry.path());
+                } else {
+                    load.prune_versions(&name);
                 }
             }
         }
-        let staging = dir.join(format!(".staging-{run_id}"));
-        fs::create_dir_all(&staging)
-            .map_err(|e| io("create the staging directory", &staging, e))?;
-        let states = match fs::read(dir.join(STATE_FILE)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| LoadError::Io {
-                action: "read the state file".into(),
-                path: dir.join(STATE_FILE),
-                source: std::io::Error::other(e),
-            })?,
-            Err(_) => BTreeMap::new(),
-        };
-        Ok(ParquetLoad {
-            dir: dir.to_path_buf(),
-            staging,
-            writers: HashMap::new(),
-            committed: Vec::new(),
-            states,
-            _lock: lock,
-        })
+        fs::create_dir_all(&load.staging)
+            .map_err(io_err("create the staging directory", &load.staging))?;
+        Ok(load)
     }
 
-    fn parquet_err(
-        path: &Path,
-        context: &str,
-    ) -> impl Fn(parquet::errors::ParquetError) -> LoadError + use<> {
-        let path = path.to_path_buf();
-        let context = context.to_owned();
-        move |source| LoadError::Parquet {
-            path: path.clone(),
-            context: context.clone(),
-            source,
+    /// `{dir}/.lucca-sync/{stream}`: the versions of a stream.
+    fn versions_dir(&self, stream: &str) -> PathBuf {
+        self.dir.join(INTERNAL_DIR).join(stream)
+    }
+
+    /// The published version of a stream (its run id), if any.
+    fn current_version(&self, stream: &str) -> Option<String> {
+        fs::read_link(self.dir.join(stream))
+            .ok()
+            .and_then(|target| target.file_name().map(|n| n.to_string_lossy().into_owned()))
+    }
+
+    fn state_path(&self, stream: &str, version: &str) -> PathBuf {
+        self.versions_dir(stream)
+            .join(format!("{version}.state.json"))
+    }
+
+    fn stored_state(&self, stream: &str) -> Option<StreamState> {
+        let version = self.current_version(stream)?;
+        let bytes = fs::read(self.state_path(stream, &version)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Keeps the published version of a stream and the one before it (a
+    /// reader may still be listing it); removes every other version, among
+    /// them those of killed runs.
+    fn prune_versions(&self, stream: &str) {
+        let versions = self.versions_dir(stream);
+        let current = self.current_version(stream);
+        let Ok(entries) = fs::read_dir(&versions) else {
+            return;
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let keep: Vec<String> = match &current {
+            Some(current) => {
+                let previous = names.iter().rfind(|n| n.as_str() < current.as_str());
+                std::iter::once(current.clone())
+                    .chain(previous.cloned())
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        for name in names.iter().filter(|n| !keep.contains(n)) {
+            let _ = fs::remove_dir_all(versions.join(name));
+            let _ = fs::remove_file(versions.join(format!("{name}.state.json")));
         }
     }
 
@@ -131,24 +214,20 @@ impl ParquetLoad {
                 let part = file.parts.last().cloned().unwrap_or_default();
                 writer
                     .close()
-                    .map_err(Self::parquet_err(&part, "finish a part file"))?;
+                    .map_err(parquet_err(&part, "finish a part file"))?;
             }
             let part = staging.join(format!("{stream}.part{}.parquet", file.parts.len()));
-            let handle = File::create(&part).map_err(|e| LoadError::Io {
-                action: "create".into(),
-                path: part.clone(),
-                source: e,
-            })?;
-            let props = properties().map_err(Self::parquet_err(&part, "configure the writer"))?;
+            let handle = File::create(&part).map_err(io_err("create", &part))?;
+            let props = properties().map_err(parquet_err(&part, "configure the writer"))?;
             let writer = ArrowWriter::try_new(handle, Arc::clone(&schema), Some(props))
-                .map_err(Self::parquet_err(&part, "start writing"))?;
+                .map_err(parquet_err(&part, "start writing"))?;
             file.parts.push(part);
             file.writer = Some(writer);
             file.schema = Some(schema);
         }
         let part = file.parts.last().cloned().unwrap_or_default();
         if let Some(writer) = file.writer.as_mut() {
-            writer.write(batch).map_err(Self::parquet_err(
+            writer.write(batch).map_err(parquet_err(
                 &part,
                 &format!("write rows of stream `{stream}`"),
             ))?;
@@ -157,109 +236,141 @@ impl ParquetLoad {
         Ok(())
     }
 
-    /// Finishes the stream's file in staging (merging its parts into the
-    /// final schema if it grew; for `append` and `merge`, combining it with
-    /// the published file) and marks it for publishing with its state.
+    /// Builds the stream's new version directory (unpublished): this run's
+    /// rows (`replace`), or the published rows combined with them (`append`
+    /// tags them with the run id, `merge` replaces rows of the same key),
+    /// and its state file.
     pub fn commit_stream(&mut self, stream: &str, commit: &StreamCommit) -> Result<u64, LoadError> {
-        let Some(mut file) = self.writers.remove(stream) else {
-            return Ok(0);
-        };
-        let fresh = self.staging.join(format!("{stream}.new.parquet"));
+        let link = self.dir.join(stream);
+        if link.exists() && fs::read_link(&link).is_err() {
+            return Err(LoadError::Io {
+                action: "publish stream into".into(),
+                path: link,
+                source: std::io::Error::other(
+                    "it exists and is not the link lucca-sync manages; move it away",
+                ),
+            });
+        }
+        let previous = self
+            .current_version(stream)
+            .map(|v| self.versions_dir(stream).join(v));
+        let mut file = self.writers.remove(stream).unwrap_or(StreamFile {
+            parts: Vec::new(),
+            writer: None,
+            schema: None,
+            rows: 0,
+        });
         if let Some(writer) = file.writer.take() {
             let part = file.parts.last().cloned().unwrap_or_default();
             writer
                 .close()
-                .map_err(Self::parquet_err(&part, "finish a part file"))?;
+                .map_err(parquet_err(&part, "finish a part file"))?;
         }
-        let Some(schema) = file.schema.clone() else {
-            return Ok(0);
+        let schema = match file.schema.clone() {
+            Some(schema) => schema,
+            // No record: append and merge have nothing to add; a replaced
+            // stream becomes empty.
+            None if commit.write_mode != WriteMode::Replace => return Ok(0),
+            None => Arc::new(Schema::empty()),
         };
-        let mut sources: Vec<Source> = Vec::new();
-        let published = self.dir.join(format!("{stream}.parquet"));
-        let new_rows: Vec<PathBuf> = if file.parts.len() == 1 {
-            let only = file.parts.remove(0);
-            fs::rename(&only, &fresh).map_err(|e| LoadError::Io {
-                action: "rename".into(),
-                path: only.clone(),
-                source: e,
-            })?;
-            vec![fresh.clone()]
+        let version = self.versions_dir(stream).join(&self.run_id);
+        fs::create_dir_all(&version).map_err(io_err("create the directory", &version))?;
+
+        let new_tag = (commit.write_mode == WriteMode::Append).then(|| commit.run_id.clone());
+        let mut new_fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
+        if new_tag.is_some() {
+            new_fields.push(Arc::new(Field::new(RUN_ID_COLUMN, DataType::Utf8, true)));
+        }
+        let old_files = match (&previous, commit.write_mode) {
+            (Some(previous), WriteMode::Append | WriteMode::Merge) => {
+                parquet_files(previous, &commit.partition_by)?
+            }
+            _ => Vec::new(),
+        };
+        let target = union_schema(old_files.first(), &schema, new_fields)?;
+
+        let fast_replace = commit.write_mode == WriteMode::Replace
+            && commit.partition_by.is_empty()
+            && file.parts.len() == 1;
+        if fast_replace {
+            let part = &file.parts[0];
+            let to = version.join(format!("{}-0.parquet", self.run_id));
+            fs::rename(part, &to).map_err(io_err("rename", part))?;
         } else {
-            file.parts.clone()
-        };
-        let target = self.staging.join(format!("{stream}.parquet"));
-        match commit.write_mode {
-            WriteMode::Replace => {
-                if new_rows.len() == 1 && new_rows[0] == fresh {
-                    fs::rename(&fresh, &target).map_err(|e| LoadError::Io {
-                        action: "rename".into(),
-                        path: fresh.clone(),
-                        source: e,
-                    })?;
+            let skip = if commit.write_mode == WriteMode::Merge && !old_files.is_empty() {
+                Some((
+                    commit.primary_key.clone(),
+                    primary_keys(&file.parts, &commit.primary_key)?,
+                ))
+            } else {
+                None
+            };
+            let mut writer =
+                VersionWriter::new(&version, &self.run_id, &target, &commit.partition_by);
+            let mut sources: Vec<Source> = Vec::new();
+            // Published files unchanged by an append are linked, not copied.
+            let link_old = commit.write_mode == WriteMode::Append
+                && commit.partition_by.is_empty()
+                && old_files
+                    .first()
+                    .is_some_and(|old| file_schema_of(&old.path).ok().as_ref() == Some(&target));
+            for old in &old_files {
+                if link_old {
+                    let to = version.join(&old.relative);
+                    fs::hard_link(&old.path, &to)
+                        .or_else(|_| fs::copy(&old.path, &to).map(|_| ()))
+                        .map_err(io_err("link the published file", &old.path))?;
                 } else {
-                    sources.extend(new_rows.iter().map(|p| Source::all(p)));
-                    combine(&sources, &schema, &target)?;
-                }
-            }
-            WriteMode::Append | WriteMode::Merge => {
-                let skip = if commit.write_mode == WriteMode::Merge {
-                    Some(primary_keys(&new_rows, &commit.primary_key)?)
-                } else {
-                    None
-                };
-                if published.exists() {
                     sources.push(Source {
-                        path: published.clone(),
-                        skip_keys: skip.map(|keys| (commit.primary_key.clone(), keys)),
+                        path: old.path.clone(),
+                        skip_keys: skip.clone(),
                         tag: None,
+                        constants: old.partition.clone(),
                     });
                 }
-                let tag = (commit.write_mode == WriteMode::Append).then(|| commit.run_id.clone());
-                for p in &new_rows {
-                    sources.push(Source {
-                        path: p.clone(),
-                        skip_keys: None,
-                        tag: tag.clone(),
-                    });
-                }
-                let mut final_schema: Vec<arrow::datatypes::FieldRef> =
-                    schema.fields().iter().cloned().collect();
-                if tag.is_some() {
-                    final_schema.push(Arc::new(arrow::datatypes::Field::new(
-                        RUN_ID_COLUMN,
-                        arrow::datatypes::DataType::Utf8,
-                        true,
-                    )));
-                }
-                let union = union_schema(
-                    published.exists().then_some(published.as_path()),
-                    final_schema,
-                )?;
-                combine(&sources, &union, &target)?;
             }
+            for part in &file.parts {
+                sources.push(Source {
+                    path: part.clone(),
+                    skip_keys: None,
+                    tag: new_tag.clone(),
+                    constants: Vec::new(),
+                });
+            }
+            combine(&sources, &target, &mut writer)?;
+            writer.finish()?;
         }
-        for p in new_rows.iter().chain(file.parts.iter()) {
-            let _ = fs::remove_file(p);
+        for part in &file.parts {
+            let _ = fs::remove_file(part);
         }
-        if let Some((field, cursor)) = &commit.state {
-            self.states.insert(
-                state_key(&commit.pipeline, stream),
-                StreamState {
-                    cursor_field: field.clone(),
-                    cursor: cursor.clone(),
-                    run_id: commit.run_id.clone(),
-                },
-            );
+
+        let state = match &commit.state {
+            Some((field, cursor)) => Some(StreamState {
+                pipeline: commit.pipeline.clone(),
+                cursor_field: field.clone(),
+                cursor: cursor.clone(),
+                run_id: commit.run_id.clone(),
+            }),
+            // No new cursor (no record this run): the stored one still holds.
+            None => self.stored_state(stream),
+        };
+        if let Some(state) = state {
+            let path = self.state_path(stream, &self.run_id);
+            let text = serde_json::to_vec_pretty(&state).unwrap_or_default();
+            fs::write(&path, text)
+                .and_then(|()| File::open(&path).and_then(|f| f.sync_all()))
+                .map_err(io_err("write the state file", &path))?;
         }
         self.committed.push(stream.to_owned());
         Ok(file.rows)
     }
 
-    /// The stored cursor of an incremental stream, if any.
+    /// The stored cursor of an incremental stream, if any: the one stored
+    /// with the published version.
     pub fn read_state(&self, pipeline: &str, stream: &str) -> Option<String> {
-        self.states
-            .get(&state_key(pipeline, stream))
-            .map(|s| s.cursor.clone())
+        self.stored_state(stream)
+            .filter(|s| s.pipeline == pipeline)
+            .map(|s| s.cursor)
     }
 
     /// Forgets what a failed stream wrote.
@@ -273,44 +384,301 @@ impl ParquetLoad {
         Ok(())
     }
 
-    /// Renames each committed file into place (each rename is atomic), then
-    /// removes the staging directory.
-    pub fn publish(self) -> Result<(), LoadError> {
+    /// Publishes each committed stream by swapping its link to the new
+    /// version (flushed to disk first), writes the run history, then removes
+    /// staging and old versions.
+    pub fn publish(self, history: &[RunRecord]) -> Result<(), LoadError> {
         for stream in &self.committed {
-            let from = self.staging.join(format!("{stream}.parquet"));
-            let to = self.dir.join(format!("{stream}.parquet"));
-            File::open(&from)
-                .and_then(|f| f.sync_all())
-                .and_then(|()| fs::rename(&from, &to))
-                .map_err(|e| LoadError::Io {
-                    action: "publish".into(),
-                    path: to.clone(),
-                    source: e,
-                })?;
-            sync_dir(&to);
+            let version = self.versions_dir(stream).join(&self.run_id);
+            sync_tree(&version)?;
+            let link = self.dir.join(stream);
+            let temp = self.dir.join(format!(".{stream}.link-{}", self.run_id));
+            let target = Path::new(INTERNAL_DIR).join(stream).join(&self.run_id);
+            let _ = fs::remove_file(&temp);
+            symlink_dir(&target, &temp)
+                .and_then(|()| fs::rename(&temp, &link))
+                .map_err(io_err("publish", &link))?;
+            sync_dir(&link);
         }
-        if !self.committed.is_empty() && !self.states.is_empty() {
-            let from = self.staging.join(STATE_FILE);
-            let to = self.dir.join(STATE_FILE);
-            let text = serde_json::to_vec_pretty(&self.states).unwrap_or_default();
-            fs::write(&from, text)
-                .and_then(|()| File::open(&from).and_then(|f| f.sync_all()))
-                .and_then(|()| fs::rename(&from, &to))
-                .map_err(|e| LoadError::Io {
-                    action: "publish the state file".into(),
-                    path: to.clone(),
-                    source: e,
-                })?;
+        if !history.is_empty() {
+            let runs = self.dir.join(RUNS_DIR);
+            fs::create_dir_all(&runs).map_err(io_err("create the directory", &runs))?;
+            let to = runs.join(format!("{}.parquet", self.run_id));
+            let from = self.staging.join("runs.parquet");
+            let batch =
+                run_history_batch(history).map_err(arrow_err(&to, "record the run history"))?;
+            write_file(&from, &batch)?;
+            fs::rename(&from, &to).map_err(io_err("publish", &to))?;
             sync_dir(&to);
         }
         let _ = fs::remove_dir_all(&self.staging);
+        for stream in &self.committed {
+            self.prune_versions(stream);
+        }
         Ok(())
     }
 
     /// Leaves the directory as it was.
-    pub fn abandon(self) {
-        drop(self.writers);
+    pub fn abandon(mut self) {
+        drop(std::mem::take(&mut self.writers));
         let _ = fs::remove_dir_all(&self.staging);
+        for stream in &self.committed {
+            let versions = self.versions_dir(stream);
+            let _ = fs::remove_dir_all(versions.join(&self.run_id));
+            let _ = fs::remove_file(versions.join(format!("{}.state.json", self.run_id)));
+        }
+    }
+}
+
+#[cfg(unix)]
+fn symlink_dir(target: &Path, link: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::symlink(target, link)
+}
+
+#[cfg(windows)]
+fn symlink_dir(target: &Path, link: &Path) -> std::io::Result<()> {
+    std::os::windows::fs::symlink_dir(target, link)
+}
+
+/// Flushes every file of a directory tree, and the directories themselves.
+fn sync_tree(dir: &Path) -> Result<(), LoadError> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).map_err(io_err("list", &d))?.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                File::open(&path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io_err("flush", &path))?;
+            }
+        }
+        if let Ok(f) = File::open(&d) {
+            let _ = f.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Writes one batch as a whole Parquet file.
+fn write_file(path: &Path, batch: &RecordBatch) -> Result<(), LoadError> {
+    let handle = File::create(path).map_err(io_err("create", path))?;
+    let props = properties().map_err(parquet_err(path, "configure the writer"))?;
+    let mut writer = ArrowWriter::try_new(handle, batch.schema(), Some(props))
+        .map_err(parquet_err(path, "start writing"))?;
+    writer
+        .write(batch)
+        .map_err(parquet_err(path, "write rows"))?;
+    let file = writer.into_inner().map_err(parquet_err(path, "finish"))?;
+    file.sync_all().map_err(io_err("flush", path))
+}
+
+/// A published data file of a version.
+struct VersionFile {
+    path: PathBuf,
+    /// Path inside the version directory.
+    relative: PathBuf,
+    /// Partition values from its directories: (column, value or null).
+    partition: Vec<(String, Option<String>)>,
+}
+
+/// Every data file of a version directory, with the partition values its
+/// `{column}={value}` directories give.
+fn parquet_files(version: &Path, partition_by: &[String]) -> Result<Vec<VersionFile>, LoadError> {
+    let mut out = Vec::new();
+    let mut stack = vec![version.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).map_err(io_err("list", &d))?.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                let relative = path.strip_prefix(version).unwrap_or(&path).to_path_buf();
+                let partition = relative
+                    .parent()
+                    .into_iter()
+                    .flat_map(|p| p.components())
+                    .filter_map(|c| {
+                        let text = c.as_os_str().to_string_lossy();
+                        let (column, value) = text.split_once('=')?;
+                        partition_by.iter().any(|p| p == column).then(|| {
+                            let value = (value != HIVE_NULL).then(|| unescape_partition(value));
+                            (column.to_owned(), value)
+                        })
+                    })
+                    .collect();
+                out.push(VersionFile {
+                    path,
+                    relative,
+                    partition,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.relative.cmp(&b.relative));
+    Ok(out)
+}
+
+/// A partition value as a directory name: `/`, `\`, `=`, `%`, control
+/// characters and a leading `.` are percent-encoded.
+fn escape_partition(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for (i, c) in value.chars().enumerate() {
+        if matches!(c, '/' | '\\' | '=' | '%') || c.is_control() || (i == 0 && c == '.') {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    if out.is_empty() {
+        // An empty string is not a directory name; Hive reads it as null.
+        out.push_str(HIVE_NULL);
+    }
+    out
+}
+
+fn unescape_partition(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = text.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Writes rows of one schema into a version directory: one file, or one
+/// file per partition (`{column}={value}/...`, partition columns left out
+/// of the files as Hive readers expect).
+struct VersionWriter {
+    root: PathBuf,
+    run_id: String,
+    schema: SchemaRef,
+    partition_by: Vec<String>,
+    /// The files' schema: `schema` without the partition columns.
+    file_schema: SchemaRef,
+    file_columns: Vec<usize>,
+    /// Open files by partition directory ("" when unpartitioned).
+    files: HashMap<String, (PathBuf, ArrowWriter<File>)>,
+}
+
+impl VersionWriter {
+    fn new(root: &Path, run_id: &str, schema: &SchemaRef, partition_by: &[String]) -> Self {
+        let file_columns: Vec<usize> = (0..schema.fields().len())
+            .filter(|&i| !partition_by.contains(schema.field(i).name()))
+            .collect();
+        let file_schema = Arc::new(Schema::new(
+            file_columns
+                .iter()
+                .map(|&i| schema.fields()[i].clone())
+                .collect::<Vec<_>>(),
+        ));
+        VersionWriter {
+            root: root.to_path_buf(),
+            run_id: run_id.to_owned(),
+            schema: Arc::clone(schema),
+            partition_by: partition_by.to_vec(),
+            file_schema,
+            file_columns,
+            files: HashMap::new(),
+        }
+    }
+
+    /// Writes a batch of `schema`.
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), LoadError> {
+        if self.partition_by.is_empty() {
+            let batch = batch
+                .project(&self.file_columns)
+                .map_err(arrow_err(&self.root, "select the file columns"))?;
+            return self.write_to(String::new(), &batch);
+        }
+        // Each row's partition directory, e.g. `legal_entity_id=3`.
+        let mut keys: Vec<String> = vec![String::new(); batch.num_rows()];
+        for column in &self.partition_by {
+            let array = batch.column_by_name(column).ok_or_else(|| LoadError::Io {
+                action: "partition".into(),
+                path: self.root.clone(),
+                source: std::io::Error::other(format!(
+                    "partition_by column `{column}` is not among the stream's columns"
+                )),
+            })?;
+            let text = arrow::compute::cast(array, &DataType::Utf8)
+                .map_err(arrow_err(&self.root, &format!("partition on `{column}`")))?;
+            let text = text.as_string::<i32>();
+            for (row, key) in keys.iter_mut().enumerate() {
+                if !key.is_empty() {
+                    key.push('/');
+                }
+                let value = if text.is_null(row) {
+                    HIVE_NULL.to_owned()
+                } else {
+                    escape_partition(text.value(row))
+                };
+                key.push_str(&format!("{column}={value}"));
+            }
+        }
+        let mut groups: Vec<(String, Vec<u32>)> = Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for (row, key) in keys.iter().enumerate() {
+            let slot = *index.entry(key.as_str()).or_insert_with(|| {
+                groups.push((key.clone(), Vec::new()));
+                groups.len() - 1
+            });
+            groups[slot].1.push(row as u32);
+        }
+        for (key, rows) in groups {
+            let taken = arrow::compute::take_record_batch(batch, &UInt32Array::from(rows))
+                .and_then(|b| b.project(&self.file_columns))
+                .map_err(arrow_err(&self.root, "split rows by partition"))?;
+            self.write_to(key, &taken)?;
+        }
+        Ok(())
+    }
+
+    fn write_to(&mut self, key: String, batch: &RecordBatch) -> Result<(), LoadError> {
+        if !self.files.contains_key(&key) {
+            let dir = self.root.join(&key);
+            fs::create_dir_all(&dir).map_err(io_err("create the directory", &dir))?;
+            let path = dir.join(format!("{}-0.parquet", self.run_id));
+            let handle = File::create(&path).map_err(io_err("create", &path))?;
+            let props = properties().map_err(parquet_err(&path, "configure the writer"))?;
+            let writer = ArrowWriter::try_new(handle, Arc::clone(&self.file_schema), Some(props))
+                .map_err(parquet_err(&path, "start writing"))?;
+            self.files.insert(key.clone(), (path, writer));
+        }
+        if let Some((path, writer)) = self.files.get_mut(&key) {
+            writer
+                .write(batch)
+                .map_err(parquet_err(path, "write rows"))?;
+        }
+        Ok(())
+    }
+
+    /// Closes every file; an unpartitioned version with no row still gets
+    /// one (empty) file, so readers see the columns.
+    fn finish(mut self) -> Result<(), LoadError> {
+        if self.files.is_empty() && self.partition_by.is_empty() && !self.schema.fields().is_empty()
+        {
+            let empty = RecordBatch::new_empty(Arc::clone(&self.file_schema));
+            self.write_to(String::new(), &empty)?;
+        }
+        for (_, (path, writer)) in self.files {
+            writer.close().map_err(parquet_err(&path, "finish"))?;
+        }
+        Ok(())
     }
 }
 
@@ -321,29 +689,28 @@ struct Source {
     skip_keys: Option<(Vec<String>, HashSet<String>)>,
     /// Adds the run id column with this value (append).
     tag: Option<String>,
-}
-
-impl Source {
-    fn all(path: &Path) -> Self {
-        Source {
-            path: path.to_path_buf(),
-            skip_keys: None,
-            tag: None,
-        }
-    }
+    /// Columns not in the file, with their value for every row (partition
+    /// values of a published file).
+    constants: Vec<(String, Option<String>)>,
 }
 
 fn open_batches(
     path: &Path,
 ) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, LoadError> {
-    let reader = File::open(path).map_err(|e| LoadError::Io {
-        action: "open".into(),
-        path: path.to_path_buf(),
-        source: e,
-    })?;
+    let reader = File::open(path).map_err(io_err("open", path))?;
     ParquetRecordBatchReaderBuilder::try_new(reader)
         .and_then(|b| b.build())
-        .map_err(ParquetLoad::parquet_err(path, "read"))
+        .map_err(parquet_err(path, "read"))
+}
+
+/// The schema stored in a Parquet file.
+fn file_schema_of(path: &Path) -> Result<SchemaRef, LoadError> {
+    let file = File::open(path).map_err(io_err("open", path))?;
+    Ok(Arc::clone(
+        ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(parquet_err(path, "read the schema"))?
+            .schema(),
+    ))
 }
 
 /// The key of each row as text (`a|b` for composite keys).
@@ -359,13 +726,8 @@ fn row_keys(
             context: format!("merge on primary key column `{c}`"),
             source: parquet::errors::ParquetError::General(format!("no column `{c}`")),
         })?;
-        let text = arrow::compute::cast(array, &arrow::datatypes::DataType::Utf8).map_err(|e| {
-            LoadError::Parquet {
-                path: path.to_path_buf(),
-                context: format!("read primary key column `{c}`"),
-                source: e.into(),
-            }
-        })?;
+        let text = arrow::compute::cast(array, &DataType::Utf8)
+            .map_err(arrow_err(path, &format!("read primary key column `{c}`")))?;
         parts.push(text);
     }
     Ok((0..batch.num_rows())
@@ -384,36 +746,35 @@ fn primary_keys(paths: &[PathBuf], columns: &[String]) -> Result<HashSet<String>
     let mut keys = HashSet::new();
     for path in paths {
         for batch in open_batches(path)? {
-            let batch = batch.map_err(|e| LoadError::Parquet {
-                path: path.clone(),
-                context: "read".into(),
-                source: e.into(),
-            })?;
+            let batch = batch.map_err(arrow_err(path, "read"))?;
             keys.extend(row_keys(&batch, columns, path)?);
         }
     }
     Ok(keys)
 }
 
-/// The published file's columns first, then the new ones.
+/// The published files' columns first, then the new ones (partition columns
+/// come from the new rows' schema, as they are not in published files).
 fn union_schema(
-    published: Option<&Path>,
-    new: Vec<arrow::datatypes::FieldRef>,
+    published: Option<&VersionFile>,
+    new_rows: &SchemaRef,
+    new: Vec<FieldRef>,
 ) -> Result<SchemaRef, LoadError> {
-    let mut fields: Vec<arrow::datatypes::FieldRef> = match published {
-        Some(path) => {
-            let file = File::open(path).map_err(|e| LoadError::Io {
-                action: "open".into(),
-                path: path.to_path_buf(),
-                source: e,
-            })?;
-            ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(ParquetLoad::parquet_err(path, "read the schema"))?
-                .schema()
+    let mut fields: Vec<FieldRef> = match published {
+        Some(file) => {
+            let mut fields: Vec<FieldRef> = file_schema_of(&file.path)?
                 .fields()
                 .iter()
                 .cloned()
-                .collect()
+                .collect();
+            for (column, _) in &file.partition {
+                if let Ok(field) = new_rows.field_with_name(column) {
+                    fields.push(Arc::new(field.clone()));
+                } else {
+                    fields.push(Arc::new(Field::new(column, DataType::Utf8, true)));
+                }
+            }
+            fields
         }
         None => Vec::new(),
     };
@@ -422,55 +783,76 @@ fn union_schema(
             fields.push(field);
         }
     }
-    Ok(Arc::new(arrow::datatypes::Schema::new(fields)))
+    Ok(Arc::new(Schema::new(fields)))
 }
 
-/// Writes the sources, in order, into one file of `schema`, batch by batch
-/// (memory stays flat): missing columns become nulls, columns are matched
-/// by name and cast to the target type.
-fn combine(sources: &[Source], schema: &SchemaRef, target: &Path) -> Result<(), LoadError> {
-    let err = ParquetLoad::parquet_err;
-    let handle = File::create(target).map_err(|e| LoadError::Io {
-        action: "create".into(),
-        path: target.to_path_buf(),
-        source: e,
-    })?;
-    let props = properties().map_err(err(target, "configure the writer"))?;
-    let mut writer = ArrowWriter::try_new(handle, Arc::clone(schema), Some(props))
-        .map_err(err(target, "start writing"))?;
+/// Writes the sources, in order, as rows of `schema`, batch by batch
+/// (memory stays flat): missing columns become nulls (or the source's
+/// constant), columns are matched by name and cast to the target type.
+fn combine(
+    sources: &[Source],
+    schema: &SchemaRef,
+    writer: &mut VersionWriter,
+) -> Result<(), LoadError> {
     for source in sources {
+        let widen = arrow_err(&source.path, "widen rows to the table's columns");
         for batch in open_batches(&source.path)? {
-            let widen = |e: arrow::error::ArrowError| LoadError::Parquet {
-                path: source.path.clone(),
-                context: "widen rows to the table's columns".into(),
-                source: e.into(),
-            };
-            let mut batch = batch.map_err(widen)?;
+            let mut batch = batch.map_err(&widen)?;
             if let Some((columns, skip)) = &source.skip_keys {
                 let keys = row_keys(&batch, columns, &source.path)?;
                 let keep: arrow::array::BooleanArray =
                     keys.iter().map(|k| Some(!skip.contains(k))).collect();
-                batch = arrow::compute::filter_record_batch(&batch, &keep).map_err(widen)?;
+                batch = arrow::compute::filter_record_batch(&batch, &keep).map_err(&widen)?;
             }
             let rows = batch.num_rows();
             let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
             for field in schema.fields() {
-                let column = match batch.column_by_name(field.name()) {
-                    Some(array) => arrow::compute::cast(array, field.data_type()).map_err(widen)?,
-                    None if field.name() == RUN_ID_COLUMN && source.tag.is_some() => {
-                        let tag = source.tag.clone().unwrap_or_default();
-                        Arc::new(arrow::array::StringArray::from(vec![tag; rows])) as ArrayRef
+                let constant = source.constants.iter().find(|(c, _)| c == field.name());
+                let column = match (batch.column_by_name(field.name()), constant) {
+                    (Some(array), _) => arrow::compute::cast(array, field.data_type()),
+                    (None, Some((_, value))) => arrow::compute::cast(
+                        &(Arc::new(StringArray::from(vec![value.clone(); rows])) as ArrayRef),
+                        field.data_type(),
+                    ),
+                    (None, None) if field.name() == RUN_ID_COLUMN && source.tag.is_some() => {
+                        Ok(Arc::new(StringArray::from(vec![source.tag.clone(); rows])) as ArrayRef)
                     }
-                    None => new_null_array(field.data_type(), rows),
-                };
+                    (None, None) => Ok(new_null_array(field.data_type(), rows)),
+                }
+                .map_err(&widen)?;
                 columns.push(column);
             }
             let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
             let widened = RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)
-                .map_err(widen)?;
-            writer.write(&widened).map_err(err(target, "write rows"))?;
+                .map_err(&widen)?;
+            writer.write(&widened)?;
         }
     }
-    writer.close().map_err(err(target, "finish"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{escape_partition, unescape_partition};
+
+    #[test]
+    fn partition_values_survive_a_round_trip_as_directory_names() {
+        for value in [
+            "3",
+            "Paris",
+            "a/b",
+            "x=y",
+            "50%",
+            ".hidden",
+            "2024-01-01T10:00:00",
+        ] {
+            let escaped = escape_partition(value);
+            assert!(
+                !escaped.contains('/') && !escaped.starts_with('.'),
+                "{escaped}"
+            );
+            assert_eq!(unescape_partition(&escaped), value);
+        }
+        assert_eq!(escape_partition("a/b"), "a%2Fb");
+    }
 }

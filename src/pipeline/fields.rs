@@ -104,6 +104,28 @@ pub fn fields_query(nodes: &[FieldNode]) -> String {
     out
 }
 
+/// The dotted path of every leaf of the tree, in order: `manager[id,name]`
+/// gives `manager.id`, `manager.name`.
+pub fn leaf_paths(nodes: &[FieldNode]) -> Vec<String> {
+    fn walk(nodes: &[FieldNode], prefix: &str, out: &mut Vec<String>) {
+        for node in nodes {
+            let path = if prefix.is_empty() {
+                node.name.clone()
+            } else {
+                format!("{prefix}.{}", node.name)
+            };
+            if node.is_leaf() {
+                out.push(path);
+            } else {
+                walk(&node.children, &path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(nodes, "", &mut out);
+    out
+}
+
 /// True when the dotted path (`id`, `leavePeriod.ownerId`) is asked for by
 /// the tree: listed itself, or inside a parent asked for whole.
 pub fn contains_path(nodes: &[FieldNode], dotted: &str) -> bool {

@@ -15,6 +15,7 @@ mod env;
 mod error;
 mod fields;
 mod locate;
+pub mod naming;
 pub mod spec;
 mod validate;
 
@@ -25,7 +26,7 @@ use std::path::{Path, PathBuf};
 use url::Url;
 
 pub use error::{PipelineError, PipelineErrors, Secret};
-pub use fields::{FieldError, FieldNode, fields_query, parse_fields};
+pub use fields::{FieldError, FieldNode, fields_query, leaf_paths, parse_fields};
 pub use spec::*;
 
 use locate::{Locator, Pos, Seg};

@@ -176,9 +176,16 @@ pub struct StreamSpec {
     #[serde(default)]
     pub incremental: Option<IncrementalSpec>,
     /// What a run does to the existing table: `replace` (default), `append`
-    /// or `merge`.
+    /// or `merge`. An `incremental` stream needs `merge` or `append`: it
+    /// reads only the changed records.
     #[serde(default)]
     pub write_mode: WriteMode,
+    /// Parquet destinations only: columns whose values split the stream's
+    /// files into Hive-style directories (`{column}={value}/`), e.g.
+    /// `[legal_entity_id]`. The columns are stored in the directory names,
+    /// not in the files (read with `hive_partitioning`).
+    #[serde(default)]
+    pub partition_by: Vec<String>,
 }
 
 /// Paging styles of the Lucca APIs.

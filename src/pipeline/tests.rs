@@ -193,7 +193,7 @@ fn unknown_key_names_the_allowed_ones() {
         vec![
             "tests/fixtures/pipelines/unknown_key.yaml:9:5: streams[0]: unknown field \
              `pagesize`, expected one of `name`, `endpoint`, `paging`, `page_by`, `page_size`, \
-             `params`, `fields`, `primary_key`, `incremental`, `write_mode`"
+             `params`, `fields`, `primary_key`, `incremental`, `write_mode`, `partition_by`"
         ]
     );
 }
@@ -468,9 +468,35 @@ fn primary_key_and_params_rules() {
             "p.yaml:11:47: params must not set `paging`: lucca-sync pages by itself (see \
              page_size)",
             "p.yaml:14:28: primary_key field `date` is not in `fields`",
+            "p.yaml:16:5: incremental reads only the records changed since the last run: with \
+             write_mode: replace they would replace the whole table; use write_mode: merge (or \
+             append)",
             "p.yaml:17:21: cursor_field `modifiedAt` is not in `fields`",
             "p.yaml:18:15: params must not set `modifiedAt`: incremental sync filters on it",
         ]
+    );
+}
+
+#[test]
+fn partition_by_rules() {
+    let stream = "  - name: a\n    endpoint: /a\n    fields: [id, \"department[id]\", legalEntityId]\n\
+                  \x20   partition_by: [legal_entity_id, department_id, legal_entity_id, nope]\n";
+    let parquet = with_stream(stream).replace(
+        "duckdb: { path: out/t.duckdb }",
+        "parquet: { dir: out/parquet }",
+    );
+    assert_eq!(
+        text_errors(&parquet, &test_env),
+        vec![
+            "p.yaml:10:52: partition_by lists `legal_entity_id` twice",
+            "p.yaml:10:69: partition_by column `nope` is not a column of this stream (its \
+             columns: id, department_id, legal_entity_id)",
+        ]
+    );
+    let duckdb = with_stream("  - name: a\n    endpoint: /a\n    partition_by: [id]\n");
+    assert_eq!(
+        text_errors(&duckdb, &test_env),
+        vec!["p.yaml:9:5: partition_by only applies to a parquet destination"]
     );
 }
 

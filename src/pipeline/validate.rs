@@ -9,12 +9,13 @@ use url::{Host, Url};
 
 use super::Issue;
 use super::env::{Unexpanded, has_reference};
-use super::fields::{contains_path, is_dotted_path, is_identifier, parse_fields};
+use super::fields::{contains_path, is_dotted_path, is_identifier, leaf_paths, parse_fields};
 use super::locate::{Locator, Seg};
 use super::spec::{
     DestinationSpec, PageBy, PagingStyle, PipelineSpec, PrimaryKey, StreamSpec, WriteMode,
 };
 use super::{FieldNode, ResolvedStream};
+use crate::pipeline::naming::column_name;
 use Seg::{Index, Key};
 
 /// The message for a non-https base URL.
@@ -98,6 +99,16 @@ pub(crate) fn validate(
         resolved.push(check_stream(i, stream, &mut c));
     }
 
+    if matches!(spec.destination, DestinationSpec::Duckdb(_)) {
+        for (i, stream) in spec.streams.iter().enumerate() {
+            if !stream.partition_by.is_empty() {
+                c.at_key(
+                    &[Key("streams"), Index(i), Key("partition_by")],
+                    "partition_by only applies to a parquet destination".to_owned(),
+                );
+            }
+        }
+    }
     if !unexpanded.destination {
         let (path, empty) = match &spec.destination {
             DestinationSpec::Duckdb(d) => (
@@ -414,6 +425,33 @@ fn check_stream(i: usize, stream: &StreamSpec, c: &mut Checker) -> ResolvedStrea
             );
         } else if check_in_fields && !contains_path(&fields, field) {
             c.at_value(&path, format!("cursor_field `{field}` is not in `fields`"));
+        }
+        if stream.write_mode == WriteMode::Replace {
+            c.at_key(
+                &[Key("streams"), Index(i), Key("incremental")],
+                "incremental reads only the records changed since the last run: with \
+                 write_mode: replace they would replace the whole table; use write_mode: \
+                 merge (or append)"
+                    .to_owned(),
+            );
+        }
+    }
+
+    // partition_by
+    let columns: Vec<String> = leaf_paths(&fields).iter().map(|p| column_name(p)).collect();
+    let mut partition_seen = BTreeSet::new();
+    for (j, column) in stream.partition_by.iter().enumerate() {
+        let path = [Key("streams"), Index(i), Key("partition_by"), Index(j)];
+        if !partition_seen.insert(column.as_str()) {
+            c.at_value(&path, format!("partition_by lists `{column}` twice"));
+        } else if check_in_fields && !columns.contains(column) {
+            c.at_value(
+                &path,
+                format!(
+                    "partition_by column `{column}` is not a column of this stream (its columns: {})",
+                    columns.join(", ")
+                ),
+            );
         }
     }
 

@@ -3,7 +3,6 @@
 //! straight from the page body (no JSON tree per record).
 
 mod column;
-pub mod naming;
 pub mod temporal;
 
 use std::borrow::Cow;
@@ -16,8 +15,8 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::pipeline::naming::snake_case;
 pub use column::{ColumnBuilder, ColumnType, Scalar};
-use naming::snake_case;
 
 use crate::extract::Page;
 use crate::pipeline::FieldNode;

@@ -141,3 +141,47 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// Every Parquet file under a directory (a stream's directory, through its
+/// link), sorted.
+pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)
+            .unwrap_or_else(|e| panic!("{}: {e}", d.display()))
+            .flatten()
+        {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every row of every Parquet file under a directory.
+pub fn read_parquet_dir(dir: &Path) -> Vec<arrow::array::RecordBatch> {
+    parquet_files(dir)
+        .iter()
+        .flat_map(|path| {
+            let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{e}"));
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .and_then(|b| b.build())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+                .map(|b| b.unwrap_or_else(|e| panic!("{e}")))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// One value from an in-memory DuckDB (e.g. over `read_parquet(...)`).
+pub fn query_memory_i64(sql: &str) -> i64 {
+    let conn = duckdb::Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+    conn.query_row(sql, [], |row| row.get::<_, i64>(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}

@@ -31,9 +31,24 @@ pub fn snake_case(name: &str) -> String {
     out
 }
 
+/// The column of a (possibly dotted) field path: `manager.id` ->
+/// `manager_id`, `dtContractStart` -> `dt_contract_start`.
+pub fn column_name(path: &str) -> String {
+    path.split('.')
+        .map(snake_case)
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::snake_case;
+    use super::{column_name, snake_case};
+
+    #[test]
+    fn nested_paths_join_with_underscores() {
+        assert_eq!(column_name("manager.id"), "manager_id");
+        assert_eq!(column_name("department.parentId"), "department_parent_id");
+    }
 
     #[test]
     fn lucca_names() {
