@@ -78,7 +78,7 @@ RUN apt-get update \
     && groupadd --system --gid 10001 lucca \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \
        --home-dir /work --shell /usr/sbin/nologin lucca \
-    && install -d -o 10001 -g 10001 -m 0750 /work
+    && install -d -o 10001 -g 10001 -m 0755 /work
 
 COPY --from=builder /out/lucca-sync /usr/local/bin/lucca-sync
 # Baked-in pipelines (they read LUCCA_BASE_URL and LUCCA_API_KEY and write
