@@ -251,6 +251,7 @@ async fn keyset_paging_neither_skips_nor_repeats_when_records_change_mid_sync() 
                 Mutation {
                     insert: 5,
                     delete: vec![10, 1_500],
+                    touch: vec![],
                 },
             )),
             reset_on: vec![3],

@@ -34,74 +34,108 @@ fn published(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
         .collect()
 }
 
+/// A query over the `users` stream of a DuckDB file or a Parquet directory
+/// (`{t}` stands for the table).
+fn users_query(out: &Path, parquet: bool, sql: &str) -> i64 {
+    if parquet {
+        query_parquet_i64(&out.join("users"), &sql.replace("{t}", "t"))
+    } else {
+        query_i64(out, &sql.replace("{t}", "users"))
+    }
+}
+
+/// The stored cursor of the `users` stream.
+fn stored_cursor(out: &Path, parquet: bool) -> String {
+    if parquet {
+        let version = std::fs::read_link(out.join("users")).unwrap_or_else(|e| panic!("{e}"));
+        let name = version.file_name().unwrap_or_default().to_string_lossy();
+        let state = out
+            .join(".lucca-sync/users")
+            .join(format!("{name}.state.json"));
+        let text = std::fs::read_to_string(&state).unwrap_or_else(|e| panic!("{e}"));
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        json["cursor"].as_str().unwrap_or_default().to_owned()
+    } else {
+        query_string(
+            out,
+            "select cursor from _lucca_sync_state where stream = 'users'",
+        )
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn incremental_merge_updates_changed_rows_without_duplicates_and_keeps_state_with_data() {
-    let server = sandbox(SandboxConfig {
-        users: UserData::Synthetic(3_000),
-        faults: Faults {
-            mutate_after: Some((
-                3,
-                Mutation {
-                    insert: 5,
-                    delete: vec![],
-                },
-            )),
-            ..Faults::default()
-        },
-        ..SandboxConfig::default()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let (destination, db) = duckdb_destination(dir.path());
-    let extra = "    write_mode: merge\n    incremental: { cursor_field: modifiedAt }\n";
-    let path = pipeline(dir.path(), &destination, extra, "unlimited");
+    for parquet in [false, true] {
+        let server = sandbox(SandboxConfig {
+            users: UserData::Synthetic(3_000),
+            faults: Faults {
+                mutate_after: Some((
+                    3,
+                    Mutation {
+                        insert: 5,
+                        delete: vec![],
+                        touch: vec![7, 2_000],
+                    },
+                )),
+                ..Faults::default()
+            },
+            ..SandboxConfig::default()
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (destination, out) = if parquet {
+            parquet_destination(dir.path())
+        } else {
+            duckdb_destination(dir.path())
+        };
+        let extra = "    write_mode: merge\n    incremental: { cursor_field: modifiedAt }\n";
+        let path = pipeline(dir.path(), &destination, extra, "unlimited");
+        let count = |sql: &str| users_query(&out, parquet, sql);
+        let modified = |id: i64| {
+            count(&format!(
+                "select epoch_ms(modified_at) from {{t}} where id = {id}"
+            ))
+        };
 
-    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(query_i64(&db, "select count(*) from users"), 3_000);
-    let first_cursor = query_string(
-        &db,
-        "select cursor from _lucca_sync_state where stream = 'users'",
-    );
-    assert!(!server.requests()[0].query.contains("since"));
+        let run = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+        assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+        assert_eq!(count("select count(*) from {t}"), 3_000);
+        let first_cursor = stored_cursor(&out, parquet);
+        let touched_before = modified(7);
+        assert!(!server.requests()[0].query.contains("since"));
 
-    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let second = server.requests().into_iter().skip(3).collect::<Vec<_>>();
-    assert!(
-        second[0].query.contains("modifiedAt=since"),
-        "the second run asks only for changes: {}",
-        second[0].query
-    );
-    assert_eq!(
-        query_i64(&db, "select count(*) from users"),
-        3_005,
-        "new rows added"
-    );
-    assert_eq!(
-        query_i64(&db, "select count(distinct id) from users"),
-        3_005,
-        "no duplicates"
-    );
-    let second_cursor = query_string(
-        &db,
-        "select cursor from _lucca_sync_state where stream = 'users'",
-    );
-    assert!(
-        second_cursor > first_cursor,
-        "{second_cursor} > {first_cursor}"
-    );
+        let run = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+        assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+        let second = server.requests().into_iter().skip(3).collect::<Vec<_>>();
+        assert!(
+            second[0].query.contains("modifiedAt=since"),
+            "the second run asks only for changes: {}",
+            second[0].query
+        );
+        assert_eq!(count("select count(*) from {t}"), 3_005, "new rows added");
+        assert_eq!(
+            count("select count(distinct id) from {t}"),
+            3_005,
+            "no duplicates"
+        );
+        assert!(modified(7) > touched_before, "the edited row was updated");
+        let second_cursor = stored_cursor(&out, parquet);
+        assert!(
+            second_cursor > first_cursor,
+            "{second_cursor} > {first_cursor}"
+        );
 
-    // --full-refresh ignores the state.
-    let out = lucca_sync(&["run", "--full-refresh", &path], &server.base_url(), KEY).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let last = server
-        .requests()
-        .pop()
-        .unwrap_or_else(|| panic!("requests"));
-    assert!(!last.query.contains("since"), "{}", last.query);
-    assert_eq!(query_i64(&db, "select count(*) from users"), 3_005);
-    server.shutdown().await;
+        // --full-refresh ignores the state.
+        let run = lucca_sync(&["run", "--full-refresh", &path], &server.base_url(), KEY).await;
+        assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+        let last = server
+            .requests()
+            .pop()
+            .unwrap_or_else(|| panic!("requests"));
+        assert!(!last.query.contains("since"), "{}", last.query);
+        assert_eq!(count("select count(*) from {t}"), 3_005);
+        server.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -200,42 +234,263 @@ async fn a_killed_run_leaves_the_previous_data_at_every_point() {
         ..SandboxConfig::default()
     })
     .await;
+    for parquet in [false, true] {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (destination, out) = if parquet {
+            parquet_destination(dir.path())
+        } else {
+            duckdb_destination(dir.path())
+        };
+        let path = pipeline(
+            dir.path(),
+            &destination,
+            "    page_size: 500\n",
+            "unlimited",
+        );
+        let run = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+        assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+        let out_dir = dir.path().join("out");
+        let before = published(&out_dir);
+        for delay_ms in [50u64, 300, 600, 900, 1_150] {
+            let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lucca-sync"))
+                .args(["run", &path])
+                .env("LUCCA_BASE_URL", server.base_url())
+                .env("LUCCA_API_KEY", KEY)
+                .env("LUCCA_SYNC_LOG_FORMAT", "json")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{e}"));
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            assert_eq!(
+                published(&out_dir),
+                before,
+                "parquet={parquet}: killed after {delay_ms} ms"
+            );
+            assert_eq!(
+                users_query(&out, parquet, "select count(*) from {t}"),
+                4_000
+            );
+        }
+        // The next run clears what the killed ones left and succeeds.
+        let run = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+        assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+        let leftovers: Vec<_> = snapshot(&out_dir)
+            .into_iter()
+            .filter(|(p, _)| {
+                let p = p.to_string_lossy();
+                p.contains(".tmp-") || p.contains("staging-") || p.contains(".link-")
+            })
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        if parquet {
+            let versions = std::fs::read_dir(out.join(".lucca-sync/users"))
+                .unwrap_or_else(|e| panic!("{e}"))
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .count();
+            assert_eq!(versions, 2, "the published version and the one before");
+        }
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_run_is_recorded_and_a_count_mismatch_is_flagged() {
+    for parquet in [false, true] {
+        let server = sandbox(SandboxConfig {
+            users: UserData::Synthetic(3_000),
+            faults: Faults {
+                // Inserted once the first two requests (the first page of
+                // users among them, whatever the order of the streams)
+                // have arrived: the count the API gave (3000) is not what
+                // is loaded (3005).
+                mutate_after: Some((
+                    2,
+                    Mutation {
+                        insert: 5,
+                        ..Mutation::default()
+                    },
+                )),
+                forbidden_paths: vec!["/api/v3/departments".into()],
+                ..Faults::default()
+            },
+            ..SandboxConfig::default()
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (destination, out) = if parquet {
+            parquet_destination(dir.path())
+        } else {
+            duckdb_destination(dir.path())
+        };
+        let departments = "  - name: departments\n    endpoint: /api/v3/departments\n    fields: [id, name]\n    primary_key: id\n";
+        let path = pipeline(
+            dir.path(),
+            &destination,
+            &format!("    page_size: 1000\n{departments}"),
+            "unlimited",
+        );
+        let run = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+        assert_eq!(run.status.code(), Some(4), "{}", text(&run.stderr));
+        assert!(
+            text(&run.stderr).contains("the API reported 3000 records but 3005 rows were loaded"),
+            "{}",
+            text(&run.stderr)
+        );
+        let user_requests = server
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/api/v3/users")
+            .count() as i64;
+        let run = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+        assert_eq!(run.status.code(), Some(4), "{}", text(&run.stderr));
+
+        let history = |sql: &str| {
+            if parquet {
+                query_parquet_i64(&out.join("_runs"), &sql.replace("{runs}", "t"))
+            } else {
+                query_i64(&out, &sql.replace("{runs}", "_lucca_sync_runs"))
+            }
+        };
+        assert_eq!(
+            history("select count(*) from {runs}"),
+            4,
+            "2 runs x 2 streams"
+        );
+        assert_eq!(history("select count(distinct run_id) from {runs}"), 2);
+        assert_eq!(
+            history("select count(*) from {runs} where count_mismatch"),
+            1,
+            "only the first run's users"
+        );
+        assert_eq!(
+            history("select requests from {runs} where stream = 'users' and count_mismatch"),
+            user_requests
+        );
+        assert_eq!(
+            history(
+                "select count(*) from {runs} where stream = 'users' and status = 'loaded' \
+                 and rows_written = 3005 and api_count in (3000, 3005) and finished_at >= started_at"
+            ),
+            2
+        );
+        assert_eq!(
+            history(
+                "select count(*) from {runs} where stream = 'departments' and status = 'forbidden' \
+                 and error like '%403 Forbidden%' and rows_written = 0"
+            ),
+            2
+        );
+        if parquet {
+            assert_eq!(
+                parquet_files(&out.join("_runs")).len(),
+                2,
+                "one file per run"
+            );
+        } else {
+            assert_eq!(
+                query_i64(&out, "select count(*) from lucca_sync_latest_runs"),
+                2,
+                "one row per stream"
+            );
+            assert_eq!(
+                query_i64(
+                    &out,
+                    "select count(*) from lucca_sync_latest_runs where stream = 'users' and not count_mismatch"
+                ),
+                1,
+                "the latest run of users"
+            );
+        }
+        server.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duckdb_tables_and_columns_carry_comments_from_the_pipeline() {
+    let server = sandbox(SandboxConfig::default()).await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (destination, db) = duckdb_destination(dir.path());
-    let path = pipeline(
-        dir.path(),
-        &destination,
-        "    page_size: 500\n",
-        "unlimited",
+    let pipeline = users_pipeline(dir.path(), &destination, "");
+    let run = lucca_sync(
+        &["run", pipeline.to_str().unwrap_or_default()],
+        &server.base_url(),
+        KEY,
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    assert_eq!(
+        query_string(
+            &db,
+            "select comment from duckdb_columns() where table_name = 'users' and column_name = 'department_name'"
+        ),
+        "Lucca field `department.name` of /api/v3/users"
     );
-    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let out_dir = dir.path().join("out");
-    let before = published(&out_dir);
-    for delay_ms in [50u64, 300, 600, 900, 1_150] {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lucca-sync"))
-            .args(["run", &path])
-            .env("LUCCA_BASE_URL", server.base_url())
-            .env("LUCCA_API_KEY", KEY)
-            .env("LUCCA_SYNC_LOG_FORMAT", "json")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{e}"));
-        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        let _ = child.start_kill();
-        let _ = child.wait().await;
-        assert_eq!(published(&out_dir), before, "killed after {delay_ms} ms");
-        assert_eq!(query_i64(&db, "select count(*) from users"), 4_000);
+    assert_eq!(
+        query_string(
+            &db,
+            "select comment from duckdb_tables() where table_name = 'users'"
+        ),
+        "Lucca /api/v3/users (stream `users` of pipeline `users`), loaded by lucca-sync"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parquet_partitions_are_hive_directories_and_merge_keeps_one_row_per_key() {
+    let server = sandbox(SandboxConfig {
+        users: UserData::Synthetic(2_000),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (destination, out) = parquet_destination(dir.path());
+    let extra = "    write_mode: merge\n    partition_by: [legal_entity_id]\n";
+    let text_pipeline = format!(
+        "version: 1\nname: t\nsource:\n  base_url: ${{LUCCA_BASE_URL}}\n  api_key: ${{LUCCA_API_KEY}}\n  rate_limit_per_minute: unlimited\nstreams:\n  - name: users\n    endpoint: /api/v3/users\n    params: {{ formerEmployees: \"true\" }}\n    fields: [id, lastName, legalEntityId]\n    primary_key: id\n{extra}destination:\n{destination}\n"
+    );
+    let path = dir.path().join("p.yaml");
+    std::fs::write(&path, text_pipeline).unwrap_or_else(|e| panic!("{e}"));
+    let path = path.to_string_lossy().into_owned();
+    for _ in 0..2 {
+        let run = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+        assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
     }
-    // The next run clears what the killed ones left and succeeds.
-    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let leftovers: Vec<_> = snapshot(&out_dir)
-        .into_iter()
-        .filter(|(p, _)| p.to_string_lossy().contains(".tmp-"))
+    let files = parquet_files(&out.join("users"));
+    let mut partitions: Vec<String> = files
+        .iter()
+        .map(|f| {
+            let parent = f.parent().unwrap_or_else(|| panic!("{}", f.display()));
+            parent
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    partitions.sort();
+    partitions.dedup();
+    assert!(partitions.len() >= 2, "{partitions:?}");
+    assert!(
+        partitions.iter().all(|p| p.starts_with("legal_entity_id=")),
+        "{partitions:?}"
+    );
+    for batch in read_parquet_dir(&out.join("users")) {
+        assert!(
+            batch.column_by_name("legal_entity_id").is_none(),
+            "the partition column lives in the directory names"
+        );
+    }
+    let users = out.join("users");
+    assert_eq!(
+        query_parquet_i64(&users, "select count(*) from t"),
+        query_parquet_i64(&users, "select count(distinct id) from t"),
+        "no duplicate after two merges"
+    );
+    assert_eq!(query_parquet_i64(&users, "select count(*) from t"), 2_000);
     server.shutdown().await;
 }
 

@@ -174,11 +174,17 @@ impl Store {
         }
     }
 
-    /// Applies a [`Mutation`]: deletes the listed users, then inserts new
-    /// current employees with ids above every id ever served, modified `now_ms`.
+    /// Applies a [`Mutation`]: deletes the listed users, marks the touched
+    /// ones modified `now_ms`, then inserts new current employees with ids
+    /// above every id ever served, modified `now_ms`.
     pub fn apply(&mut self, mutation: &Mutation, now_ms: i64) {
         let doomed: HashSet<u32> = mutation.delete.iter().copied().collect();
         self.users.metas.retain(|m| !doomed.contains(&m.id));
+        for meta in &mut self.users.metas {
+            if mutation.touch.contains(&meta.id) {
+                meta.modified_ms = now_ms;
+            }
+        }
         let max = self
             .users
             .metas

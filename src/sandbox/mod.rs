@@ -181,6 +181,8 @@ pub struct Mutation {
     pub insert: u32,
     /// Ids of users to delete.
     pub delete: Vec<u32>,
+    /// Ids of users whose `modifiedAt` becomes now (an edit).
+    pub touch: Vec<u32>,
 }
 
 /// One request as the sandbox saw it.

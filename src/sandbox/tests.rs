@@ -706,6 +706,7 @@ async fn mutation_inserts_and_deletes_between_pages() {
             Mutation {
                 insert: 2,
                 delete: vec![3, 416],
+                ..Mutation::default()
             },
         )),
         ..Faults::default()

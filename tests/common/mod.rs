@@ -179,9 +179,32 @@ pub fn read_parquet_dir(dir: &Path) -> Vec<arrow::array::RecordBatch> {
         .collect()
 }
 
-/// One value from an in-memory DuckDB (e.g. over `read_parquet(...)`).
-pub fn query_memory_i64(sql: &str) -> i64 {
+/// One value of a query over the rows of a Parquet directory, loaded into
+/// an in-memory DuckDB table `t` (the bundled DuckDB has no Parquet
+/// extension, and tests run offline).
+pub fn query_parquet_i64(dir: &Path, sql: &str) -> i64 {
+    use lucca_sync::load::duckdb::{quote_ident, sql_type};
     let conn = duckdb::Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+    let batches = read_parquet_dir(dir);
+    let Some(first) = batches.first() else {
+        panic!("no rows under {}", dir.display())
+    };
+    let columns: Vec<String> = first
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", quote_ident(f.name()), sql_type(f.data_type())))
+        .collect();
+    conn.execute_batch(&format!("CREATE TABLE t ({});", columns.join(", ")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    {
+        let mut appender = conn.appender("t").unwrap_or_else(|e| panic!("{e}"));
+        for batch in batches {
+            appender
+                .append_record_batch(batch)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
     conn.query_row(sql, [], |row| row.get::<_, i64>(0))
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
