@@ -186,6 +186,15 @@ async fn append_tags_rows_with_the_run_in_duckdb_and_parquet() {
     server.shutdown().await;
 }
 
+/// Fixture users whose `field` is set (not null).
+fn fixture_users_with(field: &str) -> i64 {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/users.json"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let users: Vec<serde_json::Value> =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    users.iter().filter(|u| !u[field].is_null()).count() as i64
+}
+
 fn query_fixture_count() -> i64 {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/users.json"))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -618,5 +627,69 @@ async fn a_reader_holding_the_file_open_does_not_block_a_sync() {
         query_i64(&db, "select count(*) from users"),
         query_fixture_count()
     );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_field_becomes_a_new_column_and_old_rows_keep_theirs() {
+    let server = sandbox(SandboxConfig::default()).await;
+    for parquet in [false, true] {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (destination, out) = if parquet {
+            parquet_destination(dir.path())
+        } else {
+            duckdb_destination(dir.path())
+        };
+        let path = pipeline(
+            dir.path(),
+            &destination,
+            "    write_mode: append\n",
+            "unlimited",
+        );
+        let run = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+        assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+        // The next night the pipeline asks for one more field.
+        let widened = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .replace(
+                "fields: [id, lastName, modifiedAt]",
+                "fields: [id, lastName, modifiedAt, mail]",
+            );
+        std::fs::write(&path, widened).unwrap_or_else(|e| panic!("{e}"));
+        let run = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+        assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+
+        let fixture = query_fixture_count();
+        assert_eq!(
+            users_query(&out, parquet, "select count(*) from {t}"),
+            2 * fixture,
+            "parquet={parquet}"
+        );
+        let with_mail = fixture_users_with("mail");
+        assert_eq!(
+            users_query(
+                &out,
+                parquet,
+                "select count(*) from {t} where mail is not null"
+            ),
+            with_mail,
+            "parquet={parquet}: the second run's rows have a mail"
+        );
+        assert_eq!(
+            users_query(
+                &out,
+                parquet,
+                "select count(distinct _lucca_sync_run_id) from {t} where mail is not null"
+            ),
+            1,
+            "parquet={parquet}: the first run's rows have none"
+        );
+        if parquet {
+            // Every file carries the new column: readers see one schema.
+            for batch in read_parquet_dir(&out.join("users")) {
+                assert!(batch.column_by_name("mail").is_some());
+            }
+        }
+    }
     server.shutdown().await;
 }
