@@ -1,0 +1,309 @@
+//! The end-to-end benchmark's engine, shared by `benches/e2e.rs` (the
+//! command) and `tests/bench_smoke.rs` (a tiny run in `cargo test`, so the
+//! benchmark cannot rot). It serves N synthetic users from an in-process
+//! sandbox on loopback, then measures, as medians of several runs:
+//! - the fetch bound: the exact requests `lucca-sync run` sent, replayed by a
+//!   minimal client that reads each body and parses only the ids;
+//! - `lucca-sync run` (a child process, the binary under test) into DuckDB
+//!   and into Parquet: records/s, ratio to the fetch bound, peak RSS and CPU
+//!   time of the child (from `wait4`), requests the server saw;
+//! - the sandbox's CPU share during the run (this process's CPU time, which
+//!   is the sandbox's, over the wall time).
+
+#![allow(dead_code)]
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use lucca_sync::sandbox::{Faults, Sandbox, SandboxConfig, UserData};
+
+const KEY: &str = "bench-key";
+/// Page size of the v3 users endpoint (its maximum).
+const PAGE_SIZE: u64 = 1000;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Record counts, one scenario set each.
+    pub records: Vec<u32>,
+    /// Runs per measurement (the median is reported).
+    pub runs: usize,
+    /// Latency the sandbox adds to every answer.
+    pub latency: Duration,
+    /// The `lucca-sync` binary under test.
+    pub binary: PathBuf,
+    /// Scratch directory for pipelines and outputs.
+    pub work_dir: PathBuf,
+}
+
+/// One line of the results table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchRow {
+    /// `fetch bound`, `run -> duckdb` or `run -> parquet`.
+    pub scenario: String,
+    pub records: u32,
+    pub latency_ms: u64,
+    /// Median wall time, seconds.
+    pub seconds: f64,
+    pub records_per_sec: f64,
+    /// records/s over the fetch bound's records/s.
+    pub ratio_to_fetch_bound: Option<f64>,
+    /// Median peak RSS of the lucca-sync process, MB.
+    pub peak_rss_mb: Option<f64>,
+    /// Median CPU time (user + system) of the lucca-sync process, seconds.
+    pub cpu_secs: Option<f64>,
+    /// Requests the server saw in one run.
+    pub requests: u64,
+    /// ceil(records / page size).
+    pub min_requests: u64,
+    /// The sandbox's CPU time over the wall time (1.0 = one core busy).
+    pub sandbox_cpu_share: f64,
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// CPU time (user + system) of this process so far.
+fn own_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    timeval(usage.ru_utime) + timeval(usage.ru_stime)
+}
+
+fn timeval(t: libc::timeval) -> Duration {
+    Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+}
+
+/// What one child run cost.
+struct ChildRun {
+    wall: Duration,
+    peak_rss_kb: u64,
+    cpu: Duration,
+    exit_code: i32,
+}
+
+/// Runs `binary args` to completion and reads its peak RSS and CPU time
+/// with `wait4` (exact, unlike polling `/proc`).
+fn run_child(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<ChildRun, String> {
+    let started = Instant::now();
+    let child = std::process::Command::new(binary)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", binary.display()))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: wait4 on our own child, with valid out-pointers.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::wait4(pid, &mut status, 0, &mut usage) < 0 {
+            return Err(format!("wait4: {}", std::io::Error::last_os_error()));
+        }
+        usage
+    };
+    let wall = started.elapsed();
+    let exit_code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    Ok(ChildRun {
+        wall,
+        peak_rss_kb: usage.ru_maxrss.max(0) as u64,
+        cpu: timeval(usage.ru_utime) + timeval(usage.ru_stime),
+        exit_code,
+    })
+}
+
+fn pipeline_text(base_url: &str, destination: &str) -> String {
+    format!(
+        "version: 1\nname: bench\nsource:\n  base_url: {base_url}\n  api_key: ${{LUCCA_API_KEY}}\n  rate_limit_per_minute: unlimited\nstreams:\n  - name: users\n    endpoint: /api/v3/users\n    page_size: {PAGE_SIZE}\n    params: {{ formerEmployees: \"true\" }}\n    fields: [id, firstName, lastName, mail, login, employeeNumber, birthDate, dtContractStart, dtContractEnd, modifiedAt, \"department[id,name]\", \"manager[id,name]\", legalEntityId]\n    primary_key: id\ndestination:\n{destination}\n"
+    )
+}
+
+/// Replays `urls` in order with a plain reqwest client, reading every body
+/// and parsing only the item ids (what any client must do to page by id).
+async fn fetch_bound(urls: &[String]) -> Result<(Duration, u64), String> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        data: Items,
+    }
+    #[derive(serde::Deserialize)]
+    struct Items {
+        items: Vec<Item>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item {
+        #[allow(dead_code)]
+        id: serde::de::IgnoredAny,
+    }
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut records = 0u64;
+    for url in urls {
+        let body = client
+            .get(url)
+            .header("Authorization", format!("lucca application={KEY}"))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| e.to_string())?
+            .bytes()
+            .await
+            .map_err(|e| e.to_string())?;
+        let page: Envelope = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        records += page.data.items.len() as u64;
+    }
+    Ok((started.elapsed(), records))
+}
+
+/// Runs every scenario of `config`.
+pub async fn run_bench(config: &BenchConfig) -> Result<Vec<BenchRow>, String> {
+    let mut rows = Vec::new();
+    for &n in &config.records {
+        let sandbox = Sandbox::start(SandboxConfig {
+            api_key: KEY.into(),
+            users: UserData::Synthetic(n),
+            faults: Faults {
+                latency: config.latency,
+                ..Faults::default()
+            },
+            ..SandboxConfig::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let min_requests = u64::from(n).div_ceil(PAGE_SIZE).max(1);
+        let mut replay: Vec<String> = Vec::new();
+        let mut by_destination: Vec<(String, f64)> = Vec::new();
+        for (label, destination) in [
+            ("run -> duckdb", "  duckdb: { path: out/bench.duckdb }"),
+            ("run -> parquet", "  parquet: { dir: out/parquet }"),
+        ] {
+            let dir = config.work_dir.join(format!("{n}-{}", label.replace(' ', "")));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let destination = destination.replace("out/", &format!("{}/out/", dir.display()));
+            let pipeline = dir.join("bench.yaml");
+            std::fs::write(&pipeline, pipeline_text(&sandbox.base_url(), &destination))
+                .map_err(|e| e.to_string())?;
+            let (mut secs, mut rss, mut cpu, mut shares) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let mut requests = 0;
+            for _ in 0..config.runs {
+                let seen_before = sandbox.request_count();
+                let log_before = sandbox.requests().len();
+                let sandbox_cpu = own_cpu();
+                let binary = config.binary.clone();
+                let pipeline_arg = pipeline.to_string_lossy().into_owned();
+                let child = tokio::task::spawn_blocking(move || {
+                    run_child(
+                        &binary,
+                        &["-q", "run", &pipeline_arg],
+                        &[("LUCCA_API_KEY", KEY), ("LUCCA_SYNC_LOG_FORMAT", "json")],
+                    )
+                })
+                .await
+                .map_err(|e| e.to_string())??;
+                if child.exit_code != 0 {
+                    return Err(format!("lucca-sync run exited {}", child.exit_code));
+                }
+                let sandbox_cpu = own_cpu().saturating_sub(sandbox_cpu);
+                secs.push(child.wall.as_secs_f64());
+                rss.push(child.peak_rss_kb as f64 / 1024.0);
+                cpu.push(child.cpu.as_secs_f64());
+                shares.push(sandbox_cpu.as_secs_f64() / child.wall.as_secs_f64());
+                requests = (sandbox.request_count() - seen_before) as u64;
+                if replay.is_empty() {
+                    let base = sandbox.base_url();
+                    replay = sandbox.requests()[log_before..]
+                        .iter()
+                        .map(|r| format!("{base}{}?{}", r.path, r.query))
+                        .collect();
+                }
+            }
+            let seconds = median(&mut secs);
+            by_destination.push((label.to_owned(), f64::from(n) / seconds));
+            rows.push(BenchRow {
+                scenario: label.to_owned(),
+                records: n,
+                latency_ms: config.latency.as_millis() as u64,
+                seconds,
+                records_per_sec: f64::from(n) / seconds,
+                ratio_to_fetch_bound: None,
+                peak_rss_mb: Some(median(&mut rss)),
+                cpu_secs: Some(median(&mut cpu)),
+                requests,
+                min_requests,
+                sandbox_cpu_share: median(&mut shares),
+            });
+        }
+        let (mut secs, mut shares) = (Vec::new(), Vec::new());
+        for _ in 0..config.runs {
+            let cpu_before = own_cpu();
+            let (elapsed, records) = fetch_bound(&replay).await?;
+            if records != u64::from(n) {
+                return Err(format!("the fetch bound read {records} records, not {n}"));
+            }
+            secs.push(elapsed.as_secs_f64());
+            shares.push(own_cpu().saturating_sub(cpu_before).as_secs_f64() / elapsed.as_secs_f64());
+        }
+        let seconds = median(&mut secs);
+        let bound = f64::from(n) / seconds;
+        for row in rows.iter_mut().filter(|r| r.records == n) {
+            row.ratio_to_fetch_bound = Some(row.records_per_sec / bound);
+        }
+        rows.push(BenchRow {
+            scenario: "fetch bound".into(),
+            records: n,
+            latency_ms: config.latency.as_millis() as u64,
+            seconds,
+            records_per_sec: bound,
+            ratio_to_fetch_bound: Some(1.0),
+            peak_rss_mb: None,
+            cpu_secs: None,
+            requests: replay.len() as u64,
+            min_requests,
+            // Client and sandbox share this process here.
+            sandbox_cpu_share: median(&mut shares),
+        });
+        sandbox.shutdown().await;
+    }
+    Ok(rows)
+}
+
+/// The results as a Markdown table.
+pub fn table(rows: &[BenchRow]) -> String {
+    let mut out = String::from(
+        "| scenario | records | latency | median s | records/s | vs fetch bound | peak RSS MB | CPU s | requests (min) | sandbox CPU |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        let opt = |v: Option<f64>, digits: usize| {
+            v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} ms | {:.2} | {:.0} | {} | {} | {} | {} ({}) | {:.0}% |",
+            r.scenario,
+            r.records,
+            r.latency_ms,
+            r.seconds,
+            r.records_per_sec,
+            opt(r.ratio_to_fetch_bound.map(|x| x * 100.0), 0) + "%",
+            opt(r.peak_rss_mb, 1),
+            opt(r.cpu_secs, 2),
+            r.requests,
+            r.min_requests,
+            r.sandbox_cpu_share * 100.0,
+        );
+    }
+    out
+}
