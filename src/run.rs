@@ -16,7 +16,7 @@ use crate::extract::{
     ExtractError, ExtractSummary, Extractor, KeyRejection, Page, RequestBudget, StreamCounters,
     StreamPlan, build_client,
 };
-use crate::load::{Load, LoadError, RunRecord, StreamCommit};
+use crate::load::{Load, LoadError, LoadOptions, RunRecord, StreamCommit};
 use crate::pipeline::naming::column_name;
 use crate::pipeline::{Pipeline, PipelineError, RateLimit, fields_query, leaf_paths};
 use crate::settings::Settings;
@@ -189,7 +189,10 @@ pub async fn run_pipeline(
     let budget = budgets.for_host(&base_url, spec.source.rate_limit_per_minute);
     let (extractor, rejection) = tenant_extractor(pipeline, settings, budget, stop)?;
 
-    let load = Load::open(&spec.destination, &run_id).map_err(|source| RunError::Load {
+    let load_options = LoadOptions {
+        duckdb_memory_limit: settings.duckdb_memory_limit.clone(),
+    };
+    let load = Load::open(&spec.destination, &run_id, &load_options).map_err(|source| RunError::Load {
         pipeline: name.clone(),
         source,
     })?;

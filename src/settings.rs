@@ -46,6 +46,10 @@ pub struct Settings {
     pub retry_backoff_min_ms: u64,
     /// Largest backoff interval, milliseconds.
     pub retry_backoff_max_ms: u64,
+    /// Memory DuckDB may use while loading (its `memory_limit`, e.g.
+    /// `128MB`): keeps the process flat however big the tables; DuckDB
+    /// evicts loaded blocks to the file beyond it.
+    pub duckdb_memory_limit: String,
 }
 
 /// Why the settings could not be read.
@@ -66,7 +70,8 @@ impl Settings {
             .set_default("max_retry_wait_secs", 300)?
             .set_default("max_retry_after_secs", 120)?
             .set_default("retry_backoff_min_ms", 1000)?
-            .set_default("retry_backoff_max_ms", 60_000)?;
+            .set_default("retry_backoff_max_ms", 60_000)?
+            .set_default("duckdb_memory_limit", "128MB")?;
         builder = match file {
             Some(path) => builder.add_source(config::File::from(path).required(true)),
             None => builder.add_source(config::File::with_name("lucca-sync").required(false)),

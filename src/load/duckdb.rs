@@ -15,7 +15,7 @@ use arrow::datatypes::{DataType, Schema, TimeUnit};
 use duckdb::Connection;
 
 use super::{
-    LATEST_RUNS_VIEW, LoadError, RUN_ID_COLUMN, RUNS_TABLE, RunRecord, STATE_TABLE, StreamCommit,
+    LATEST_RUNS_VIEW, LoadError, LoadOptions, RUN_ID_COLUMN, RUNS_TABLE, RunRecord, STATE_TABLE, StreamCommit,
     lock::DestinationLock, run_history_batch, sync_dir,
 };
 use crate::pipeline::WriteMode;
@@ -66,7 +66,7 @@ pub fn sql_type(ty: &DataType) -> &'static str {
 impl DuckdbLoad {
     /// Takes the destination's lock, clears what a killed run left behind
     /// and prepares the temporary copy.
-    pub fn open(live: &Path, run_id: &str) -> Result<Self, LoadError> {
+    pub fn open(live: &Path, run_id: &str, options: &LoadOptions) -> Result<Self, LoadError> {
         let io = |action: &str, path: &Path, e: std::io::Error| LoadError::Io {
             action: action.to_owned(),
             path: path.to_path_buf(),
@@ -92,7 +92,9 @@ impl DuckdbLoad {
         };
         let config = duckdb::Config::default()
             .with("storage_compatibility_version", STORAGE_COMPATIBILITY)
-            .map_err(duck_err("set the storage compatibility version"))?;
+            .map_err(duck_err("set the storage compatibility version"))?
+            .with("memory_limit", &options.duckdb_memory_limit)
+            .map_err(duck_err("set memory_limit (setting duckdb_memory_limit)"))?;
         let conn =
             Connection::open_with_flags(&temp, config).map_err(duck_err("open a working copy"))?;
         Ok(DuckdbLoad {

@@ -189,6 +189,13 @@ pub fn run_history_batch(records: &[RunRecord]) -> Result<RecordBatch, arrow::er
     RecordBatch::try_new(Arc::new(schema), columns)
 }
 
+/// How the loaders use the machine.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// DuckDB's `memory_limit` while loading, e.g. `128MB`.
+    pub duckdb_memory_limit: String,
+}
+
 /// A run's load into one destination.
 pub enum Load {
     /// Into a DuckDB file.
@@ -200,9 +207,15 @@ pub enum Load {
 impl Load {
     /// Opens the destination for a run: takes its lock and prepares the
     /// temporary space; nothing visible changes until [`Load::publish`].
-    pub fn open(destination: &DestinationSpec, run_id: &str) -> Result<Self, LoadError> {
+    pub fn open(
+        destination: &DestinationSpec,
+        run_id: &str,
+        options: &LoadOptions,
+    ) -> Result<Self, LoadError> {
         Ok(match destination {
-            DestinationSpec::Duckdb(d) => Load::Duckdb(duckdb::DuckdbLoad::open(&d.path, run_id)?),
+            DestinationSpec::Duckdb(d) => {
+                Load::Duckdb(duckdb::DuckdbLoad::open(&d.path, run_id, options)?)
+            }
             DestinationSpec::Parquet(p) => {
                 Load::Parquet(parquet::ParquetLoad::open(&p.dir, run_id)?)
             }
