@@ -188,7 +188,9 @@ pub async fn run_bench(config: &BenchConfig) -> Result<Vec<BenchRow>, String> {
             ("run -> duckdb", "  duckdb: { path: out/bench.duckdb }"),
             ("run -> parquet", "  parquet: { dir: out/parquet }"),
         ] {
-            let dir = config.work_dir.join(format!("{n}-{}", label.replace(' ', "")));
+            let dir = config
+                .work_dir
+                .join(format!("{n}-{}", label.replace(' ', "")));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
             let destination = destination.replace("out/", &format!("{}/out/", dir.display()));

@@ -11,6 +11,8 @@
 pub mod extract;
 pub mod load;
 pub mod pipeline;
+pub mod progress;
+pub mod report;
 pub mod run;
 pub mod sandbox;
 pub mod settings;

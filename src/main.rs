@@ -11,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use lucca_sync::pipeline::{self, Pipeline, PipelineErrors};
+use lucca_sync::progress;
+use lucca_sync::report::{self, PipelineSummary, RunSummary};
 use lucca_sync::run::{self, Budgets, RunOptions, RunReport, StreamStatus};
 use lucca_sync::sandbox;
 use lucca_sync::settings::{LogFormat, Settings};
@@ -56,17 +58,37 @@ enum LogFormatArg {
     Json,
 }
 
+#[derive(Args)]
+struct RunArgs {
+    /// Pipeline files.
+    #[arg(required = true)]
+    pipelines: Vec<PathBuf>,
+    /// Ignore the stored incremental state for this run: read everything.
+    #[arg(long)]
+    full_refresh: bool,
+    /// Ask the API only for each stream's count (one request per stream),
+    /// print what a run would fetch and how long the request budget makes
+    /// it take; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Read at most N records per stream (to try a pipeline); the
+    /// incremental state is left as it was.
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
+    /// Also write the end-of-run summary as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<PathBuf>,
+    /// Write Prometheus metrics (rows, requests, retries, 429s, durations,
+    /// last success per stream) to FILE, for node-exporter's textfile
+    /// collector.
+    #[arg(long, value_name = "FILE")]
+    metrics_file: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Sync the pipelines' streams into their destinations.
-    Run {
-        /// Pipeline files.
-        #[arg(required = true)]
-        pipelines: Vec<PathBuf>,
-        /// Ignore the stored incremental state for this run: read everything.
-        #[arg(long)]
-        full_refresh: bool,
-    },
+    Run(RunArgs),
     /// Check pipeline files without touching the network.
     Validate {
         /// Pipeline files.
@@ -88,6 +110,8 @@ enum Command {
         #[arg(long, default_value = "out/demo")]
         out: PathBuf,
     },
+    /// Print the JSON Schema of the pipeline file format (for editors).
+    JsonSchema,
     /// Serve the fake Lucca tenant on 127.0.0.1 until interrupted.
     Sandbox {
         /// Port (0 picks a free one).
@@ -184,15 +208,36 @@ fn init_tracing(args: &GlobalArgs, settings: &Settings) {
 async fn dispatch(command: Command, settings: Settings) -> u8 {
     match command {
         Command::Validate { pipelines } => validate(&pipelines),
-        Command::Run {
-            pipelines,
-            full_refresh,
-        } => {
-            let loaded = match load_all(&pipelines, &|name| std::env::var(name).ok()) {
+        Command::JsonSchema => {
+            let schema = pipeline::json_schema();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+            exit::OK
+        }
+        Command::Run(args) => {
+            let loaded = match load_all(&args.pipelines, &|name| std::env::var(name).ok()) {
                 Ok(p) => p,
                 Err(code) => return code,
             };
-            run_all(&loaded, &settings, RunOptions { full_refresh }).await
+            let options = RunOptions {
+                full_refresh: args.full_refresh,
+                limit: args.limit,
+                progress: progress::TerminalProgress::start(),
+            };
+            if args.dry_run {
+                return dry_run_all(&loaded, &settings, &options).await;
+            }
+            let started_at = chrono::Utc::now();
+            let (code, pipelines) = run_all(&loaded, &settings, &options).await;
+            let summary = RunSummary {
+                started_at,
+                finished_at: chrono::Utc::now(),
+                exit_code: code,
+                pipelines,
+            };
+            write_reports(&summary, &args).max(code)
         }
         Command::Check { pipelines } => {
             let loaded = match load_all(&pipelines, &|name| std::env::var(name).ok()) {
@@ -286,32 +331,123 @@ fn stop_on_signals() -> CancellationToken {
     stop
 }
 
-async fn run_all(pipelines: &[Pipeline], settings: &Settings, options: RunOptions) -> u8 {
+/// Runs the pipelines one after the other; stops at the first that fails
+/// as a whole. Returns the exit code and what each pipeline did.
+async fn run_all(
+    pipelines: &[Pipeline],
+    settings: &Settings,
+    options: &RunOptions,
+) -> (u8, Vec<PipelineSummary>) {
     let budgets = Budgets::default();
     let stop = stop_on_signals();
     let mut code = exit::OK;
+    let mut summaries = Vec::new();
     for pipeline in pipelines {
         match run::run_pipeline(pipeline, settings, &budgets, &stop, options).await {
             Ok(report) => {
+                if let Some(progress) = &options.progress {
+                    progress.finish();
+                }
                 print_summary(&report);
+                summaries.push(PipelineSummary::completed(&report));
                 code = code.max(report_code(&report));
             }
             Err(e) => {
+                if let Some(progress) = &options.progress {
+                    progress.finish();
+                }
                 tracing::error!(pipeline = %pipeline.spec.name, "{e}");
                 eprintln!("error: {e}");
-                return match e {
+                summaries.push(PipelineSummary::failed(&pipeline.spec.name, e.to_string()));
+                let code = match e {
                     run::RunError::KeyRejected { .. } => exit::KEY_REJECTED,
                     run::RunError::Interrupted { .. } => exit::INTERRUPTED,
                     run::RunError::Pipeline(_) => exit::USAGE,
                     _ => exit::FAILED,
                 };
+                return (code, summaries);
             }
         }
         if stop.is_cancelled() {
-            return exit::INTERRUPTED;
+            return (exit::INTERRUPTED, summaries);
+        }
+    }
+    (code, summaries)
+}
+
+/// Writes `--summary-json` and `--metrics-file`; a file that cannot be
+/// written makes the run fail (exit 1) without hiding a worse code.
+fn write_reports(summary: &RunSummary, args: &RunArgs) -> u8 {
+    let mut code = exit::OK;
+    if let Some(path) = &args.summary_json {
+        let json = serde_json::to_vec_pretty(summary).unwrap_or_default();
+        if let Err(e) = report::write_atomically(path, &json) {
+            eprintln!("error: cannot write the summary to {}: {e}", path.display());
+            code = exit::FAILED;
+        }
+    }
+    if let Some(path) = &args.metrics_file {
+        let previous = std::fs::read_to_string(path).ok();
+        let text = report::prometheus_text(summary, previous.as_deref());
+        if let Err(e) = report::write_atomically(path, text.as_bytes()) {
+            eprintln!("error: cannot write the metrics to {}: {e}", path.display());
+            code = exit::FAILED;
         }
     }
     code
+}
+
+/// `run --dry-run`: what each pipeline would fetch; nothing is written.
+async fn dry_run_all(pipelines: &[Pipeline], settings: &Settings, options: &RunOptions) -> u8 {
+    for pipeline in pipelines {
+        let plan = match run::plan_pipeline(pipeline, settings, options).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return if e.is_key_rejected() {
+                    exit::KEY_REJECTED
+                } else {
+                    exit::FAILED
+                };
+            }
+        };
+        println!(
+            "pipeline {} (dry run: nothing is written)\n{:<24} {:>10} {:>10} {:>9}  endpoint",
+            plan.pipeline, "stream", "records", "page size", "requests"
+        );
+        for s in &plan.streams {
+            let unknown = || "?".to_owned();
+            println!(
+                "{:<24} {:>10} {:>10} {:>9}  {}",
+                s.stream,
+                s.records.map_or_else(unknown, |n| n.to_string()),
+                s.page_size,
+                s.requests.map_or_else(unknown, |n| n.to_string()),
+                s.endpoint
+            );
+        }
+        match (plan.rate_limit_per_minute, plan.budget_secs) {
+            (Some(rate), Some(secs)) => println!(
+                "at {rate} requests per minute, the request budget alone makes the run take {}",
+                human_duration(secs)
+            ),
+            (Some(rate), None) => println!(
+                "at {rate} requests per minute (an endpoint gives no count: the duration is unknown)"
+            ),
+            (None, _) => println!("request budget: unlimited"),
+        }
+    }
+    exit::OK
+}
+
+/// `95` -> `1 min 35 s`.
+fn human_duration(secs: f64) -> String {
+    let total = secs.round() as u64;
+    match (total / 3600, (total % 3600) / 60, total % 60) {
+        (0, 0, s) => format!("{s} s"),
+        (0, m, s) => format!("{m} min {s} s"),
+        (h, m, _) => format!("{h} h {m} min"),
+    }
 }
 
 fn report_code(report: &RunReport) -> u8 {
@@ -439,7 +575,7 @@ async fn demo(dir: &Path, out: &Path, settings: &Settings) -> anyhow::Result<u8>
     for p in &mut pipelines {
         run::redirect_destination(&mut p.spec.destination, out);
     }
-    let code = run_all(&pipelines, settings, RunOptions::default()).await;
+    let (code, _) = run_all(&pipelines, settings, &RunOptions::default()).await;
     server.shutdown().await;
     if code == exit::OK {
         println!("\nThe demo's outputs are in {}. Try:", out.display());

@@ -159,10 +159,36 @@ enum LoadMsg {
 }
 
 /// Options of one run, from the command line.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Clone, Default)]
 pub struct RunOptions {
     /// Ignore stored incremental state for this run.
     pub full_refresh: bool,
+    /// Read at most this many records per stream (trying a pipeline); the
+    /// incremental state is then left as it was.
+    pub limit: Option<u64>,
+    /// Told about each stream as it starts, to show progress.
+    pub progress: Option<Arc<dyn Progress>>,
+}
+
+/// Receives the live counters of each stream (e.g. to draw progress bars).
+pub trait Progress: Send + Sync {
+    /// A stream starts; `counters` fill up as it is read.
+    fn stream_started(&self, stream: &StreamStart, counters: Arc<StreamCounters>);
+    /// The pipeline's run is over (its summary is about to be printed).
+    fn finish(&self);
+}
+
+/// What a progress display knows of a stream when it starts.
+#[derive(Debug, Clone)]
+pub struct StreamStart {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Stream name.
+    pub stream: String,
+    /// Records per request.
+    pub page_size: u32,
+    /// Requests per minute the budget allows, `None` when unlimited.
+    pub rate_limit_per_minute: Option<u32>,
 }
 
 /// What a stream's tasks produced before the loader's verdict.
@@ -179,7 +205,7 @@ pub async fn run_pipeline(
     settings: &Settings,
     budgets: &Budgets,
     stop: &CancellationToken,
-    options: RunOptions,
+    options: &RunOptions,
 ) -> Result<RunReport, RunError> {
     let spec = &pipeline.spec;
     let name = spec.name.clone();
@@ -192,10 +218,11 @@ pub async fn run_pipeline(
     let load_options = LoadOptions {
         duckdb_memory_limit: settings.duckdb_memory_limit.clone(),
     };
-    let load = Load::open(&spec.destination, &run_id, &load_options).map_err(|source| RunError::Load {
-        pipeline: name.clone(),
-        source,
-    })?;
+    let load =
+        Load::open(&spec.destination, &run_id, &load_options).map_err(|source| RunError::Load {
+            pipeline: name.clone(),
+            source,
+        })?;
 
     // Incremental cursors, read from the destination before anything runs.
     let mut since: Vec<Option<(String, String)>> = Vec::new();
@@ -259,7 +286,15 @@ pub async fn run_pipeline(
             .as_ref()
             .map(|(field, value)| (field.as_str(), value.as_str()));
         match stream_plan(pipeline, stream, &base_url, since_filter) {
-            Ok(plan) => plans.push(plan),
+            Ok(mut plan) => {
+                if let Some(limit) = options.limit {
+                    plan.max_records = Some(limit);
+                    plan.page_size = plan
+                        .page_size
+                        .min(u32::try_from(limit.max(1)).unwrap_or(u32::MAX));
+                }
+                plans.push(plan)
+            }
             Err(e) => {
                 load.abandon();
                 return Err(e);
@@ -279,6 +314,7 @@ pub async fn run_pipeline(
         .iter()
         .map(|s| s.spec.incremental.as_ref().map(|i| i.cursor_field.clone()))
         .collect();
+    let limited = options.limit.is_some();
     let loader = tokio::task::spawn_blocking(move || {
         let mut load = load;
         let mut rows: HashMap<usize, Result<u64, LoadError>> = HashMap::new();
@@ -300,8 +336,12 @@ pub async fn run_pipeline(
                         }
                         (_, Some(cursor)) => {
                             let mut commit = commits[i].clone();
-                            commit.state =
-                                cursor.zip(cursor_fields[i].clone()).map(|(c, f)| (f, c));
+                            // A limited run read only part of the stream:
+                            // its cursor would skip the rest next time.
+                            commit.state = cursor
+                                .zip(cursor_fields[i].clone())
+                                .map(|(c, f)| (f, c))
+                                .filter(|_| !limited);
                             load.commit_stream(&loader_names[i], &commit)
                         }
                         (_, None) => load.discard_stream(&loader_names[i]).map(|()| 0),
@@ -321,6 +361,20 @@ pub async fn run_pipeline(
             .as_ref()
             .map(|i| i.cursor_field.clone());
         let counters = Arc::new(StreamCounters::default());
+        if let Some(progress) = &options.progress {
+            progress.stream_started(
+                &StreamStart {
+                    pipeline: name.clone(),
+                    stream: stream.spec.name.clone(),
+                    page_size: plan.page_size,
+                    rate_limit_per_minute: match spec.source.rate_limit_per_minute {
+                        RateLimit::Unlimited => None,
+                        RateLimit::PerMinute(n) => Some(n),
+                    },
+                },
+                Arc::clone(&counters),
+            );
+        }
         let extractor = extractor.clone();
         let load_tx = load_tx.clone();
         let fields = stream.fields.clone();
@@ -514,8 +568,6 @@ pub fn redirect_destination(
 /// Sends one authenticated request for the pipeline's first stream (a
 /// one-record page) and says what the API answered.
 pub async fn check_pipeline(pipeline: &Pipeline, settings: &Settings) -> Result<String, RunError> {
-    let spec = &pipeline.spec;
-    let name = spec.name.clone();
     let base_url = pipeline.base_url()?;
     let Some(stream) = pipeline.streams.first() else {
         return Ok("no stream to check".into());
@@ -527,22 +579,7 @@ pub async fn check_pipeline(pipeline: &Pipeline, settings: &Settings) -> Result<
         &CancellationToken::new(),
     )?;
     let plan = stream_plan(pipeline, stream, &base_url, None)?;
-    let count = extractor
-        .probe(&plan, Arc::new(StreamCounters::default()))
-        .await
-        .map_err(|source| {
-            if let Some(url) = rejection.url() {
-                RunError::KeyRejected {
-                    pipeline: name.clone(),
-                    source: key_rejected(pipeline, url),
-                }
-            } else {
-                RunError::Client {
-                    pipeline: name.clone(),
-                    source,
-                }
-            }
-        })?;
+    let count = probe(&extractor, &rejection, pipeline, &plan).await?;
     Ok(match count {
         Some(n) => format!(
             "the key was accepted; `{}` reports {n} records at {}",
@@ -553,6 +590,106 @@ pub async fn check_pipeline(pipeline: &Pipeline, settings: &Settings) -> Result<
             stream.spec.name, stream.spec.endpoint
         ),
     })
+}
+
+/// What a run of one stream would fetch.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlannedStream {
+    /// Stream name.
+    pub stream: String,
+    /// Endpoint path.
+    pub endpoint: String,
+    /// Records the API reports (a full read), if it reports a count.
+    pub records: Option<u64>,
+    /// Records per request.
+    pub page_size: u32,
+    /// Requests the run would send, when the count is known.
+    pub requests: Option<u64>,
+}
+
+/// What a run of a pipeline would fetch, and how long its request budget
+/// makes it take.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunPlan {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// One entry per stream.
+    pub streams: Vec<PlannedStream>,
+    /// Requests per minute allowed, `None` when unlimited.
+    pub rate_limit_per_minute: Option<u32>,
+    /// Seconds the budget alone makes the run last (requests x 60 / rate),
+    /// when the rate is limited and every count is known.
+    pub budget_secs: Option<f64>,
+}
+
+/// `run --dry-run`: asks the API for each stream's count (one request per
+/// stream, a one-record page) and writes nothing.
+pub async fn plan_pipeline(
+    pipeline: &Pipeline,
+    settings: &Settings,
+    options: &RunOptions,
+) -> Result<RunPlan, RunError> {
+    let base_url = pipeline.base_url()?;
+    let rate = match pipeline.spec.source.rate_limit_per_minute {
+        RateLimit::Unlimited => None,
+        RateLimit::PerMinute(n) => Some(n),
+    };
+    let budget = Arc::new(RequestBudget::new(rate));
+    let (extractor, rejection) =
+        tenant_extractor(pipeline, settings, budget, &CancellationToken::new())?;
+    let mut streams = Vec::new();
+    for stream in &pipeline.streams {
+        let plan = stream_plan(pipeline, stream, &base_url, None)?;
+        let count = probe(&extractor, &rejection, pipeline, &plan).await?;
+        let records = match (count, options.limit) {
+            (Some(count), Some(limit)) => Some(count.min(limit)),
+            (count, _) => count,
+        };
+        let page_size = match options.limit {
+            Some(limit) => plan
+                .page_size
+                .min(u32::try_from(limit.max(1)).unwrap_or(u32::MAX)),
+            None => plan.page_size,
+        };
+        streams.push(PlannedStream {
+            stream: stream.spec.name.clone(),
+            endpoint: stream.spec.endpoint.clone(),
+            records,
+            page_size,
+            requests: records.map(|n| n.div_ceil(u64::from(page_size)).max(1)),
+        });
+    }
+    let total: Option<u64> = streams.iter().map(|s| s.requests).sum();
+    Ok(RunPlan {
+        pipeline: pipeline.spec.name.clone(),
+        budget_secs: rate
+            .zip(total)
+            .map(|(rate, requests)| requests as f64 * 60.0 / f64::from(rate.max(1))),
+        rate_limit_per_minute: rate,
+        streams,
+    })
+}
+
+/// One authenticated one-record request: the count the API reports.
+async fn probe(
+    extractor: &Extractor,
+    rejection: &KeyRejection,
+    pipeline: &Pipeline,
+    plan: &StreamPlan,
+) -> Result<Option<u64>, RunError> {
+    extractor
+        .probe(plan, Arc::new(StreamCounters::default()))
+        .await
+        .map_err(|source| match rejection.url() {
+            Some(url) => RunError::KeyRejected {
+                pipeline: pipeline.spec.name.clone(),
+                source: key_rejected(pipeline, url),
+            },
+            None => RunError::Client {
+                pipeline: pipeline.spec.name.clone(),
+                source,
+            },
+        })
 }
 
 fn stream_plan(

@@ -102,3 +102,66 @@ fn a_usage_error_exits_2() {
     let out = lucca_sync(&["run"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn json_schema_is_the_committed_schema_file() {
+    let out = lucca_sync(&["json-schema"]);
+    assert_eq!(out.status.code(), Some(0));
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schema/pipeline.schema.json"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        text(&out.stdout),
+        committed,
+        "schema/pipeline.schema.json is stale: lucca-sync json-schema > schema/pipeline.schema.json"
+    );
+}
+
+#[test]
+fn the_schema_accepts_the_shipped_pipelines_and_rejects_invalid_ones() {
+    let Some(python) = common::reader("current") else {
+        return;
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut shipped: Vec<std::path::PathBuf> = ["pipelines", "deploy/kubernetes/pipelines"]
+        .iter()
+        .flat_map(|d| {
+            std::fs::read_dir(root.join(d))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    shipped.sort();
+    assert!(shipped.len() >= 3, "{shipped:?}");
+    let script = "import json, sys, yaml, jsonschema\n\
+        schema = json.load(open(sys.argv[1]))\n\
+        for path in sys.argv[2:]:\n\
+        \x20   errors = list(jsonschema.Draft202012Validator(schema).iter_errors(yaml.safe_load(open(path))))\n\
+        \x20   print(path.rsplit('/', 1)[-1], 'valid' if not errors else 'invalid: ' + errors[0].message)";
+    let schema = root.join("schema/pipeline.schema.json");
+    let mut args: Vec<&std::path::Path> = vec![&schema];
+    args.extend(shipped.iter().map(|p| p.as_path()));
+    let answer = common::python(&python, script, &args);
+    for line in answer.lines() {
+        assert!(line.ends_with(" valid"), "{answer}");
+    }
+    assert_eq!(answer.lines().count(), shipped.len());
+
+    let invalid = [
+        root.join("tests/fixtures/pipelines/unknown_key.yaml"),
+        root.join("tests/fixtures/pipelines/wrong_type.yaml"),
+    ];
+    let mut args: Vec<&std::path::Path> = vec![&schema];
+    args.extend(invalid.iter().map(|p| p.as_path()));
+    let answer = common::python(&python, script, &args);
+    assert!(
+        answer.contains("unknown_key.yaml invalid: Additional properties are not allowed ('pagesize' was unexpected)"),
+        "{answer}"
+    );
+    assert!(answer.contains("wrong_type.yaml invalid: "), "{answer}");
+}

@@ -337,3 +337,164 @@ async fn check_sends_one_request_and_says_ok_or_why_not() {
     assert!(!dir.path().join("out").exists(), "check writes nothing");
     server.shutdown().await;
 }
+
+/// A pipeline of users and departments against the sandbox, DuckDB output.
+fn two_streams(
+    dir: &std::path::Path,
+    rate: &str,
+    users_extra: &str,
+) -> (String, std::path::PathBuf) {
+    let (destination, db) = duckdb_destination(dir);
+    let text = format!(
+        "version: 1\nname: t\nsource:\n  base_url: ${{LUCCA_BASE_URL}}\n  api_key: ${{LUCCA_API_KEY}}\n  rate_limit_per_minute: {rate}\nstreams:\n  - name: users\n    endpoint: /api/v3/users\n    params: {{ formerEmployees: \"true\" }}\n    fields: [id, lastName, modifiedAt]\n    primary_key: id\n{users_extra}  - name: departments\n    endpoint: /api/v3/departments\n    fields: [id, name]\n    primary_key: id\ndestination:\n{destination}\n"
+    );
+    let path = dir.join("p.yaml");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    (path.to_string_lossy().into_owned(), db)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn summary_json_and_metrics_file_describe_the_run() {
+    let server = sandbox(SandboxConfig {
+        faults: Faults {
+            forbidden_paths: vec!["/api/v3/departments".into()],
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (path, _db) = two_streams(dir.path(), "unlimited", "");
+    let summary = dir.path().join("summary.json");
+    let metrics = dir.path().join("lucca_sync.prom");
+    let out = lucca_sync(
+        &[
+            "run",
+            &path,
+            "--summary-json",
+            summary.to_str().unwrap_or_default(),
+            "--metrics-file",
+            metrics.to_str().unwrap_or_default(),
+        ],
+        &server.base_url(),
+        KEY,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary).unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(json["exit_code"], 4);
+    let streams = &json["pipelines"][0]["streams"];
+    assert_eq!(streams[0]["stream"], "users");
+    assert_eq!(streams[0]["status"], "loaded");
+    assert_eq!(streams[0]["rows"], fixture_users().len());
+    assert_eq!(streams[0]["requests"], 1);
+    assert_eq!(streams[1]["status"], "forbidden");
+    assert!(
+        streams[1]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("403 Forbidden"),
+        "{json}"
+    );
+    let prom = std::fs::read_to_string(&metrics).unwrap_or_else(|e| panic!("{e}"));
+    let users = fixture_users().len();
+    for line in [
+        format!("lucca_sync_rows_written{{pipeline=\"t\",stream=\"users\"}} {users}"),
+        "lucca_sync_requests{pipeline=\"t\",stream=\"departments\"} 1".to_owned(),
+        "lucca_sync_stream_success{pipeline=\"t\",stream=\"users\"} 1".to_owned(),
+        "lucca_sync_stream_success{pipeline=\"t\",stream=\"departments\"} 0".to_owned(),
+        "lucca_sync_run_exit_code 4".to_owned(),
+    ] {
+        assert!(prom.lines().any(|l| l == line), "{line}\n{prom}");
+    }
+    assert!(
+        prom.lines().any(|l| l.starts_with(
+            "lucca_sync_last_success_timestamp_seconds{pipeline=\"t\",stream=\"users\"} "
+        )),
+        "{prom}"
+    );
+    assert!(
+        !prom.contains(
+            "lucca_sync_last_success_timestamp_seconds{pipeline=\"t\",stream=\"departments\"}"
+        ),
+        "never succeeded: {prom}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_asks_only_for_counts_and_writes_nothing() {
+    let server = sandbox(SandboxConfig {
+        users: UserData::Synthetic(2_500),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (path, _db) = two_streams(dir.path(), "60", "    page_size: 1000\n");
+    let out = lucca_sync(&["run", "--dry-run", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(
+        rows.contains(&vec!["users", "2500", "1000", "3", "/api/v3/users"]),
+        "{stdout}"
+    );
+    assert!(
+        rows.contains(&vec![
+            "departments",
+            "12",
+            "1000",
+            "1",
+            "/api/v3/departments"
+        ]),
+        "{stdout}"
+    );
+    // 4 requests at 60 per minute.
+    assert!(
+        stdout
+            .contains("at 60 requests per minute, the request budget alone makes the run take 4 s"),
+        "{stdout}"
+    );
+    assert_eq!(server.requests().len(), 2, "one request per stream");
+    assert!(!dir.path().join("out").exists(), "nothing written");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limit_caps_the_records_of_each_stream_and_keeps_the_state() {
+    let server = sandbox(SandboxConfig {
+        users: UserData::Synthetic(5_000),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (path, db) = two_streams(
+        dir.path(),
+        "unlimited",
+        "    write_mode: merge\n    incremental: { cursor_field: modifiedAt }\n",
+    );
+    let out = lucca_sync(&["run", "--limit", "1500", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(query_i64(&db, "select count(*) from users"), 1_500);
+    assert_eq!(query_i64(&db, "select count(*) from departments"), 12);
+    let users_requests = server
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/api/v3/users")
+        .count();
+    assert_eq!(users_requests, 2, "1000 + 500, then stop");
+    assert_eq!(
+        query_i64(
+            &db,
+            "select count(*) from duckdb_tables() where table_name = '_lucca_sync_state'"
+        ),
+        0,
+        "a partial read stores no cursor"
+    );
+    server.shutdown().await;
+}

@@ -8,53 +8,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use lucca_sync::sandbox::{SandboxConfig, UserData};
 
 use common::*;
-
-/// The Python interpreter of a reader venv, or `None` (test skipped) when
-/// it is not installed and not required.
-fn reader(venv: &str) -> Option<PathBuf> {
-    let root = std::env::var_os("LUCCA_SYNC_READERS")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/lucca-sync-readers"))
-        })
-        .unwrap_or_default();
-    let python = root.join(venv).join("bin/python");
-    if python.exists() {
-        return Some(python);
-    }
-    assert!(
-        std::env::var_os("LUCCA_SYNC_REQUIRE_READERS").is_none(),
-        "{} is missing: run scripts/install-readers",
-        python.display()
-    );
-    eprintln!(
-        "skipped: {} is missing (run scripts/install-readers)",
-        python.display()
-    );
-    None
-}
-
-/// Runs a Python script with arguments; returns its stdout, trimmed.
-fn python(interpreter: &Path, script: &str, args: &[&Path]) -> String {
-    let out = std::process::Command::new(interpreter)
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}", interpreter.display()));
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        interpreter.display(),
-        text(&out.stderr)
-    );
-    text(&out.stdout).trim().to_owned()
-}
 
 async fn run(pipeline: &Path, base_url: &str) {
     let out = lucca_sync(

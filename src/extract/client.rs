@@ -24,6 +24,12 @@ pub struct StreamCounters {
     pub retries: AtomicU64,
     /// Responses with status 429.
     pub throttled: AtomicU64,
+    /// Records read so far (for progress).
+    pub records: AtomicU64,
+    /// Pages read so far (for progress).
+    pub pages: AtomicU64,
+    /// The count the API reported plus one; 0 while unknown.
+    pub api_count_plus_one: AtomicU64,
 }
 
 impl StreamCounters {
@@ -34,6 +40,11 @@ impl StreamCounters {
     /// Current value of a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// The count the API reported, once it has.
+    pub fn api_count(&self) -> Option<u64> {
+        Self::get(&self.api_count_plus_one).checked_sub(1)
     }
 }
 

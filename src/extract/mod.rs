@@ -9,6 +9,7 @@ mod retry;
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use reqwest_middleware::ClientWithMiddleware;
@@ -45,6 +46,8 @@ pub struct StreamPlan {
     pub page_by: PageBy,
     /// Records per request.
     pub page_size: u32,
+    /// Stop after this many records (`run --limit`).
+    pub max_records: Option<u64>,
 }
 
 impl StreamPlan {
@@ -104,6 +107,7 @@ impl StreamPlan {
             style,
             page_by,
             page_size,
+            max_records: None,
         })
     }
 }
@@ -288,22 +292,39 @@ impl Extractor {
                     page: number,
                     message,
                 })?;
+            let mut items = parsed.items;
+            let mut next = next;
+            if let Some(max) = plan.max_records {
+                let room =
+                    usize::try_from(max.saturating_sub(summary.records)).unwrap_or(usize::MAX);
+                if items.len() >= room {
+                    items.truncate(room);
+                    next = NextPage::Done;
+                }
+            }
             summary.pages = number;
-            summary.records += parsed.items.len() as u64;
+            summary.records += items.len() as u64;
             summary.api_count = pager.total();
+            counters.records.store(summary.records, Ordering::Relaxed);
+            counters.pages.store(number, Ordering::Relaxed);
+            if let Some(count) = summary.api_count {
+                counters
+                    .api_count_plus_one
+                    .store(count.saturating_add(1), Ordering::Relaxed);
+            }
             tracing::debug!(
                 pipeline = %plan.pipeline,
                 stream = %plan.stream,
                 page = number,
                 url = %shown,
-                records = parsed.items.len(),
+                records = items.len(),
                 "page read"
             );
             let page = Page {
                 number,
                 url: shown,
                 body,
-                items: parsed.items,
+                items,
             };
             if pages.send(page).await.is_err() {
                 // The transform stopped; its own error says why.

@@ -15,8 +15,8 @@ use arrow::datatypes::{DataType, Schema, TimeUnit};
 use duckdb::Connection;
 
 use super::{
-    LATEST_RUNS_VIEW, LoadError, LoadOptions, RUN_ID_COLUMN, RUNS_TABLE, RunRecord, STATE_TABLE, StreamCommit,
-    lock::DestinationLock, run_history_batch, sync_dir,
+    LATEST_RUNS_VIEW, LoadError, LoadOptions, RUN_ID_COLUMN, RUNS_TABLE, RunRecord, STATE_TABLE,
+    StreamCommit, lock::DestinationLock, run_history_batch, sync_dir,
 };
 use crate::pipeline::WriteMode;
 

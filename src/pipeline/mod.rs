@@ -29,6 +29,18 @@ pub use error::{PipelineError, PipelineErrors, Secret};
 pub use fields::{FieldError, FieldNode, fields_query, leaf_paths, parse_fields};
 pub use spec::*;
 
+/// The JSON Schema of the pipeline format, generated from the types the
+/// parser reads (editors use it through the yaml-language-server modeline).
+pub fn json_schema() -> serde_json::Value {
+    let mut schema = schemars::schema_for!(PipelineSpec);
+    schema.insert(
+        "$id".into(),
+        "https://github.com/lucca-sync/lucca-sync/schema/pipeline.schema.json".into(),
+    );
+    schema.insert("title".into(), "lucca-sync pipeline".into());
+    schema.to_value()
+}
+
 use locate::{Locator, Pos, Seg};
 
 /// A parsed, env-expanded, validated pipeline file.

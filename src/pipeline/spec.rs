@@ -5,11 +5,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 
 /// A pipeline: where to read (one Lucca tenant), what to read (streams) and
 /// where to write (one destination).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineSpec {
     /// Format version of this file. Only `1` exists.
@@ -18,17 +21,19 @@ pub struct PipelineSpec {
     pub name: String,
     /// The Lucca tenant to read from.
     pub source: SourceSpec,
-    /// The collections to copy; each becomes one table or one Parquet file.
+    /// The collections to copy; each becomes one table or one directory of
+    /// Parquet files.
     pub streams: Vec<StreamSpec>,
     /// Where the data lands: `duckdb: { path: ... }` or `parquet: { dir: ... }`.
     // The `duckdb: { path: ... }` map form; serde_norway reads bare enums
     // only from YAML tags (`!duckdb`).
     #[serde(with = "serde_norway::with::singleton_map")]
+    #[schemars(with = "DestinationSpec")]
     pub destination: DestinationSpec,
 }
 
 /// The Lucca tenant and how to talk to it.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSpec {
     /// Base URL of the tenant, e.g. `https://acme.ilucca.net`. Must be https,
@@ -139,11 +144,27 @@ impl<'de> Deserialize<'de> for RateLimit {
     }
 }
 
+impl JsonSchema for RateLimit {
+    fn schema_name() -> Cow<'static, str> {
+        "RateLimit".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Requests per minute (at least 1), or `unlimited`.",
+            "oneOf": [
+                { "type": "integer", "minimum": 1, "maximum": 4294967295u64 },
+                { "const": "unlimited" }
+            ]
+        })
+    }
+}
+
 /// One collection to copy.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StreamSpec {
-    /// Name of the stream; the table name (DuckDB) or file name (Parquet).
+    /// Name of the stream; the table name (DuckDB) or directory name (Parquet).
     /// Letters, digits and `_`, starting with a letter or `_`.
     pub name: String,
     /// Path of the endpoint on the tenant, e.g. `/api/v3/users`.
@@ -189,7 +210,7 @@ pub struct StreamSpec {
 }
 
 /// Paging styles of the Lucca APIs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PagingStyle {
     /// Legacy v3: `paging={offset},{limit}`, envelope `data.items`/`data.count`.
@@ -213,7 +234,7 @@ impl PagingStyle {
 }
 
 /// How a `v3` stream walks its collection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PageBy {
     /// Keyset paging on `id`.
@@ -272,8 +293,24 @@ impl<'de> Deserialize<'de> for PrimaryKey {
     }
 }
 
+impl JsonSchema for PrimaryKey {
+    fn schema_name() -> Cow<'static, str> {
+        "PrimaryKey".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A field name, or a list of field names (a composite key).",
+            "oneOf": [
+                { "type": "string" },
+                { "type": "array", "items": { "type": "string" }, "minItems": 1 }
+            ]
+        })
+    }
+}
+
 /// Incremental extraction settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IncrementalSpec {
     /// Field holding the last-modified time, e.g. `modifiedAt`; sent as
@@ -285,7 +322,7 @@ pub struct IncrementalSpec {
 }
 
 /// What a run does to the existing table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WriteMode {
     /// The table is replaced by this run's records.
@@ -298,27 +335,28 @@ pub enum WriteMode {
 }
 
 /// Where the data lands: exactly one of `duckdb` and `parquet`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "lowercase")]
 pub enum DestinationSpec {
     /// A DuckDB database file; one table per stream.
     Duckdb(DuckdbDestination),
-    /// A directory of Parquet files; one file per stream.
+    /// A directory of Parquet files; one sub-directory of files per stream.
     Parquet(ParquetDestination),
 }
 
 /// A DuckDB database file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DuckdbDestination {
     /// Path of the database file, created if missing, e.g. `out/lucca.duckdb`.
     pub path: PathBuf,
 }
 
-/// A directory of Parquet files.
-#[derive(Debug, Clone, Deserialize)]
+/// A directory of Parquet files, one sub-directory per stream.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParquetDestination {
-    /// Directory that receives `{stream}.parquet`, created if missing.
+    /// Directory that receives one `{stream}/` directory of Parquet files per
+    /// stream, created if missing.
     pub dir: PathBuf,
 }

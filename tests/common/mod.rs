@@ -208,3 +208,45 @@ pub fn query_parquet_i64(dir: &Path, sql: &str) -> i64 {
     conn.query_row(sql, [], |row| row.get::<_, i64>(0))
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
+
+/// The Python interpreter of a reader venv, or `None` (test skipped) when
+/// it is not installed and not required.
+pub fn reader(venv: &str) -> Option<PathBuf> {
+    let root = std::env::var_os("LUCCA_SYNC_READERS")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/lucca-sync-readers"))
+        })
+        .unwrap_or_default();
+    let python = root.join(venv).join("bin/python");
+    if python.exists() {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("LUCCA_SYNC_REQUIRE_READERS").is_none(),
+        "{} is missing: run scripts/install-readers",
+        python.display()
+    );
+    eprintln!(
+        "skipped: {} is missing (run scripts/install-readers)",
+        python.display()
+    );
+    None
+}
+
+/// Runs a Python script with arguments; returns its stdout, trimmed.
+pub fn python(interpreter: &Path, script: &str, args: &[&Path]) -> String {
+    let out = std::process::Command::new(interpreter)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", interpreter.display()));
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        interpreter.display(),
+        text(&out.stderr)
+    );
+    text(&out.stdout).trim().to_owned()
+}
