@@ -155,7 +155,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
-    init_tracing(&cli.global, &settings);
+    let _ = JSON_LOGS.set(init_tracing(&cli.global, &settings));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -170,7 +170,22 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-fn init_tracing(args: &GlobalArgs, settings: &Settings) {
+/// True when log lines are JSON: then every line on stderr must be JSON,
+/// errors included.
+static JSON_LOGS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// An error for the person or the log collector: a JSON log line when logs
+/// are JSON, else `error: ...` on stderr.
+fn report_error(message: &str) {
+    if JSON_LOGS.get().copied().unwrap_or(false) {
+        tracing::error!("{message}");
+    } else {
+        eprintln!("error: {message}");
+    }
+}
+
+/// Sets up logging; returns whether log lines are JSON.
+fn init_tracing(args: &GlobalArgs, settings: &Settings) -> bool {
     let level = match (args.verbose, args.quiet) {
         (0, 0) => std::env::var("LUCCA_SYNC_LOG").unwrap_or_else(|_| settings.log_level.clone()),
         (1, _) => "debug".into(),
@@ -203,6 +218,7 @@ fn init_tracing(args: &GlobalArgs, settings: &Settings) {
     } else {
         builder.compact().init();
     }
+    json
 }
 
 async fn dispatch(command: Command, settings: Settings) -> u8 {
@@ -273,7 +289,7 @@ fn validate(paths: &[PathBuf]) -> u8 {
         match pipeline::load(path) {
             Ok(p) => println!("{}: ok ({} streams)", path.display(), p.streams.len()),
             Err(errors) => {
-                print_errors(&errors);
+                print_errors(&errors, false);
                 code = exit::USAGE;
             }
         }
@@ -281,9 +297,15 @@ fn validate(paths: &[PathBuf]) -> u8 {
     code
 }
 
-fn print_errors(errors: &PipelineErrors) {
+/// Pipeline errors, `file:line:col: message` each; as JSON log lines when
+/// `as_log` and logs are JSON (`run`), plain for `validate` (a report).
+fn print_errors(errors: &PipelineErrors, as_log: bool) {
     for e in &errors.0 {
-        eprintln!("{e}");
+        if as_log && JSON_LOGS.get().copied().unwrap_or(false) {
+            tracing::error!("{e}");
+        } else {
+            eprintln!("{e}");
+        }
     }
 }
 
@@ -294,7 +316,7 @@ fn load_all(paths: &[PathBuf], env: &dyn Fn(&str) -> Option<String>) -> Result<V
         match pipeline::load_with(path, env) {
             Ok(p) => loaded.push(p),
             Err(errors) => {
-                print_errors(&errors);
+                print_errors(&errors, true);
                 failed = true;
             }
         }
@@ -356,8 +378,7 @@ async fn run_all(
                 if let Some(progress) = &options.progress {
                     progress.finish();
                 }
-                tracing::error!(pipeline = %pipeline.spec.name, "{e}");
-                eprintln!("error: {e}");
+                report_error(&format!("pipeline `{}`: {e}", pipeline.spec.name));
                 summaries.push(PipelineSummary::failed(&pipeline.spec.name, e.to_string()));
                 let code = match e {
                     run::RunError::KeyRejected { .. } => exit::KEY_REJECTED,
@@ -382,7 +403,10 @@ fn write_reports(summary: &RunSummary, args: &RunArgs) -> u8 {
     if let Some(path) = &args.summary_json {
         let json = serde_json::to_vec_pretty(summary).unwrap_or_default();
         if let Err(e) = report::write_atomically(path, &json) {
-            eprintln!("error: cannot write the summary to {}: {e}", path.display());
+            report_error(&format!(
+                "cannot write the summary to {}: {e}",
+                path.display()
+            ));
             code = exit::FAILED;
         }
     }
@@ -390,7 +414,10 @@ fn write_reports(summary: &RunSummary, args: &RunArgs) -> u8 {
         let previous = std::fs::read_to_string(path).ok();
         let text = report::prometheus_text(summary, previous.as_deref());
         if let Err(e) = report::write_atomically(path, text.as_bytes()) {
-            eprintln!("error: cannot write the metrics to {}: {e}", path.display());
+            report_error(&format!(
+                "cannot write the metrics to {}: {e}",
+                path.display()
+            ));
             code = exit::FAILED;
         }
     }
@@ -403,7 +430,7 @@ async fn dry_run_all(pipelines: &[Pipeline], settings: &Settings, options: &RunO
         let plan = match run::plan_pipeline(pipeline, settings, options).await {
             Ok(plan) => plan,
             Err(e) => {
-                eprintln!("error: {e}");
+                report_error(&e.to_string());
                 return if e.is_key_rejected() {
                     exit::KEY_REJECTED
                 } else {

@@ -165,3 +165,43 @@ fn the_schema_accepts_the_shipped_pipelines_and_rejects_invalid_ones() {
     );
     assert!(answer.contains("wrong_type.yaml invalid: "), "{answer}");
 }
+
+#[test]
+fn the_readme_documents_every_field_of_the_schema() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("schema/pipeline.schema.json"))
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap_or_else(|e| panic!("{e}"));
+    let props = |pointer: &str| -> Vec<String> {
+        schema
+            .pointer(pointer)
+            .and_then(|p| p.as_object())
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_else(|| panic!("no {pointer} in the schema"))
+    };
+    let mut paths: Vec<String> = Vec::new();
+    for (prefix, pointer) in [
+        ("", "/properties"),
+        ("source.", "/$defs/SourceSpec/properties"),
+        ("streams[].", "/$defs/StreamSpec/properties"),
+        ("destination.duckdb.", "/$defs/DuckdbDestination/properties"),
+        (
+            "destination.parquet.",
+            "/$defs/ParquetDestination/properties",
+        ),
+    ] {
+        paths.extend(props(pointer).into_iter().map(|p| format!("{prefix}{p}")));
+    }
+    let missing: Vec<&String> = paths
+        .iter()
+        .filter(|p| !["source", "streams", "destination"].contains(&p.as_str()))
+        .filter(|p| !readme.contains(&format!("`{p}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README's pipeline reference lacks {missing:?}"
+    );
+}

@@ -199,6 +199,12 @@ async fn a_rejected_key_stops_at_once_with_exit_3_and_touches_nothing() {
         stderr.contains("the API key was rejected (401 Unauthorized)"),
         "{stderr}"
     );
+    for line in stderr.lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v.is_object()),
+            "every stderr line is a JSON object: {line}"
+        );
+    }
     assert!(!stderr.contains(wrong) && !text(&out.stdout).contains(wrong));
     assert_eq!(
         server.requests().len() - seen_before,

@@ -21,7 +21,8 @@ fn pipeline(dir: &Path, destination: &str, stream_extra: &str, rate: &str) -> St
 
 /// The destination's files, without the lock file and the working copies
 /// a killed run leaves for the next run to clear.
-fn published(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+fn published(dir: &Path) -> Vec<(std::path::PathBuf, u64)> {
+    use std::hash::{Hash, Hasher};
     snapshot(dir)
         .into_iter()
         .filter(|(p, _)| {
@@ -30,6 +31,11 @@ fn published(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
                 && !name.contains(".tmp-")
                 && !name.contains("/.lucca-sync/")
                 && !name.contains(".link-")
+        })
+        .map(|(p, bytes)| {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut hasher);
+            (p, hasher.finish())
         })
         .collect()
 }
@@ -237,12 +243,13 @@ async fn a_killed_run_leaves_the_previous_data_at_every_point() {
     let server = sandbox(SandboxConfig {
         users: UserData::Synthetic(4_000),
         faults: Faults {
-            latency: Duration::from_millis(120),
+            latency: Duration::from_millis(200),
             ..Faults::default()
         },
         ..SandboxConfig::default()
     })
     .await;
+    // 10 pages of 200 ms: every kill lands inside the run.
     for parquet in [false, true] {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let (destination, out) = if parquet {
@@ -253,14 +260,19 @@ async fn a_killed_run_leaves_the_previous_data_at_every_point() {
         let path = pipeline(
             dir.path(),
             &destination,
-            "    page_size: 500\n",
+            "    page_size: 400\n",
             "unlimited",
         );
+        let started = std::time::Instant::now();
         let run = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
         assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+        assert!(
+            started.elapsed() > Duration::from_millis(1_700),
+            "a whole run outlasts the last kill point"
+        );
         let out_dir = dir.path().join("out");
         let before = published(&out_dir);
-        for delay_ms in [50u64, 300, 600, 900, 1_150] {
+        for delay_ms in [50u64, 400, 800, 1_200, 1_600] {
             let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lucca-sync"))
                 .args(["run", &path])
                 .env("LUCCA_BASE_URL", server.base_url())

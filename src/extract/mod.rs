@@ -267,7 +267,9 @@ impl Extractor {
         let mut summary = ExtractSummary::default();
         loop {
             let number = summary.pages + 1;
+            let fetch_started = std::time::Instant::now();
             let (body, parsed) = retry::fetch_page(self, plan, &counters, &url, number).await?;
+            let elapsed_ms = fetch_started.elapsed().as_millis() as u64;
             let shown = display_url(&url);
             let last_id = if keyset {
                 parsed
@@ -317,6 +319,8 @@ impl Extractor {
                 stream = %plan.stream,
                 page = number,
                 url = %shown,
+                status = 200,
+                elapsed_ms,
                 records = items.len(),
                 "page read"
             );

@@ -108,6 +108,9 @@ enum Attempt {
     Done(Bytes, ParsedPage),
     Retry {
         reason: String,
+        /// The HTTP status, when there was an answer (0: none, or a body
+        /// that broke off or is not JSON after a 200).
+        status: u16,
         retry_after: Option<Duration>,
     },
     Fail(ExtractError),
@@ -136,13 +139,14 @@ pub(super) async fn fetch_page(
             }
             outcome = try_once(extractor, plan, counters, url, &shown, number) => outcome,
         };
-        let (reason, retry_after) = match outcome {
+        let (reason, status, retry_after) = match outcome {
             Attempt::Done(body, page) => return Ok((body, page)),
             Attempt::Fail(e) => return Err(e),
             Attempt::Retry {
                 reason,
+                status,
                 retry_after,
-            } => (reason, retry_after),
+            } => (reason, status, retry_after),
         };
         let gave_up = |last: String| ExtractError::GaveUp {
             stream: plan.stream.clone(),
@@ -184,6 +188,8 @@ pub(super) async fn fetch_page(
             page = number,
             url = %shown,
             attempt,
+            status,
+            elapsed_ms = started.elapsed().unwrap_or_default().as_millis() as u64,
             wait_ms = wait.as_millis() as u64,
             "{reason}; retrying"
         );
@@ -236,6 +242,7 @@ async fn try_once(
                 }),
                 _ => Attempt::Retry {
                     reason,
+                    status: 0,
                     retry_after: None,
                 },
             };
@@ -248,6 +255,7 @@ async fn try_once(
             let retry_after = retry_after(response.headers(), SystemTime::now());
             return Attempt::Retry {
                 reason: format!("HTTP {status}"),
+                status: status.as_u16(),
                 retry_after,
             };
         }
@@ -261,6 +269,7 @@ async fn try_once(
         Err(e) => {
             return Attempt::Retry {
                 reason: format!("the response body broke off: {}", error_chain(&e)),
+                status: 200,
                 retry_after: None,
             };
         }
@@ -269,6 +278,7 @@ async fn try_once(
         Ok(page) => Attempt::Done(body, page),
         Err(EnvelopeError::InvalidJson(e)) => Attempt::Retry {
             reason: format!("the response body is not valid JSON ({e})"),
+            status: 200,
             retry_after: None,
         },
         Err(EnvelopeError::Unexpected(message)) => Attempt::Fail(ExtractError::BadResponse {
