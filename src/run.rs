@@ -20,7 +20,7 @@ use crate::load::{Load, LoadError, LoadOptions, RunRecord, StreamCommit};
 use crate::pipeline::naming::column_name;
 use crate::pipeline::{Pipeline, PipelineError, RateLimit, fields_query, leaf_paths};
 use crate::settings::Settings;
-use crate::transform::{StreamTransform, TransformError};
+use crate::transform::{ColumnPolicies, StreamTransform, TransformError};
 
 /// Pages buffered between a stream's extractor and its transform.
 const PAGE_CHANNEL: usize = 4;
@@ -212,6 +212,7 @@ pub async fn run_pipeline(
     let base_url = pipeline.base_url()?;
     let run_id = new_run_id();
 
+    let pii_key = pipeline.pii_key()?;
     let budget = budgets.for_host(&base_url, spec.source.rate_limit_per_minute);
     let (extractor, rejection) = tenant_extractor(pipeline, settings, budget, stop)?;
 
@@ -378,6 +379,7 @@ pub async fn run_pipeline(
         let extractor = extractor.clone();
         let load_tx = load_tx.clone();
         let fields = stream.fields.clone();
+        let policies = ColumnPolicies::of(&stream.spec, pii_key.clone());
         let task_counters = Arc::clone(&counters);
         let handle = tokio::spawn(async move {
             let started = Instant::now();
@@ -388,6 +390,7 @@ pub async fn run_pipeline(
                 transform_stream(
                     &stream_name,
                     &fields,
+                    policies,
                     cursor_field.as_deref(),
                     index,
                     page_rx,
@@ -522,12 +525,13 @@ pub async fn run_pipeline(
 fn transform_stream(
     stream: &str,
     fields: &[crate::pipeline::FieldNode],
+    policies: ColumnPolicies,
     cursor_field: Option<&str>,
     index: usize,
     mut pages: mpsc::Receiver<Page>,
     load: mpsc::Sender<LoadMsg>,
 ) -> Result<Option<String>, TransformError> {
-    let mut transform = StreamTransform::new(stream, fields);
+    let mut transform = StreamTransform::new(stream, fields).with_policies(policies);
     if let Some(field) = cursor_field {
         transform = transform.with_cursor_field(field);
     }
@@ -540,6 +544,14 @@ fn transform_stream(
     }
     if let Some(batch) = transform.finish()? {
         let _ = load.blocking_send(LoadMsg::Batch(index, batch));
+    }
+    if transform.nulled_values() > 0 {
+        tracing::warn!(
+            stream,
+            nulled_values = transform.nulled_values(),
+            "{} values did not fit their column and were stored as NULL (on_bad_value: null)",
+            transform.nulled_values()
+        );
     }
     Ok(transform.max_cursor().map(str::to_owned))
 }

@@ -504,3 +504,59 @@ async fn limit_caps_the_records_of_each_stream_and_keeps_the_state() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn declared_columns_and_pii_policies_shape_the_duckdb_table() {
+    let server = sandbox(SandboxConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (destination, db) = duckdb_destination(dir.path());
+    let columns = "    columns:\n      mail: { pii: hash }\n      birth_date: { pii: drop }\n      legal_entity_id: { type: double }\n      dt_contract_end: { type: timestamp }\n";
+    let path = users_pipeline(dir.path(), &destination, columns);
+    let with_key = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .replace("destination:", "pii_key: ${PII_KEY}\ndestination:");
+    std::fs::write(&path, with_key).unwrap_or_else(|e| panic!("{e}"));
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_lucca-sync"))
+        .args(["run", path.to_str().unwrap_or_default()])
+        .env("LUCCA_BASE_URL", server.base_url())
+        .env("LUCCA_API_KEY", KEY)
+        .env("PII_KEY", "pii-key-for-tests")
+        .env("LUCCA_SYNC_LOG_FORMAT", "json")
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("pii-key-for-tests"));
+    let describe = |column: &str| {
+        query_string(
+            &db,
+            &format!("select column_type from (describe users) where column_name = '{column}'"),
+        )
+    };
+    assert_eq!(describe("legal_entity_id"), "DOUBLE");
+    assert_eq!(describe("dt_contract_end"), "TIMESTAMP");
+    assert_eq!(describe("mail"), "VARCHAR");
+    assert_eq!(
+        query_i64(
+            &db,
+            "select count(*) from (describe users) where column_name = 'birth_date'"
+        ),
+        0,
+        "dropped"
+    );
+    let users = fixture_users();
+    let with_mail = users.iter().filter(|u| u["mail"].is_string()).count() as i64;
+    assert_eq!(
+        query_i64(
+            &db,
+            "select count(*) from users where regexp_full_match(mail, '[0-9a-f]{64}')"
+        ),
+        with_mail,
+        "every mail is a 64-hex HMAC"
+    );
+    assert_eq!(
+        query_i64(&db, "select count(*) from users where mail like '%@%'"),
+        0
+    );
+    server.shutdown().await;
+}

@@ -45,6 +45,12 @@ pub(crate) fn expand_spec(
     if let Some(file) = &mut source.api_key_file {
         failed.api_key_file = !cx.expand_path(file, &[Key("source"), Key("api_key_file")], issues);
     }
+    if let Some(key) = &mut spec.pii_key {
+        cx.expand(key.expose_mut(), &[Key("pii_key")], issues);
+    }
+    if let Some(file) = &mut spec.pii_key_file {
+        cx.expand_path(file, &[Key("pii_key_file")], issues);
+    }
     for (i, stream) in spec.streams.iter_mut().enumerate() {
         for (name, value) in &mut stream.params {
             let path = [Key("streams"), Index(i), Key("params"), Key(name)];

@@ -90,10 +90,17 @@ impl From<PipelineError> for PipelineErrors {
 
 /// A secret (the Lucca API key). `Debug` and `Display` print `<redacted>`;
 /// only [`Secret::expose`] gives the value, to build the request header.
-#[derive(Clone)]
+#[derive(Clone, serde::Deserialize, schemars::JsonSchema)]
+#[serde(transparent)]
+#[schemars(transparent)]
 pub struct Secret(String);
 
 impl Secret {
+    /// The value, for `${VAR}` expansion.
+    pub(crate) fn expose_mut(&mut self) -> &mut String {
+        &mut self.0
+    }
+
     /// Wraps a secret value.
     pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())

@@ -107,22 +107,45 @@ impl Pipeline {
         let Some(file) = &source.api_key_file else {
             return Err(self.error_at(self.key_at, "source has no api_key nor api_key_file"));
         };
+        self.read_secret_file(file, "api_key_file", "the API key")
+    }
+
+    /// The key of `pii: hash` columns: `pii_key`, or the content of
+    /// `pii_key_file` (read now, trimmed); `None` when neither is set.
+    pub fn pii_key(&self) -> Result<Option<Secret>, PipelineError> {
+        if let Some(key) = &self.spec.pii_key {
+            return Ok(Some(key.clone()));
+        }
+        match &self.spec.pii_key_file {
+            Some(file) => self
+                .read_secret_file(file, "pii_key_file", "the PII key")
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A key file's trimmed content; errors name the file, never its content.
+    fn read_secret_file(
+        &self,
+        file: &std::path::Path,
+        setting: &str,
+        holds: &str,
+    ) -> Result<Secret, PipelineError> {
         let shown = file.display();
         let mut text = String::new();
         let read =
             File::open(file).and_then(|f| f.take(MAX_KEY_FILE_BYTES + 1).read_to_string(&mut text));
         match read {
-            Err(e) => Err(self.error_at(
-                self.key_at,
-                format!("cannot read api_key_file `{shown}`: {e}"),
-            )),
+            Err(e) => {
+                Err(self.error_at(self.key_at, format!("cannot read {setting} `{shown}`: {e}")))
+            }
             Ok(n) if n as u64 > MAX_KEY_FILE_BYTES => Err(self.error_at(
                 self.key_at,
-                format!("api_key_file `{shown}` is over 64 KiB: it should hold only the API key"),
+                format!("{setting} `{shown}` is over 64 KiB: it should hold only {holds}"),
             )),
             Ok(_) => {
                 let key = text.trim();
-                validate::check_key_text(key, &format!("api_key_file `{shown}`"))
+                validate::check_key_text(key, &format!("{setting} `{shown}`"))
                     .map_err(|message| self.error_at(self.key_at, message))?;
                 Ok(Secret::new(key))
             }

@@ -10,6 +10,8 @@ use std::borrow::Cow;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 
+use super::Secret;
+
 /// A pipeline: where to read (one Lucca tenant), what to read (streams) and
 /// where to write (one destination).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -30,6 +32,16 @@ pub struct PipelineSpec {
     #[serde(with = "serde_norway::with::singleton_map")]
     #[schemars(with = "DestinationSpec")]
     pub destination: DestinationSpec,
+    /// Key of the HMAC-SHA256 that `pii: hash` columns are hashed with,
+    /// normally `${LUCCA_PII_KEY}`: the same key gives the same hashes in
+    /// every table and run, so hashed columns still join. Never logged. At
+    /// most one of `pii_key` and `pii_key_file`.
+    #[serde(default)]
+    pub pii_key: Option<Secret>,
+    /// A file holding the PII hashing key (e.g. a mounted Kubernetes Secret);
+    /// leading and trailing white space is ignored.
+    #[serde(default)]
+    pub pii_key_file: Option<PathBuf>,
 }
 
 /// The Lucca tenant and how to talk to it.
@@ -207,6 +219,77 @@ pub struct StreamSpec {
     /// not in the files (read with `hive_partitioning`).
     #[serde(default)]
     pub partition_by: Vec<String>,
+    /// Per-column settings, keyed by column name (as in the table, e.g.
+    /// `mail`, `department_name`): a declared `type` instead of the
+    /// inferred one, and a `pii` policy.
+    #[serde(default)]
+    pub columns: BTreeMap<String, ColumnSpec>,
+    /// A value that does not fit its column's type: `fail` (default) stops
+    /// the stream naming the record, field and value; `null` stores NULL
+    /// instead and reports how many values were nulled.
+    #[serde(default)]
+    pub on_bad_value: OnBadValue,
+}
+
+/// Settings of one column.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnSpec {
+    /// The column's type instead of the inferred one: `bigint`, `double`,
+    /// `boolean`, `string`, `date`, `timestamp` (naive), `timestamptz` or
+    /// `json`.
+    #[serde(default, rename = "type")]
+    pub data_type: Option<DeclaredType>,
+    /// `keep` (default), `hash` (HMAC-SHA256 with the pipeline's `pii_key`,
+    /// as 64 hex characters) or `drop` (the column is not stored).
+    #[serde(default)]
+    pub pii: PiiPolicy,
+}
+
+/// A declared column type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeclaredType {
+    /// 64-bit integer.
+    Bigint,
+    /// 64-bit float.
+    Double,
+    /// true / false.
+    Boolean,
+    /// Text; numbers and booleans are stored as their JSON text.
+    String,
+    /// `yyyy-mm-dd`.
+    Date,
+    /// A date and time without zone, as Lucca writes local times.
+    Timestamp,
+    /// A date and time with `Z` or an offset, stored as UTC.
+    Timestamptz,
+    /// JSON text.
+    Json,
+}
+
+/// What happens to a column holding personal data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PiiPolicy {
+    /// Stored as read.
+    #[default]
+    Keep,
+    /// Replaced by its keyed HMAC-SHA256 (hex): joinable, not readable.
+    Hash,
+    /// Not stored at all.
+    Drop,
+}
+
+/// What a value that does not fit its column does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBadValue {
+    /// The stream fails, naming the record id, field and value.
+    #[default]
+    Fail,
+    /// NULL is stored and counted in the run's log.
+    Null,
 }
 
 /// Paging styles of the Lucca APIs.

@@ -193,7 +193,7 @@ fn unknown_key_names_the_allowed_ones() {
         vec![
             "tests/fixtures/pipelines/unknown_key.yaml:9:5: streams[0]: unknown field \
              `pagesize`, expected one of `name`, `endpoint`, `paging`, `page_by`, `page_size`, \
-             `params`, `fields`, `primary_key`, `incremental`, `write_mode`, `partition_by`"
+             `params`, `fields`, `primary_key`, `incremental`, `write_mode`, `partition_by`, `columns`, `on_bad_value`"
         ]
     );
 }
@@ -405,8 +405,8 @@ fn escapes_and_unexpanded_fields() {
         text_errors(&text, &test_env),
         vec![
             "p.yaml:8:15: `${...}` is not expanded in endpoint: only source.base_url, \
-             source.api_key, source.api_key_file, params values and destination paths read the \
-             environment",
+             source.api_key, source.api_key_file, pii_key, pii_key_file, params values and \
+             destination paths read the environment",
             "p.yaml:9:31: `${` is not closed by `}` (write `$${` for a literal `${`)",
         ]
     );
@@ -558,4 +558,37 @@ fn shipped_example_pipelines_are_valid() {
             panic!("{e}");
         }
     }
+}
+
+#[test]
+fn columns_and_pii_rules() {
+    let stream = "  - name: a\n    endpoint: /a\n    fields: [id, mail]\n    columns:\n      mail: { type: string, pii: hash }\n      nope: { pii: drop }\n";
+    assert_eq!(
+        text_errors(&with_stream(stream), &test_env),
+        vec![
+            "p.yaml:11:34: column `mail` is hashed but the pipeline has no pii_key (e.g. \
+             `pii_key: ${LUCCA_PII_KEY}`) nor pii_key_file",
+            "p.yaml:12:7: columns: `nope` is not a column of this stream (its columns: id, mail)",
+        ]
+    );
+    let with_key = format!(
+        "{}pii_key: ${{SECRET_PII}}\n",
+        with_stream(&stream.replace("      nope: { pii: drop }\n", ""))
+    );
+    let env = |name: &str| (name == "SECRET_PII").then(|| "s3cr3t-pii-key".to_owned());
+    let pipeline = loaded(&with_key, &env);
+    let key = pipeline
+        .pii_key()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("a key"));
+    assert_eq!(key.expose(), "s3cr3t-pii-key");
+    assert!(
+        !format!("{:?}", pipeline.spec).contains("s3cr3t"),
+        "the PII key never shows in Debug output"
+    );
+    let both = format!("{with_key}pii_key_file: /run/secrets/pii\n");
+    assert_eq!(
+        text_errors(&both, &env),
+        vec!["p.yaml:15:1: set either pii_key or pii_key_file, not both"]
+    );
 }

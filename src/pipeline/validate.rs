@@ -12,7 +12,8 @@ use super::env::{Unexpanded, has_reference};
 use super::fields::{contains_path, is_dotted_path, is_identifier, leaf_paths, parse_fields};
 use super::locate::{Locator, Seg};
 use super::spec::{
-    DestinationSpec, PageBy, PagingStyle, PipelineSpec, PrimaryKey, StreamSpec, WriteMode,
+    DestinationSpec, PageBy, PagingStyle, PiiPolicy, PipelineSpec, PrimaryKey, StreamSpec,
+    WriteMode,
 };
 use super::{FieldNode, ResolvedStream};
 use crate::pipeline::naming::column_name;
@@ -28,7 +29,8 @@ const RESERVED_PREFIX: &str = "_lucca_sync";
 fn not_expanded(what: &str) -> String {
     format!(
         "`${{...}}` is not expanded in {what}: only source.base_url, source.api_key, \
-         source.api_key_file, params values and destination paths read the environment"
+         source.api_key_file, pii_key, pii_key_file, params values and destination paths \
+         read the environment"
     )
 }
 
@@ -99,6 +101,34 @@ pub(crate) fn validate(
         resolved.push(check_stream(i, stream, &mut c));
     }
 
+    // PII: a hashed column needs exactly one key.
+    if spec.pii_key.is_some() && spec.pii_key_file.is_some() {
+        c.at_key(
+            &[Key("pii_key_file")],
+            "set either pii_key or pii_key_file, not both".to_owned(),
+        );
+    }
+    if spec.pii_key.is_none() && spec.pii_key_file.is_none() {
+        for (i, stream) in spec.streams.iter().enumerate() {
+            for (name, column) in &stream.columns {
+                if column.pii == PiiPolicy::Hash {
+                    c.at_value(
+                        &[
+                            Key("streams"),
+                            Index(i),
+                            Key("columns"),
+                            Key(name),
+                            Key("pii"),
+                        ],
+                        format!(
+                            "column `{name}` is hashed but the pipeline has no pii_key \
+                             (e.g. `pii_key: ${{LUCCA_PII_KEY}}`) nor pii_key_file"
+                        ),
+                    );
+                }
+            }
+        }
+    }
     if matches!(spec.destination, DestinationSpec::Duckdb(_)) {
         for (i, stream) in spec.streams.iter().enumerate() {
             if !stream.partition_by.is_empty() {
@@ -437,8 +467,23 @@ fn check_stream(i: usize, stream: &StreamSpec, c: &mut Checker) -> ResolvedStrea
         }
     }
 
-    // partition_by
+    // columns
     let columns: Vec<String> = leaf_paths(&fields).iter().map(|p| column_name(p)).collect();
+    if check_in_fields {
+        for name in stream.columns.keys() {
+            if !columns.contains(name) {
+                c.at_key(
+                    &[Key("streams"), Index(i), Key("columns"), Key(name)],
+                    format!(
+                        "columns: `{name}` is not a column of this stream (its columns: {})",
+                        columns.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    // partition_by
     let mut partition_seen = BTreeSet::new();
     for (j, column) in stream.partition_by.iter().enumerate() {
         let path = [Key("streams"), Index(i), Key("partition_by"), Index(j)];

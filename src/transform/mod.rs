@@ -19,7 +19,9 @@ use crate::pipeline::naming::snake_case;
 pub use column::{ColumnBuilder, ColumnType, Scalar};
 
 use crate::extract::Page;
-use crate::pipeline::FieldNode;
+use crate::pipeline::{
+    ColumnSpec, DeclaredType, FieldNode, OnBadValue, PiiPolicy, Secret, StreamSpec,
+};
 
 /// Records read before the first batch is emitted: columns still without a
 /// value by then become VARCHAR, so one null-only page never fixes a type.
@@ -74,8 +76,75 @@ struct Column {
     builder: ColumnBuilder,
     /// Stamp of the last row that set this column.
     last_row: u64,
-    /// A placeholder that turned out to be an object: not emitted.
+    /// A placeholder that turned out to be an object, or a column whose
+    /// policy is `pii: drop`: not built, not emitted.
     dead: bool,
+    /// `pii: hash`: values are replaced by their keyed HMAC-SHA256.
+    hashed: bool,
+}
+
+/// How a stream's declared columns are built: types, PII policies, and
+/// what a value that does not fit does.
+#[derive(Debug, Clone, Default)]
+pub struct ColumnPolicies {
+    /// By column name.
+    pub columns: HashMap<String, ColumnSpec>,
+    /// Key of `pii: hash` columns.
+    pub pii_key: Option<Secret>,
+    /// Store NULL for a value that does not fit (`on_bad_value: null`).
+    pub null_bad_values: bool,
+}
+
+impl ColumnPolicies {
+    /// The policies a stream's spec declares.
+    pub fn of(stream: &StreamSpec, pii_key: Option<Secret>) -> Self {
+        ColumnPolicies {
+            columns: stream
+                .columns
+                .iter()
+                .map(|(name, spec)| (name.clone(), spec.clone()))
+                .collect(),
+            pii_key,
+            null_bad_values: stream.on_bad_value == OnBadValue::Null,
+        }
+    }
+}
+
+/// The column type of a declared type.
+fn declared(ty: DeclaredType) -> ColumnType {
+    match ty {
+        DeclaredType::Bigint => ColumnType::Int64,
+        DeclaredType::Double => ColumnType::Float64,
+        DeclaredType::Boolean => ColumnType::Boolean,
+        DeclaredType::String => ColumnType::Utf8,
+        DeclaredType::Date => ColumnType::Date,
+        DeclaredType::Timestamp => ColumnType::Timestamp,
+        DeclaredType::Timestamptz => ColumnType::TimestampTz,
+        DeclaredType::Json => ColumnType::Json,
+    }
+}
+
+/// `value` replaced by the hex HMAC-SHA256 of its text under `key`.
+fn hashed(key: &Secret, value: &Scalar<'_>) -> Scalar<'static> {
+    use hmac::{Hmac, Mac};
+    let text = match value {
+        Scalar::Null => return Scalar::Null,
+        Scalar::Bool(b) => b.to_string(),
+        Scalar::Int(i) => i.to_string(),
+        Scalar::Float(f) => f.to_string(),
+        Scalar::Str(s) => s.to_string(),
+        Scalar::Json(j) => j.to_string(),
+    };
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(key.expose().as_bytes()) else {
+        return Scalar::Null;
+    };
+    mac.update(text.as_bytes());
+    let digest = mac.finalize().into_bytes();
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        hex.push_str(&format!("{byte:02x}"));
+    }
+    Scalar::Str(Cow::Owned(hex))
 }
 
 type NodeId = usize;
@@ -112,6 +181,10 @@ pub struct StreamTransform {
     cursor_column: Option<usize>,
     /// The highest cursor value read: (sortable value, text as sent).
     max_cursor: Option<(i64, String)>,
+    /// Declared types, PII policies, `on_bad_value`.
+    policies: ColumnPolicies,
+    /// Values stored as NULL because they did not fit (`on_bad_value: null`).
+    nulled_values: u64,
 }
 
 /// The page being read, for error messages.
@@ -142,9 +215,45 @@ impl StreamTransform {
             cursor_path: None,
             cursor_column: None,
             max_cursor: None,
+            policies: ColumnPolicies::default(),
+            nulled_values: 0,
         };
         t.declare(0, fields);
         t
+    }
+
+    /// Applies declared types, PII policies and `on_bad_value`. Call
+    /// before the first page.
+    pub fn with_policies(mut self, policies: ColumnPolicies) -> Self {
+        self.policies = policies;
+        for column in 0..self.columns.len() {
+            self.apply_policy(column);
+        }
+        self
+    }
+
+    /// Values stored as NULL because they did not fit their column.
+    pub fn nulled_values(&self) -> u64 {
+        self.nulled_values
+    }
+
+    fn apply_policy(&mut self, column: usize) {
+        let col = &mut self.columns[column];
+        let Some(spec) = self.policies.columns.get(&col.name) else {
+            return;
+        };
+        match spec.pii {
+            PiiPolicy::Drop => col.dead = true,
+            PiiPolicy::Hash => {
+                col.hashed = true;
+                col.builder.settle(ColumnType::Utf8);
+            }
+            PiiPolicy::Keep => {
+                if let Some(ty) = spec.data_type {
+                    col.builder.settle(declared(ty));
+                }
+            }
+        }
     }
 
     /// Tracks the highest value of `path` (e.g. `modifiedAt`), the cursor
@@ -255,7 +364,9 @@ impl StreamTransform {
                 // Not set in the current record yet.
                 last_row: self.row.wrapping_sub(1),
                 dead: false,
+                hashed: false,
             });
+            self.apply_policy(column);
             self.nodes.push(Node::Leaf(column));
         }
         Some(id)
@@ -325,7 +436,7 @@ impl StreamTransform {
         };
         self.fill_object(0, &pairs, &mut ctx)?;
         let row = self.row;
-        for column in &mut self.columns {
+        for column in self.columns.iter_mut().filter(|c| !c.dead) {
             if column.last_row != row {
                 column.builder.append_null();
                 column.last_row = row;
@@ -388,19 +499,33 @@ impl StreamTransform {
                     })?;
                     let row = self.row;
                     let col = &mut self.columns[column];
-                    if col.last_row == row {
+                    if col.last_row == row || col.dead {
                         // The same field twice (e.g. `cultureID` and
-                        // `cultureId` on one record): the first non-null wins.
+                        // `cultureId` on one record): the first non-null
+                        // wins. A dropped column keeps nothing.
                         continue;
                     }
+                    let value = match (&self.policies.pii_key, col.hashed) {
+                        (Some(key), true) => hashed(key, &value),
+                        // Validation requires a key; without one nothing
+                        // personal is ever stored in clear.
+                        (None, true) => Scalar::Null,
+                        (_, false) => value,
+                    };
                     if !col.builder.append(&value) {
-                        let (path, name, ty) = (
-                            col.path.clone(),
-                            col.name.clone(),
-                            col.builder.column_type().unwrap_or(ColumnType::Utf8),
-                        );
-                        return Err(self.bad_value(ctx, &path, &name, ty, &value.shown()));
+                        if self.policies.null_bad_values {
+                            col.builder.append_null();
+                            self.nulled_values += 1;
+                        } else {
+                            let (path, name, ty) = (
+                                col.path.clone(),
+                                col.name.clone(),
+                                col.builder.column_type().unwrap_or(ColumnType::Utf8),
+                            );
+                            return Err(self.bad_value(ctx, &path, &name, ty, &value.shown()));
+                        }
                     }
+                    let col = &mut self.columns[column];
                     col.last_row = row;
                     if self.cursor_column == Some(column) {
                         self.track_cursor(&value);

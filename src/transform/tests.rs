@@ -214,3 +214,138 @@ fn not_an_object_is_reported_with_its_page() {
         })
     ));
 }
+
+fn policies(
+    columns: &[(&str, Option<DeclaredType>, PiiPolicy)],
+    key: Option<&str>,
+) -> ColumnPolicies {
+    ColumnPolicies {
+        columns: columns
+            .iter()
+            .map(|(name, ty, pii)| {
+                (
+                    (*name).to_owned(),
+                    ColumnSpec {
+                        data_type: *ty,
+                        pii: *pii,
+                    },
+                )
+            })
+            .collect(),
+        pii_key: key.map(Secret::new),
+        null_bad_values: false,
+    }
+}
+
+fn run_with(fields: &[FieldNode], policies: ColumnPolicies, json: &str) -> (RecordBatch, u64) {
+    let mut t = StreamTransform::new("users", fields).with_policies(policies);
+    let _ = t.push_page(&page(json)).unwrap_or_else(|e| panic!("{e}"));
+    let batch = t
+        .finish()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("a batch"));
+    (batch, t.nulled_values())
+}
+
+#[test]
+fn declared_types_win_over_inference() {
+    let fields = vec![
+        field("id", &[]),
+        field("rate", &[]),
+        field("cultureID", &[]),
+        field("startsOn", &[]),
+    ];
+    let p = policies(
+        &[
+            ("id", Some(DeclaredType::String), PiiPolicy::Keep),
+            ("rate", Some(DeclaredType::Double), PiiPolicy::Keep),
+            ("culture_id", Some(DeclaredType::Bigint), PiiPolicy::Keep),
+            ("starts_on", Some(DeclaredType::Timestamp), PiiPolicy::Keep),
+        ],
+        None,
+    );
+    let (batch, _) = run_with(&fields, p, USERS);
+    let ty = |name: &str| {
+        batch
+            .schema()
+            .field_with_name(name)
+            .map(|f| f.data_type().clone())
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert_eq!(ty("id"), DataType::Utf8);
+    assert_eq!(ty("rate"), DataType::Float64);
+    assert_eq!(ty("culture_id"), DataType::Int64);
+    assert_eq!(
+        ty("starts_on"),
+        DataType::Timestamp(TimeUnit::Microsecond, None)
+    );
+    let ids = batch.column_by_name("id").unwrap_or_else(|| panic!("id"));
+    assert_eq!(ids.as_string::<i32>().value(0), "416");
+}
+
+#[test]
+fn pii_hash_is_a_stable_keyed_hmac_and_drop_removes_the_column() {
+    let fields = vec![
+        field("id", &[]),
+        field("lastName", &[]),
+        field("birthDate", &[]),
+    ];
+    let hash_and_drop = |key: &str| {
+        policies(
+            &[
+                ("last_name", None, PiiPolicy::Hash),
+                ("birth_date", None, PiiPolicy::Drop),
+            ],
+            Some(key),
+        )
+    };
+    let (batch, _) = run_with(&fields, hash_and_drop("k1"), USERS);
+    assert!(batch.column_by_name("birth_date").is_none(), "dropped");
+    let names = batch
+        .column_by_name("last_name")
+        .unwrap_or_else(|| panic!("last_name"));
+    let names = names.as_string::<i32>();
+    // HMAC-SHA256("k1", "DOE"), as `printf DOE | openssl dgst -sha256 -hmac k1`.
+    assert_eq!(
+        names.value(0),
+        "39ffb6c1965718a35cb418285e08a372583e553cf157ec22743ce13cbc0622f1"
+    );
+    assert!(names.is_null(2), "null stays null");
+    let (again, _) = run_with(&fields, hash_and_drop("k1"), USERS);
+    assert_eq!(
+        again
+            .column_by_name("last_name")
+            .map(|a| a.as_string::<i32>().value(0).to_owned()),
+        Some(names.value(0).to_owned()),
+        "same key, same hash: joins across runs"
+    );
+    let (other, _) = run_with(&fields, hash_and_drop("k2"), USERS);
+    assert_ne!(
+        other
+            .column_by_name("last_name")
+            .map(|a| a.as_string::<i32>().value(0).to_owned()),
+        Some(names.value(0).to_owned())
+    );
+}
+
+#[test]
+fn a_bad_value_fails_by_default_and_is_nulled_and_counted_on_request() {
+    let fields = vec![field("id", &[]), field("startsOn", &[])];
+    let json = r#"{"data":{"items":[{"id":1,"startsOn":"2020-02-01"},{"id":2,"startsOn":"soon"},{"id":3,"startsOn":"2021-01-01"}]}}"#;
+    let mut t = StreamTransform::new("users", &fields);
+    let err = t.push_page(&page(json)).err().map(|e| e.to_string());
+    assert!(
+        err.as_deref()
+            .is_some_and(|e| e.contains("record id 2") && e.contains("\"soon\"")),
+        "{err:?}"
+    );
+    let mut p = policies(&[], None);
+    p.null_bad_values = true;
+    let (batch, nulled) = run_with(&fields, p, json);
+    assert_eq!(nulled, 1);
+    let dates = batch
+        .column_by_name("starts_on")
+        .unwrap_or_else(|| panic!("starts_on"));
+    assert_eq!(dates.data_type(), &DataType::Date32);
+    assert_eq!(dates.null_count(), 1);
+}
