@@ -52,6 +52,34 @@ pub struct Settings {
     pub duckdb_memory_limit: String,
 }
 
+/// Every setting with its default, as text (parsed into the field's type).
+const DEFAULTS: &[(&str, &str)] = &[
+    ("log_format", "auto"),
+    ("log_level", "info"),
+    ("connect_timeout_secs", "10"),
+    ("request_timeout_secs", "60"),
+    ("max_attempts", "6"),
+    ("max_retry_wait_secs", "300"),
+    ("max_retry_after_secs", "120"),
+    ("retry_backoff_min_ms", "1000"),
+    ("retry_backoff_max_ms", "60000"),
+    ("duckdb_memory_limit", "128MB"),
+];
+
+/// The `LUCCA_SYNC_*` variables that name a setting. Others with the prefix
+/// (`LUCCA_SYNC_LOG`, read by the binary, or a deployment's own) are left
+/// alone instead of failing the run as unknown settings; the settings file
+/// still rejects unknown keys.
+fn settings_env(
+    vars: impl Iterator<Item = (String, String)>,
+) -> std::collections::HashMap<String, String> {
+    vars.filter(|(name, _)| {
+        name.strip_prefix("LUCCA_SYNC_")
+            .is_some_and(|key| DEFAULTS.iter().any(|(k, _)| k.eq_ignore_ascii_case(key)))
+    })
+    .collect()
+}
+
 /// Why the settings could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("settings: {0}")]
@@ -61,23 +89,20 @@ impl Settings {
     /// Defaults, then `lucca-sync.toml` (or the given file) if it exists,
     /// then `LUCCA_SYNC_*` variables (e.g. `LUCCA_SYNC_LOG_FORMAT=json`).
     pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
-        let mut builder = config::Config::builder()
-            .set_default("log_format", "auto")?
-            .set_default("log_level", "info")?
-            .set_default("connect_timeout_secs", 10)?
-            .set_default("request_timeout_secs", 60)?
-            .set_default("max_attempts", 6)?
-            .set_default("max_retry_wait_secs", 300)?
-            .set_default("max_retry_after_secs", 120)?
-            .set_default("retry_backoff_min_ms", 1000)?
-            .set_default("retry_backoff_max_ms", 60_000)?
-            .set_default("duckdb_memory_limit", "128MB")?;
+        let mut builder = config::Config::builder();
+        for (key, value) in DEFAULTS {
+            builder = builder.set_default(*key, *value)?;
+        }
         builder = match file {
             Some(path) => builder.add_source(config::File::from(path).required(true)),
             None => builder.add_source(config::File::with_name("lucca-sync").required(false)),
         };
         let settings = builder
-            .add_source(config::Environment::with_prefix("LUCCA_SYNC").try_parsing(true))
+            .add_source(
+                config::Environment::with_prefix("LUCCA_SYNC")
+                    .try_parsing(true)
+                    .source(Some(settings_env(std::env::vars()))),
+            )
             .build()?
             .try_deserialize()?;
         Ok(settings)
@@ -116,5 +141,27 @@ impl Settings {
             backoff_min: Duration::from_millis(self.retry_backoff_min_ms),
             backoff_max: Duration::from_millis(self.retry_backoff_max_ms),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::settings_env;
+
+    #[test]
+    fn only_variables_naming_a_setting_are_read() {
+        let vars = [
+            ("LUCCA_SYNC_LOG_FORMAT", "json"),
+            ("LUCCA_SYNC_LOG", "debug"),
+            ("LUCCA_SYNC_REQUIRE_READERS", "1"),
+            ("LUCCA_API_KEY", "k"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let kept = settings_env(vars.into_iter());
+        assert_eq!(kept.len(), 1);
+        assert_eq!(
+            kept.get("LUCCA_SYNC_LOG_FORMAT").map(String::as_str),
+            Some("json")
+        );
     }
 }

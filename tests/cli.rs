@@ -205,3 +205,17 @@ fn the_readme_documents_every_field_of_the_schema() {
         "README's pipeline reference lacks {missing:?}"
     );
 }
+
+#[test]
+fn other_lucca_sync_variables_do_not_break_the_settings() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lucca-sync"))
+        .args(["validate", "tests/fixtures/pipelines/valid_users.yaml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("LUCCA_API_KEY", "k")
+        .env("LUCCA_BASE_URL", "https://acme.ilucca.net")
+        .env("LUCCA_SYNC_LOG", "debug")
+        .env("LUCCA_SYNC_SOMETHING_OF_THE_DEPLOYMENT", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
