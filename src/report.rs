@@ -9,7 +9,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::run::{RunReport, StreamStatus};
+use crate::run::RunReport;
 
 /// The summary of one invocation of `lucca-sync run`.
 #[derive(Debug, Clone, Serialize)]
@@ -81,12 +81,7 @@ impl PipelineSummary {
                 .streams
                 .iter()
                 .map(|s| {
-                    let (status, error) = match &s.status {
-                        StreamStatus::Loaded => ("loaded", None),
-                        StreamStatus::Forbidden(e) => ("forbidden", Some(e.clone())),
-                        StreamStatus::Failed(e) => ("failed", Some(e.clone())),
-                        StreamStatus::Stopped => ("stopped", None),
-                    };
+                    let (status, error) = s.status.name_and_error();
                     StreamSummary {
                         stream: s.stream.clone(),
                         status: status.to_owned(),

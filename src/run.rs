@@ -42,12 +42,10 @@ impl Budgets {
             url.port_or_known_default().unwrap_or_default()
         );
         let mut map = self.by_host.lock().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(map.entry(key).or_insert_with(|| {
-            Arc::new(RequestBudget::new(match limit {
-                RateLimit::Unlimited => None,
-                RateLimit::PerMinute(n) => Some(n),
-            }))
-        }))
+        Arc::clone(
+            map.entry(key)
+                .or_insert_with(|| Arc::new(RequestBudget::new(limit.per_minute()))),
+        )
     }
 }
 
@@ -62,6 +60,19 @@ pub enum StreamStatus {
     Failed(String),
     /// Not completed because the run stopped (401 elsewhere, a signal).
     Stopped,
+}
+
+impl StreamStatus {
+    /// `loaded`, `forbidden`, `failed` or `stopped`, and the error if any:
+    /// the words of the run history and of the JSON summary.
+    pub fn name_and_error(&self) -> (&'static str, Option<String>) {
+        match self {
+            StreamStatus::Loaded => ("loaded", None),
+            StreamStatus::Forbidden(e) => ("forbidden", Some(e.clone())),
+            StreamStatus::Failed(e) => ("failed", Some(e.clone())),
+            StreamStatus::Stopped => ("stopped", None),
+        }
+    }
 }
 
 /// The outcome of one stream, for the summary.
@@ -287,15 +298,7 @@ pub async fn run_pipeline(
             .as_ref()
             .map(|(field, value)| (field.as_str(), value.as_str()));
         match stream_plan(pipeline, stream, &base_url, since_filter) {
-            Ok(mut plan) => {
-                if let Some(limit) = options.limit {
-                    plan.max_records = Some(limit);
-                    plan.page_size = plan
-                        .page_size
-                        .min(u32::try_from(limit.max(1)).unwrap_or(u32::MAX));
-                }
-                plans.push(plan)
-            }
+            Ok(plan) => plans.push(plan.with_limit(options.limit)),
             Err(e) => {
                 load.abandon();
                 return Err(e);
@@ -368,10 +371,7 @@ pub async fn run_pipeline(
                     pipeline: name.clone(),
                     stream: stream.spec.name.clone(),
                     page_size: plan.page_size,
-                    rate_limit_per_minute: match spec.source.rate_limit_per_minute {
-                        RateLimit::Unlimited => None,
-                        RateLimit::PerMinute(n) => Some(n),
-                    },
+                    rate_limit_per_minute: spec.source.rate_limit_per_minute.per_minute(),
                 },
                 Arc::clone(&counters),
             );
@@ -473,12 +473,7 @@ pub async fn run_pipeline(
             let count = summary.api_count.unwrap_or_default();
             tracing::warn!(pipeline = %name, stream = %stream_names[index], rows, api_count = count, "the API reported {count} records but {rows} rows were loaded");
         }
-        let (status_name, error) = match &status {
-            StreamStatus::Loaded => ("loaded", None),
-            StreamStatus::Forbidden(e) => ("forbidden", Some(e.clone())),
-            StreamStatus::Failed(e) => ("failed", Some(e.clone())),
-            StreamStatus::Stopped => ("stopped", None),
-        };
+        let (status_name, error) = status.name_and_error();
         history.push(RunRecord {
             run_id: run_id.clone(),
             pipeline: name.clone(),
@@ -642,10 +637,7 @@ pub async fn plan_pipeline(
     options: &RunOptions,
 ) -> Result<RunPlan, RunError> {
     let base_url = pipeline.base_url()?;
-    let rate = match pipeline.spec.source.rate_limit_per_minute {
-        RateLimit::Unlimited => None,
-        RateLimit::PerMinute(n) => Some(n),
-    };
+    let rate = pipeline.spec.source.rate_limit_per_minute.per_minute();
     let budget = Arc::new(RequestBudget::new(rate));
     let (extractor, rejection) =
         tenant_extractor(pipeline, settings, budget, &CancellationToken::new())?;
@@ -657,12 +649,7 @@ pub async fn plan_pipeline(
             (Some(count), Some(limit)) => Some(count.min(limit)),
             (count, _) => count,
         };
-        let page_size = match options.limit {
-            Some(limit) => plan
-                .page_size
-                .min(u32::try_from(limit.max(1)).unwrap_or(u32::MAX)),
-            None => plan.page_size,
-        };
+        let page_size = plan.with_limit(options.limit).page_size;
         streams.push(PlannedStream {
             stream: stream.spec.name.clone(),
             endpoint: stream.spec.endpoint.clone(),

@@ -112,6 +112,20 @@ impl StreamPlan {
     }
 }
 
+impl StreamPlan {
+    /// The plan capped at `limit` records (`run --limit`): it stops there,
+    /// and asks for no bigger pages than that.
+    pub fn with_limit(mut self, limit: Option<u64>) -> Self {
+        if let Some(limit) = limit {
+            self.max_records = Some(limit);
+            self.page_size = self
+                .page_size
+                .min(u32::try_from(limit.max(1)).unwrap_or(u32::MAX));
+        }
+        self
+    }
+}
+
 /// One page of records, as the API sent it.
 #[derive(Debug)]
 pub struct Page {

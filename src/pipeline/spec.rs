@@ -103,6 +103,16 @@ pub enum RateLimit {
     PerMinute(u32),
 }
 
+impl RateLimit {
+    /// Requests per minute, `None` when unlimited.
+    pub fn per_minute(self) -> Option<u32> {
+        match self {
+            RateLimit::Unlimited => None,
+            RateLimit::PerMinute(n) => Some(n),
+        }
+    }
+}
+
 impl Default for RateLimit {
     fn default() -> Self {
         RateLimit::PerMinute(50)
