@@ -539,6 +539,15 @@ fn print_summary(report: &RunReport) {
             status = %status,
             "stream summary"
         );
+        for (table, rows) in &s.child_tables {
+            println!("{:<24} {:>10}", format!("  {table}"), rows);
+        }
+        for change in &s.schema_changes {
+            println!(
+                "  new field `{}`: {} as column {}.{}",
+                change.field, change.action, change.table, change.column
+            );
+        }
     }
 }
 

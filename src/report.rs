@@ -68,6 +68,20 @@ pub struct StreamSummary {
     pub throttled: u64,
     /// Wall time, seconds.
     pub elapsed_secs: f64,
+    /// Child tables written (arrays of objects), with their rows.
+    pub child_tables: Vec<ChildTableSummary>,
+    /// Fields the destination did not have: added or ignored
+    /// (`on_schema_change`).
+    pub schema_changes: Vec<crate::transform::SchemaChange>,
+}
+
+/// A child table of a stream and the rows written to it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChildTableSummary {
+    /// Table name, e.g. `users__user_work_cycles`.
+    pub table: String,
+    /// Rows written.
+    pub rows: u64,
 }
 
 impl PipelineSummary {
@@ -94,6 +108,15 @@ impl PipelineSummary {
                         retries: s.retries,
                         throttled: s.throttled,
                         elapsed_secs: s.elapsed.as_secs_f64(),
+                        child_tables: s
+                            .child_tables
+                            .iter()
+                            .map(|(table, rows)| ChildTableSummary {
+                                table: table.clone(),
+                                rows: *rows,
+                            })
+                            .collect(),
+                        schema_changes: s.schema_changes.clone(),
                     }
                 })
                 .collect(),
@@ -260,6 +283,8 @@ mod tests {
             retries: 1,
             throttled: 1,
             elapsed_secs: 0.5,
+            child_tables: Vec::new(),
+            schema_changes: Vec::new(),
         }
     }
 

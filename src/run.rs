@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::RecordBatch;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -17,10 +16,10 @@ use crate::extract::{
     StreamPlan, build_client,
 };
 use crate::load::{Load, LoadError, LoadOptions, RunRecord, StreamCommit};
-use crate::pipeline::naming::column_name;
+use crate::pipeline::naming::stream_column;
 use crate::pipeline::{Pipeline, PipelineError, RateLimit, fields_query, leaf_paths};
 use crate::settings::Settings;
-use crate::transform::{ColumnPolicies, StreamTransform, TransformError};
+use crate::transform::{ColumnPolicies, SchemaChange, StreamTransform, TableBatch, TransformError};
 
 /// Pages buffered between a stream's extractor and its transform.
 const PAGE_CHANNEL: usize = 4;
@@ -98,6 +97,10 @@ pub struct StreamReport {
     pub throttled: u64,
     /// Wall time of the stream.
     pub elapsed: Duration,
+    /// Child tables written (arrays of objects) and their rows.
+    pub child_tables: Vec<(String, u64)>,
+    /// Fields the destination did not have (`on_schema_change`).
+    pub schema_changes: Vec<SchemaChange>,
 }
 
 /// The outcome of a pipeline run.
@@ -163,10 +166,25 @@ pub fn new_run_id() -> String {
 }
 
 enum LoadMsg {
-    Batch(usize, RecordBatch),
-    /// The stream ended; `Some(cursor)` on success (the cursor itself may be
-    /// absent), `None` when it failed.
-    End(usize, Option<Option<String>>),
+    Batch(usize, TableBatch),
+    /// The stream ended; `Some` on success, `None` when it failed.
+    End(usize, Option<StreamEnd>),
+}
+
+/// What a successful stream hands the loader.
+struct StreamEnd {
+    /// The incremental cursor reached, if any.
+    cursor: Option<String>,
+    /// The stream's tables: its own first, then its child tables.
+    tables: Vec<String>,
+}
+
+/// What a stream's transform produced, besides its batches.
+#[derive(Debug, Clone, Default)]
+struct TransformOutput {
+    cursor: Option<String>,
+    tables: Vec<String>,
+    schema_changes: Vec<SchemaChange>,
 }
 
 /// Options of one run, from the command line.
@@ -205,7 +223,7 @@ pub struct StreamStart {
 /// What a stream's tasks produced before the loader's verdict.
 struct StreamOutcome {
     extract: Result<ExtractSummary, ExtractError>,
-    transform: Result<Option<String>, TransformError>,
+    transform: Result<TransformOutput, TransformError>,
     elapsed: Duration,
 }
 
@@ -272,7 +290,11 @@ pub async fn run_pipeline(
             pipeline: name.clone(),
             run_id: run_id.clone(),
             write_mode: s.spec.write_mode,
-            primary_key: s.primary_key.iter().map(|k| column_name(k)).collect(),
+            primary_key: s
+                .primary_key
+                .iter()
+                .map(|k| stream_column(&s.spec, k))
+                .collect(),
             state: None,
             table_comment: format!(
                 "Lucca {} (stream `{}` of pipeline `{name}`), loaded by lucca-sync",
@@ -282,12 +304,13 @@ pub async fn run_pipeline(
                 .iter()
                 .map(|path| {
                     (
-                        column_name(path),
+                        stream_column(&s.spec, path),
                         format!("Lucca field `{path}` of {}", s.spec.endpoint),
                     )
                 })
                 .collect(),
             partition_by: s.spec.partition_by.clone(),
+            parent: None,
         })
         .collect();
     let run_started = chrono::Utc::now();
@@ -306,13 +329,38 @@ pub async fn run_pipeline(
         }
     }
 
+    // The destination's tables of each stream, for schema drift and for
+    // child tables this run does not write.
+    let mut existing = Vec::new();
+    for stream in &pipeline.streams {
+        match load.existing_tables(&stream.spec.name) {
+            Ok(tables) => existing.push(tables),
+            Err(source) => {
+                load.abandon();
+                return Err(RunError::Load {
+                    pipeline: name,
+                    source,
+                });
+            }
+        }
+    }
+
     let (load_tx, mut load_rx) = mpsc::channel::<LoadMsg>(BATCH_CHANNEL);
     let stream_names: Vec<String> = pipeline
         .streams
         .iter()
         .map(|s| s.spec.name.clone())
         .collect();
-    let loader_names = stream_names.clone();
+    let existing_children: Vec<Vec<String>> = existing
+        .iter()
+        .zip(&stream_names)
+        .map(|(tables, stream)| {
+            let mut children: Vec<String> =
+                tables.keys().filter(|t| *t != stream).cloned().collect();
+            children.sort();
+            children
+        })
+        .collect();
     let cursor_fields: Vec<Option<String>> = pipeline
         .streams
         .iter()
@@ -321,40 +369,50 @@ pub async fn run_pipeline(
     let limited = options.limit.is_some();
     let loader = tokio::task::spawn_blocking(move || {
         let mut load = load;
-        let mut rows: HashMap<usize, Result<u64, LoadError>> = HashMap::new();
+        let mut failed: HashMap<usize, LoadError> = HashMap::new();
+        let mut written: HashMap<usize, Vec<String>> = HashMap::new();
+        let mut results: HashMap<usize, Result<Vec<(String, u64)>, LoadError>> = HashMap::new();
         while let Some(msg) = load_rx.blocking_recv() {
             match msg {
-                LoadMsg::Batch(i, batch) => {
-                    if matches!(rows.get(&i), Some(Err(_))) {
+                LoadMsg::Batch(i, output) => {
+                    if failed.contains_key(&i) {
                         continue;
                     }
-                    if let Err(e) = load.write(&loader_names[i], &batch) {
-                        rows.insert(i, Err(e));
+                    let tables = written.entry(i).or_default();
+                    if !tables.contains(&output.table) {
+                        tables.push(output.table.clone());
+                    }
+                    if let Err(e) = load.write(&output.table, &output.batch) {
+                        failed.insert(i, e);
                     }
                 }
-                LoadMsg::End(i, outcome) => {
-                    let result = match (rows.remove(&i), outcome) {
-                        (Some(Err(e)), _) => {
-                            let _ = load.discard_stream(&loader_names[i]);
-                            Err(e)
-                        }
-                        (_, Some(cursor)) => {
+                LoadMsg::End(i, end) => {
+                    let tables = written.remove(&i).unwrap_or_default();
+                    let result = match (failed.remove(&i), end) {
+                        (None, Some(end)) => {
                             let mut commit = commits[i].clone();
                             // A limited run read only part of the stream:
                             // its cursor would skip the rest next time.
-                            commit.state = cursor
+                            commit.state = end
+                                .cursor
+                                .clone()
                                 .zip(cursor_fields[i].clone())
                                 .map(|(c, f)| (f, c))
                                 .filter(|_| !limited);
-                            load.commit_stream(&loader_names[i], &commit)
+                            commit_tables(&mut load, &commit, &end.tables, &existing_children[i])
                         }
-                        (_, None) => load.discard_stream(&loader_names[i]).map(|()| 0),
+                        (failure, _) => {
+                            for table in &tables {
+                                let _ = load.discard_stream(table);
+                            }
+                            failure.map_or(Ok(Vec::new()), Err)
+                        }
                     };
-                    rows.insert(i, result);
+                    results.insert(i, result);
                 }
             }
         }
-        (load, rows)
+        (load, results)
     });
 
     let mut tasks = Vec::new();
@@ -379,7 +437,8 @@ pub async fn run_pipeline(
         let extractor = extractor.clone();
         let load_tx = load_tx.clone();
         let fields = stream.fields.clone();
-        let policies = ColumnPolicies::of(&stream.spec, pii_key.clone());
+        let policies = ColumnPolicies::of(&stream.spec, pii_key.clone())
+            .with_existing(existing[index].clone());
         let task_counters = Arc::clone(&counters);
         let handle = tokio::spawn(async move {
             let started = Instant::now();
@@ -408,7 +467,10 @@ pub async fn run_pipeline(
                 }),
             };
             let outcome = match (&extract, &transform) {
-                (Ok(_), Ok(cursor)) => Some(cursor.clone()),
+                (Ok(_), Ok(output)) => Some(StreamEnd {
+                    cursor: output.cursor.clone(),
+                    tables: output.tables.clone(),
+                }),
                 _ => None,
             };
             let _ = load_tx.send(LoadMsg::End(index, outcome)).await;
@@ -426,7 +488,7 @@ pub async fn run_pipeline(
     for (handle, counters) in tasks {
         let outcome = handle.await.unwrap_or_else(|join| StreamOutcome {
             extract: Err(ExtractError::Client(format!("stream task failed: {join}"))),
-            transform: Ok(None),
+            transform: Ok(TransformOutput::default()),
             elapsed: Duration::ZERO,
         });
         outcomes.push((outcome, counters));
@@ -456,7 +518,18 @@ pub async fn run_pipeline(
     let mut reports = Vec::new();
     let mut history = Vec::new();
     for (index, (outcome, counters)) in outcomes.into_iter().enumerate() {
-        let load_result = loaded.remove(&index);
+        let (load_result, child_tables) = match loaded.remove(&index) {
+            Some(Ok(mut tables)) => {
+                let own = if tables.is_empty() {
+                    0
+                } else {
+                    tables.remove(0).1
+                };
+                (Some(Ok(own)), tables)
+            }
+            Some(Err(e)) => (Some(Err(e)), Vec::new()),
+            None => (None, Vec::new()),
+        };
         let (status, rows) = match (&outcome.extract, &outcome.transform, load_result) {
             (Err(e), _, _) if e.is_forbidden() => (StreamStatus::Forbidden(e.to_string()), 0),
             (_, Err(e), _) => (StreamStatus::Failed(e.to_string()), 0),
@@ -502,6 +575,12 @@ pub async fn run_pipeline(
             retries: StreamCounters::get(&counters.retries),
             throttled: StreamCounters::get(&counters.throttled),
             elapsed: outcome.elapsed,
+            child_tables,
+            schema_changes: outcome
+                .transform
+                .as_ref()
+                .map(|t| t.schema_changes.clone())
+                .unwrap_or_default(),
         });
     }
     load.publish(&history).map_err(|source| RunError::Load {
@@ -515,6 +594,33 @@ pub async fn run_pipeline(
     })
 }
 
+/// Commits a successful stream's tables: its child tables first (a merged
+/// child needs its parent's staged keys), then its own table. Child tables
+/// of earlier runs that this run did not write are committed empty (a
+/// replaced stream empties them). Returns (table, rows), its own first.
+fn commit_tables(
+    load: &mut Load,
+    commit: &StreamCommit,
+    tables: &[String],
+    existing_children: &[String],
+) -> Result<Vec<(String, u64)>, LoadError> {
+    let stream = tables.first().cloned().unwrap_or_default();
+    let mut children: Vec<String> = tables.iter().skip(1).cloned().collect();
+    for table in existing_children {
+        if !children.contains(table) {
+            children.push(table.clone());
+        }
+    }
+    let mut rows = Vec::new();
+    for child in &children {
+        let n = load.commit_stream(child, &commit.for_child(&stream, child))?;
+        rows.push((child.clone(), n));
+    }
+    let n = load.commit_stream(&stream, commit)?;
+    rows.insert(0, (stream, n));
+    Ok(rows)
+}
+
 /// The transform loop of one stream, on a blocking thread: pages in,
 /// batches out to the loader.
 fn transform_stream(
@@ -525,19 +631,19 @@ fn transform_stream(
     index: usize,
     mut pages: mpsc::Receiver<Page>,
     load: mpsc::Sender<LoadMsg>,
-) -> Result<Option<String>, TransformError> {
+) -> Result<TransformOutput, TransformError> {
     let mut transform = StreamTransform::new(stream, fields).with_policies(policies);
     if let Some(field) = cursor_field {
         transform = transform.with_cursor_field(field);
     }
     while let Some(page) = pages.blocking_recv() {
-        if let Some(batch) = transform.push_page(&page)?
-            && load.blocking_send(LoadMsg::Batch(index, batch)).is_err()
-        {
-            return Ok(None);
+        for batch in transform.push_page(&page)? {
+            if load.blocking_send(LoadMsg::Batch(index, batch)).is_err() {
+                return Ok(TransformOutput::default());
+            }
         }
     }
-    if let Some(batch) = transform.finish()? {
+    for batch in transform.finish()? {
         let _ = load.blocking_send(LoadMsg::Batch(index, batch));
     }
     if transform.nulled_values() > 0 {
@@ -548,7 +654,11 @@ fn transform_stream(
             transform.nulled_values()
         );
     }
-    Ok(transform.max_cursor().map(str::to_owned))
+    Ok(TransformOutput {
+        cursor: transform.max_cursor().map(str::to_owned),
+        tables: transform.tables(),
+        schema_changes: transform.schema_changes(),
+    })
 }
 
 /// Points a destination into `dir`, keeping its file or directory name

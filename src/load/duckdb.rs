@@ -51,15 +51,16 @@ pub fn quote_ident(name: &str) -> String {
 }
 
 /// The DuckDB type of an Arrow type produced by the transform.
-pub fn sql_type(ty: &DataType) -> &'static str {
+pub fn sql_type(ty: &DataType) -> String {
     match ty {
-        DataType::Int64 => "BIGINT",
-        DataType::Float64 => "DOUBLE",
-        DataType::Boolean => "BOOLEAN",
-        DataType::Date32 => "DATE",
-        DataType::Timestamp(TimeUnit::Microsecond, None) => "TIMESTAMP",
-        DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ",
-        _ => "VARCHAR",
+        DataType::Int64 => "BIGINT".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Date32 => "DATE".into(),
+        DataType::Decimal128(precision, scale) => format!("DECIMAL({precision},{scale})"),
+        DataType::Timestamp(TimeUnit::Microsecond, None) => "TIMESTAMP".into(),
+        DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ".into(),
+        _ => "VARCHAR".into(),
     }
 }
 
@@ -195,13 +196,24 @@ impl DuckdbLoad {
     /// upserts them on the primary key.
     pub fn commit_stream(&mut self, stream: &str, commit: &StreamCommit) -> Result<u64, LoadError> {
         let table = quote_ident(stream);
+        let parent_rows = self.parent_rows_filter(commit);
         let Some(stage) = self.stages.remove(stream) else {
             // No record this run: a replaced table is emptied (its columns
-            // stay); append and merge have nothing to add.
-            if commit.write_mode == WriteMode::Replace && !self.table_columns(stream)?.is_empty() {
+            // stay); append has nothing to add; a merged child table loses
+            // the items of the parent records rewritten.
+            let exists = !self.table_columns(stream)?.is_empty();
+            if commit.write_mode == WriteMode::Replace && exists {
                 self.sql(
                     &format!("empty table `{stream}`"),
                     &format!("DELETE FROM {table};"),
+                )?;
+            } else if commit.write_mode == WriteMode::Merge
+                && exists
+                && let Some(filter) = parent_rows
+            {
+                self.sql(
+                    &format!("remove the replaced items of table `{stream}`"),
+                    &format!("DELETE FROM {table} t WHERE {filter};"),
                 )?;
             }
             return Ok(0);
@@ -238,7 +250,16 @@ impl DuckdbLoad {
                         ));
                     }
                 }
-                if commit.write_mode == WriteMode::Merge {
+                if commit.write_mode == WriteMode::Merge && commit.parent.is_some() {
+                    // A child table: the parent records rewritten by this
+                    // run get exactly their new items.
+                    if let Some(filter) = &parent_rows {
+                        sql.push_str(&format!("DELETE FROM {table} t WHERE {filter};"));
+                    }
+                    sql.push_str(&format!(
+                        "INSERT INTO {table} BY NAME SELECT * FROM {stage_name};"
+                    ));
+                } else if commit.write_mode == WriteMode::Merge {
                     let matches = commit
                         .primary_key
                         .iter()
@@ -282,6 +303,57 @@ impl DuckdbLoad {
             return Err(e);
         }
         Ok(stage.rows)
+    }
+
+    /// For a merged child table whose parent staged rows: the SQL condition
+    /// on the child's rows (`t`) matching one of those parent records.
+    fn parent_rows_filter(&self, commit: &StreamCommit) -> Option<String> {
+        let link = commit.parent.as_ref()?;
+        let parent_stage = self.stages.get(&link.table)?;
+        let matches = link
+            .parent_key
+            .iter()
+            .zip(&link.child_key)
+            .map(|(p, c)| format!("s.{} = t.{}", quote_ident(p), quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        Some(format!(
+            "EXISTS (SELECT 1 FROM {} s WHERE {matches})",
+            quote_ident(&parent_stage.name)
+        ))
+    }
+
+    /// The stream's table and child tables in the working copy, with their
+    /// columns.
+    pub fn existing_tables(
+        &self,
+        stream: &str,
+    ) -> Result<HashMap<String, std::collections::HashSet<String>>, LoadError> {
+        let conn = self.conn()?;
+        let err = |e| LoadError::Duckdb {
+            path: self.live.clone(),
+            context: format!("read the tables of stream `{stream}`"),
+            source: e,
+        };
+        let mut stmt = conn
+            .prepare(
+                "SELECT table_name, column_name FROM information_schema.columns \
+                 WHERE table_schema = 'main'",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(err)?;
+        let mut tables: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
+        for row in rows {
+            let (table, column) = row.map_err(err)?;
+            if super::belongs_to_stream(&table, stream) {
+                tables.entry(table).or_default().insert(column);
+            }
+        }
+        Ok(tables)
     }
 
     /// The stored cursor of an incremental stream, if any.
@@ -359,6 +431,7 @@ impl DuckdbLoad {
                 table_comment: "lucca-sync run history: one row per stream per run".into(),
                 column_comments: Vec::new(),
                 partition_by: Vec::new(),
+                parent: None,
             };
             self.commit_stream(RUNS_TABLE, &commit)?;
             self.sql(

@@ -84,6 +84,60 @@ pub struct StreamCommit {
     /// Columns splitting the stream's files into Hive-style directories
     /// (Parquet).
     pub partition_by: Vec<String>,
+    /// For a child table: its parent, whose merge replaces the child rows
+    /// of every parent record it rewrites.
+    pub parent: Option<ParentLink>,
+}
+
+/// How a child table (`users__user_work_cycles`) hangs off its parent.
+#[derive(Debug, Clone)]
+pub struct ParentLink {
+    /// The parent's table (the stream).
+    pub table: String,
+    /// The parent's primary key columns.
+    pub parent_key: Vec<String>,
+    /// The same key in the child table (`users_id`).
+    pub child_key: Vec<String>,
+}
+
+impl StreamCommit {
+    /// The commit of one of this stream's child tables: same run and write
+    /// mode, no cursor, merged by the parent's key.
+    pub fn for_child(&self, stream: &str, table: &str) -> StreamCommit {
+        StreamCommit {
+            primary_key: Vec::new(),
+            state: None,
+            table_comment: format!(
+                "Items of an array of objects of `{stream}`, one row per item: `{}` is the parent's key, `list_index` the item's position; loaded by lucca-sync (table {table})",
+                self.primary_key
+                    .iter()
+                    .map(|k| format!("{stream}_{k}"))
+                    .collect::<Vec<_>>()
+                    .join("`, `"),
+            ),
+            column_comments: Vec::new(),
+            partition_by: Vec::new(),
+            parent: Some(ParentLink {
+                table: stream.to_owned(),
+                parent_key: self.primary_key.clone(),
+                child_key: self
+                    .primary_key
+                    .iter()
+                    .map(|k| format!("{stream}_{k}"))
+                    .collect(),
+            }),
+            ..self.clone()
+        }
+    }
+}
+
+/// True for the stream's own table and its child tables
+/// (`{stream}__{field}`).
+pub fn belongs_to_stream(table: &str, stream: &str) -> bool {
+    table == stream
+        || table
+            .strip_prefix(stream)
+            .is_some_and(|rest| rest.starts_with("__"))
 }
 
 /// One row of the run history: how one stream of one run ended.
@@ -236,6 +290,19 @@ impl Load {
         match self {
             Load::Duckdb(d) => d.commit_stream(stream, commit),
             Load::Parquet(p) => p.commit_stream(stream, commit),
+        }
+    }
+
+    /// The destination's tables of a stream (its own and its child tables)
+    /// with their columns; empty before the stream's first run.
+    pub fn existing_tables(
+        &self,
+        stream: &str,
+    ) -> Result<std::collections::HashMap<String, std::collections::HashSet<String>>, LoadError>
+    {
+        match self {
+            Load::Duckdb(d) => d.existing_tables(stream),
+            Load::Parquet(p) => p.existing_tables(stream),
         }
     }
 

@@ -254,6 +254,7 @@ impl ParquetLoad {
         let previous = self
             .current_version(stream)
             .map(|v| self.versions_dir(stream).join(v));
+        let parent_keys = self.parent_keys(commit)?;
         let mut file = self.writers.remove(stream).unwrap_or(StreamFile {
             parts: Vec::new(),
             writer: None,
@@ -270,6 +271,9 @@ impl ParquetLoad {
             Some(schema) => schema,
             // No record: append and merge have nothing to add; a replaced
             // stream becomes empty.
+            // A merged child table without new items still loses the items
+            // of the parent records rewritten.
+            None if parent_keys.is_some() && previous.is_some() => Arc::new(Schema::empty()),
             None if commit.write_mode != WriteMode::Replace => return Ok(0),
             None => Arc::new(Schema::empty()),
         };
@@ -297,7 +301,11 @@ impl ParquetLoad {
             let to = version.join(format!("{}-0.parquet", self.run_id));
             fs::rename(part, &to).map_err(io_err("rename", part))?;
         } else {
-            let skip = if commit.write_mode == WriteMode::Merge && !old_files.is_empty() {
+            let skip = if old_files.is_empty() {
+                None
+            } else if parent_keys.is_some() {
+                parent_keys.clone()
+            } else if commit.write_mode == WriteMode::Merge {
                 Some((
                     commit.primary_key.clone(),
                     primary_keys(&file.parts, &commit.primary_key)?,
@@ -363,6 +371,64 @@ impl ParquetLoad {
         }
         self.committed.push(stream.to_owned());
         Ok(file.rows)
+    }
+
+    /// For a merged child table: its key columns and the keys of the parent
+    /// records this run rewrites (the parent's staged rows).
+    fn parent_keys(
+        &mut self,
+        commit: &StreamCommit,
+    ) -> Result<Option<KeysToSkip>, LoadError> {
+        let Some(link) = commit
+            .parent
+            .as_ref()
+            .filter(|_| commit.write_mode == WriteMode::Merge)
+        else {
+            return Ok(None);
+        };
+        let Some(parent) = self.writers.get_mut(&link.table) else {
+            return Ok(None);
+        };
+        if let Some(writer) = parent.writer.take() {
+            let part = parent.parts.last().cloned().unwrap_or_default();
+            writer
+                .close()
+                .map_err(parquet_err(&part, "finish a part file"))?;
+        }
+        Ok(Some((
+            link.child_key.clone(),
+            primary_keys(&parent.parts, &link.parent_key)?,
+        )))
+    }
+
+    /// The stream's published tables (its own and its child tables) with
+    /// their columns, partition columns included.
+    pub fn existing_tables(
+        &self,
+        stream: &str,
+    ) -> Result<HashMap<String, HashSet<String>>, LoadError> {
+        let mut tables = HashMap::new();
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Ok(tables);
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !super::belongs_to_stream(&name, stream) || fs::read_link(entry.path()).is_err() {
+                continue;
+            }
+            let mut columns = HashSet::new();
+            if let Some((file, partitions)) = first_parquet_file(&entry.path(), Vec::new()) {
+                columns.extend(partitions);
+                columns.extend(
+                    file_schema_of(&file)?
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone()),
+                );
+            }
+            tables.insert(name, columns);
+        }
+        Ok(tables)
     }
 
     /// The stored cursor of an incremental stream, if any: the one stored
@@ -686,7 +752,7 @@ impl VersionWriter {
 struct Source {
     path: PathBuf,
     /// Rows whose key (these columns) is in the set are left out (merge).
-    skip_keys: Option<(Vec<String>, HashSet<String>)>,
+    skip_keys: Option<KeysToSkip>,
     /// Adds the run id column with this value (append).
     tag: Option<String>,
     /// Columns not in the file, with their value for every row (partition
@@ -701,6 +767,38 @@ fn open_batches(
     ParquetRecordBatchReaderBuilder::try_new(reader)
         .and_then(|b| b.build())
         .map_err(parquet_err(path, "read"))
+}
+
+/// Rows of published files to leave out of a merged version: the key
+/// columns and the keys (as `row_keys` writes them) rewritten by this run.
+type KeysToSkip = (Vec<String>, HashSet<String>);
+
+/// The first Parquet file under `dir` and the partition columns
+/// (`col=value` directories) on the way to it.
+fn first_parquet_file(dir: &Path, partitions: Vec<String>) -> Option<(PathBuf, Vec<String>)> {
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for path in &entries {
+        if path.extension().is_some_and(|e| e == "parquet") && path.is_file() {
+            return Some((path.clone(), partitions));
+        }
+    }
+    for path in entries.iter().filter(|p| p.is_dir()) {
+        let name = path.file_name()?.to_string_lossy().into_owned();
+        let Some((column, _)) = name.split_once('=') else {
+            continue;
+        };
+        let mut deeper = partitions.clone();
+        deeper.push(column.to_owned());
+        if let Some(found) = first_parquet_file(path, deeper) {
+            return Some(found);
+        }
+    }
+    None
 }
 
 /// The schema stored in a Parquet file.

@@ -1,5 +1,8 @@
 //! Column names analysts can type: Lucca's camelCase paths become
-//! snake_case, nested paths are joined with `_`.
+//! snake_case (or stay as spelled, with `naming: original`), nested paths
+//! are joined with `_`.
+
+use super::{Naming, StreamSpec};
 
 /// `dtContractStart` -> `dt_contract_start`, `cultureID` -> `culture_id`,
 /// `e_bloodType` -> `e_blood_type`, `Id` -> `id`.
@@ -34,10 +37,51 @@ pub fn snake_case(name: &str) -> String {
 /// The column of a (possibly dotted) field path: `manager.id` ->
 /// `manager_id`, `dtContractStart` -> `dt_contract_start`.
 pub fn column_name(path: &str) -> String {
+    column_name_in(path, Naming::SnakeCase)
+}
+
+/// The column of a field path under a stream's `naming`.
+pub fn column_name_in(path: &str, naming: Naming) -> String {
     path.split('.')
-        .map(snake_case)
+        .map(|segment| naming.segment(segment))
         .collect::<Vec<_>>()
         .join("_")
+}
+
+/// The column a stream stores field `path` in: the key of a `columns:`
+/// entry whose `path` is this field, else the name `naming` gives it.
+pub fn stream_column(stream: &StreamSpec, path: &str) -> String {
+    stream
+        .columns
+        .iter()
+        .find(|(_, spec)| {
+            spec.path
+                .as_deref()
+                .is_some_and(|p| p.eq_ignore_ascii_case(path))
+        })
+        .map_or_else(
+            || column_name_in(path, stream.naming),
+            |(name, _)| name.clone(),
+        )
+}
+
+impl Naming {
+    /// One segment of a path (`dtContractStart`) as a column-name part.
+    pub fn segment(self, key: &str) -> String {
+        match self {
+            Naming::SnakeCase => snake_case(key),
+            Naming::Original => key
+                .chars()
+                .map(|c| {
+                    if c.is_alphanumeric() || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -239,6 +239,67 @@ pub struct StreamSpec {
     /// instead and reports how many values were nulled.
     #[serde(default)]
     pub on_bad_value: OnBadValue,
+    /// A field the destination table does not have yet (a new Lucca field,
+    /// a new `extendedData` entry): `add` (default) adds a nullable column
+    /// and reports it in the log and the run summary; `fail` stops the
+    /// stream naming the field's path; `ignore` does not store it but still
+    /// reports it. A table's first run takes every field.
+    #[serde(default)]
+    pub on_schema_change: OnSchemaChange,
+    /// Arrays of objects, e.g. `userWorkCycles`: `table` (default) writes
+    /// their items into a child table `{stream}__{field}` (e.g.
+    /// `users__user_work_cycles`) carrying the parent's primary key as
+    /// `{stream}_{key}` (e.g. `users_id`) and the item's position as
+    /// `list_index`; `json` keeps each array as JSON text in one column.
+    /// A stream without a `primary_key` keeps JSON. Arrays of scalars are
+    /// always JSON text.
+    #[serde(default)]
+    pub arrays: ArrayPolicy,
+    /// Nested objects become `parent_child` columns down to this depth
+    /// (default 3); deeper objects are kept as JSON text.
+    #[serde(default)]
+    pub flatten_depth: Option<u32>,
+    /// Column names: `snake_case` (default; `dtContractStart` ->
+    /// `dt_contract_start`, `manager.name` -> `manager_name`) or `original`
+    /// (Lucca's spelling, nested paths joined with `_`: `manager_name`,
+    /// `dtContractStart`).
+    #[serde(default)]
+    pub naming: Naming,
+}
+
+/// What a field the destination table does not have yet does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnSchemaChange {
+    /// A new nullable column, reported.
+    #[default]
+    Add,
+    /// The stream fails, naming the field's path.
+    Fail,
+    /// Not stored, reported.
+    Ignore,
+}
+
+/// Where the items of an array of objects go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ArrayPolicy {
+    /// A child table `{stream}__{field}` with the parent's key.
+    #[default]
+    Table,
+    /// One JSON text column.
+    Json,
+}
+
+/// How column names are spelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Naming {
+    /// `dt_contract_start`.
+    #[default]
+    SnakeCase,
+    /// `dtContractStart`, as Lucca spells it.
+    Original,
 }
 
 /// Settings of one column.
@@ -246,10 +307,15 @@ pub struct StreamSpec {
 #[serde(deny_unknown_fields)]
 pub struct ColumnSpec {
     /// The column's type instead of the inferred one: `bigint`, `double`,
-    /// `boolean`, `string`, `date`, `timestamp` (naive), `timestamptz` or
-    /// `json`.
+    /// `decimal(p,s)` (exact, e.g. `decimal(12,2)` for amounts), `boolean`,
+    /// `string`, `date`, `timestamp` (naive), `timestamptz` or `json`.
     #[serde(default, rename = "type")]
     pub data_type: Option<DeclaredType>,
+    /// The Lucca field this column reads, dotted (`manager.name`,
+    /// `extendedData.e_bloodType`), when the column's name (the key) is not
+    /// the field's own: the field is stored under this name.
+    #[serde(default)]
+    pub path: Option<String>,
     /// `keep` (default), `hash` (HMAC-SHA256 with the pipeline's `pii_key`,
     /// as 64 hex characters) or `drop` (the column is not stored).
     #[serde(default)]
@@ -257,13 +323,19 @@ pub struct ColumnSpec {
 }
 
 /// A declared column type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeclaredType {
     /// 64-bit integer.
     Bigint,
     /// 64-bit float.
     Double,
+    /// Exact decimal with `precision` digits, `scale` of them after the point.
+    Decimal {
+        /// Total digits, 1 to 38.
+        precision: u8,
+        /// Digits after the point, at most `precision`.
+        scale: u8,
+    },
     /// true / false.
     Boolean,
     /// Text; numbers and booleans are stored as their JSON text.
@@ -276,6 +348,96 @@ pub enum DeclaredType {
     Timestamptz,
     /// JSON text.
     Json,
+}
+
+/// The names of the declared types without parameters.
+const SIMPLE_TYPES: [(&str, DeclaredType); 8] = [
+    ("bigint", DeclaredType::Bigint),
+    ("double", DeclaredType::Double),
+    ("boolean", DeclaredType::Boolean),
+    ("string", DeclaredType::String),
+    ("date", DeclaredType::Date),
+    ("timestamp", DeclaredType::Timestamp),
+    ("timestamptz", DeclaredType::Timestamptz),
+    ("json", DeclaredType::Json),
+];
+
+impl std::str::FromStr for DeclaredType {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let t = text.trim().to_ascii_lowercase();
+        if let Some((_, ty)) = SIMPLE_TYPES.iter().find(|(name, _)| *name == t) {
+            return Ok(*ty);
+        }
+        let expected = "expected bigint, double, decimal(p,s), boolean, string, date, timestamp, timestamptz or json";
+        let Some(args) = t
+            .strip_prefix("decimal")
+            .map(str::trim)
+            .and_then(|a| a.strip_prefix('('))
+            .and_then(|a| a.strip_suffix(')'))
+        else {
+            return Err(format!("unknown column type `{text}`: {expected}"));
+        };
+        let numbers: Vec<Option<u8>> = args.split(',').map(|n| n.trim().parse().ok()).collect();
+        match numbers[..] {
+            [Some(precision), Some(scale)]
+                if (1..=38).contains(&precision) && scale <= precision =>
+            {
+                Ok(DeclaredType::Decimal { precision, scale })
+            }
+            _ => Err(format!(
+                "`{text}`: a decimal is `decimal(p,s)` with 1 <= p <= 38 and 0 <= s <= p, e.g. `decimal(12,2)`"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for DeclaredType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeclaredType::Decimal { precision, scale } => write!(f, "decimal({precision},{scale})"),
+            other => {
+                let name = SIMPLE_TYPES
+                    .iter()
+                    .find(|(_, ty)| ty == other)
+                    .map_or("?", |(name, _)| name);
+                f.write_str(name)
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DeclaredType {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = DeclaredType;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a column type such as `bigint` or `decimal(12,2)`")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, t: &str) -> Result<DeclaredType, E> {
+                t.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+impl JsonSchema for DeclaredType {
+    fn schema_name() -> Cow<'static, str> {
+        "DeclaredType".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A column type: bigint, double, decimal(p,s), boolean, string, date, timestamp, timestamptz or json.",
+            "type": "string",
+            "pattern": "^(bigint|double|boolean|string|date|timestamp|timestamptz|json|decimal\\( *[0-9]+ *, *[0-9]+ *\\))$"
+        })
+    }
 }
 
 /// What happens to a column holding personal data.

@@ -193,7 +193,7 @@ fn unknown_key_names_the_allowed_ones() {
         vec![
             "tests/fixtures/pipelines/unknown_key.yaml:9:5: streams[0]: unknown field \
              `pagesize`, expected one of `name`, `endpoint`, `paging`, `page_by`, `page_size`, \
-             `params`, `fields`, `primary_key`, `incremental`, `write_mode`, `partition_by`, `columns`, `on_bad_value`"
+             `params`, `fields`, `primary_key`, `incremental`, `write_mode`, `partition_by`, `columns`, `on_bad_value`, `on_schema_change`, `arrays`, `flatten_depth`, `naming`"
         ]
     );
 }

@@ -16,7 +16,7 @@ use super::spec::{
     WriteMode,
 };
 use super::{FieldNode, ResolvedStream};
-use crate::pipeline::naming::column_name;
+use crate::pipeline::naming::stream_column;
 use Seg::{Index, Key};
 
 /// The message for a non-https base URL.
@@ -468,10 +468,26 @@ fn check_stream(i: usize, stream: &StreamSpec, c: &mut Checker) -> ResolvedStrea
     }
 
     // columns
-    let columns: Vec<String> = leaf_paths(&fields).iter().map(|p| column_name(p)).collect();
+    let columns: Vec<String> = leaf_paths(&fields)
+        .iter()
+        .map(|p| stream_column(stream, p))
+        .collect();
     if check_in_fields {
-        for name in stream.columns.keys() {
-            if !columns.contains(name) {
+        for (name, spec) in &stream.columns {
+            if let Some(path) = &spec.path {
+                if !is_dotted_path(path) || !contains_path(&fields, path) {
+                    c.at_value(
+                        &[
+                            Key("streams"),
+                            Index(i),
+                            Key("columns"),
+                            Key(name),
+                            Key("path"),
+                        ],
+                        format!("columns: `{name}` reads `{path}`, which is not in `fields`"),
+                    );
+                }
+            } else if !columns.contains(name) {
                 c.at_key(
                     &[Key("streams"), Index(i), Key("columns"), Key(name)],
                     format!(

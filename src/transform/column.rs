@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, TimeUnit};
 
@@ -30,6 +30,8 @@ pub enum ColumnType {
     TimestampTz,
     /// JSON text in a VARCHAR column (arrays, objects past the flattening depth).
     Json,
+    /// DECIMAL(precision, scale), exact.
+    Decimal(u8, u8),
 }
 
 impl ColumnType {
@@ -44,6 +46,9 @@ impl ColumnType {
             ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             ColumnType::TimestampTz => {
                 DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC")))
+            }
+            ColumnType::Decimal(precision, scale) => {
+                DataType::Decimal128(precision, i8::try_from(scale).unwrap_or(i8::MAX))
             }
         }
     }
@@ -117,6 +122,8 @@ pub enum ColumnBuilder {
     Date(Date32Builder),
     Timestamp(TimestampMicrosecondBuilder),
     TimestampTz(TimestampMicrosecondBuilder),
+    /// Values scaled by 10^scale.
+    Decimal(Decimal128Builder, u8, u8),
 }
 
 impl ColumnBuilder {
@@ -133,6 +140,13 @@ impl ColumnBuilder {
             ColumnType::TimestampTz => {
                 ColumnBuilder::TimestampTz(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
             }
+            ColumnType::Decimal(precision, scale) => ColumnBuilder::Decimal(
+                Decimal128Builder::new()
+                    .with_precision_and_scale(precision, i8::try_from(scale).unwrap_or(i8::MAX))
+                    .unwrap_or_default(),
+                precision,
+                scale,
+            ),
         }
     }
 
@@ -148,6 +162,7 @@ impl ColumnBuilder {
             ColumnBuilder::Date(_) => ColumnType::Date,
             ColumnBuilder::Timestamp(_) => ColumnType::Timestamp,
             ColumnBuilder::TimestampTz(_) => ColumnType::TimestampTz,
+            ColumnBuilder::Decimal(_, precision, scale) => ColumnType::Decimal(*precision, *scale),
         })
     }
 
@@ -171,6 +186,7 @@ impl ColumnBuilder {
             ColumnBuilder::Utf8(b) | ColumnBuilder::Json(b) => b.append_null(),
             ColumnBuilder::Date(b) => b.append_null(),
             ColumnBuilder::Timestamp(b) | ColumnBuilder::TimestampTz(b) => b.append_null(),
+            ColumnBuilder::Decimal(b, ..) => b.append_null(),
         }
     }
 
@@ -191,6 +207,21 @@ impl ColumnBuilder {
             (ColumnBuilder::Int64(b), Scalar::Float(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
                 b.append_value(*f as i64)
             }
+            // Text holding a number or boolean fits a declared column of
+            // that type (`"00057"` into BIGINT).
+            (ColumnBuilder::Int64(b), Scalar::Str(s)) => match s.trim().parse::<i64>() {
+                Ok(i) => b.append_value(i),
+                Err(_) => return false,
+            },
+            (ColumnBuilder::Float64(b), Scalar::Str(s)) => match s.trim().parse::<f64>() {
+                Ok(f) if f.is_finite() => b.append_value(f),
+                _ => return false,
+            },
+            (ColumnBuilder::Boolean(b), Scalar::Str(s)) => match s.trim() {
+                "true" => b.append_value(true),
+                "false" => b.append_value(false),
+                _ => return false,
+            },
             (ColumnBuilder::Float64(b), Scalar::Float(f)) => b.append_value(*f),
             (ColumnBuilder::Float64(b), Scalar::Int(i)) => b.append_value(*i as f64),
             (ColumnBuilder::Boolean(b), Scalar::Bool(v)) => b.append_value(*v),
@@ -199,7 +230,13 @@ impl ColumnBuilder {
             (ColumnBuilder::Utf8(b), Scalar::Int(i)) => b.append_value(i.to_string()),
             (ColumnBuilder::Utf8(b), Scalar::Float(f)) => b.append_value(f.to_string()),
             (ColumnBuilder::Utf8(b), Scalar::Bool(v)) => b.append_value(v.to_string()),
-            (ColumnBuilder::Json(b), Scalar::Json(j)) => b.append_value(j),
+            (ColumnBuilder::Utf8(b) | ColumnBuilder::Json(b), Scalar::Json(j)) => b.append_value(j),
+            (ColumnBuilder::Decimal(b, precision, scale), value) => {
+                match decimal_units(value, *precision, *scale) {
+                    Some(units) => b.append_value(units),
+                    None => return false,
+                }
+            }
             (ColumnBuilder::Json(b), Scalar::Str(s)) => {
                 b.append_value(serde_json::Value::from(s.as_ref()).to_string())
             }
@@ -238,6 +275,7 @@ impl ColumnBuilder {
             ColumnBuilder::Utf8(b) | ColumnBuilder::Json(b) => Arc::new(b.finish()),
             ColumnBuilder::Date(b) => Arc::new(b.finish()),
             ColumnBuilder::Timestamp(b) | ColumnBuilder::TimestampTz(b) => Arc::new(b.finish()),
+            ColumnBuilder::Decimal(b, ..) => Arc::new(b.finish()),
         })
     }
 
@@ -257,8 +295,56 @@ impl ColumnBuilder {
             ColumnBuilder::Utf8(b) | ColumnBuilder::Json(b) => b.len(),
             ColumnBuilder::Date(b) => b.len(),
             ColumnBuilder::Timestamp(b) | ColumnBuilder::TimestampTz(b) => b.len(),
+            ColumnBuilder::Decimal(b, ..) => b.len(),
         }
     }
+}
+
+/// A number as units of 10^-scale, if it fits `precision` digits: exact
+/// from decimal text (`"12.50"`), rounded half away from zero from a float
+/// (exact for the 15 significant digits a JSON number keeps as f64).
+fn decimal_units(value: &Scalar<'_>, precision: u8, scale: u8) -> Option<i128> {
+    let factor = 10i128.checked_pow(u32::from(scale))?;
+    let units = match value {
+        Scalar::Int(i) => i128::from(*i).checked_mul(factor)?,
+        Scalar::Float(f) => {
+            let scaled = (f * factor as f64).round();
+            if !scaled.is_finite() || scaled.abs() >= 1e37 {
+                return None;
+            }
+            scaled as i128
+        }
+        Scalar::Str(s) => parse_decimal(s.trim(), scale)?,
+        _ => return None,
+    };
+    let limit = 10i128.checked_pow(u32::from(precision))?;
+    (units.abs() < limit).then_some(units)
+}
+
+/// `-12.5` at scale 2 -> -1250; more fraction digits than `scale` is not
+/// exact and does not fit.
+fn parse_decimal(text: &str, scale: u8) -> Option<i128> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let fraction = fraction.trim_end_matches('0');
+    if whole.is_empty() && fraction.is_empty()
+        || fraction.len() > usize::from(scale)
+        || !whole
+            .bytes()
+            .chain(fraction.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let mut units: i128 = 0;
+    for b in whole.bytes().chain(fraction.bytes()) {
+        units = units.checked_mul(10)?.checked_add(i128::from(b - b'0'))?;
+    }
+    units = units.checked_mul(10i128.checked_pow(u32::from(scale) - fraction.len() as u32)?)?;
+    Some(if negative { -units } else { units })
 }
 
 #[cfg(test)]

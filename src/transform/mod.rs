@@ -6,7 +6,7 @@ mod column;
 pub mod temporal;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -15,20 +15,26 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::pipeline::naming::snake_case;
 pub use column::{ColumnBuilder, ColumnType, Scalar};
+use hmac::{Hmac, Mac};
 
 use crate::extract::Page;
 use crate::pipeline::{
-    ColumnSpec, DeclaredType, FieldNode, OnBadValue, PiiPolicy, Secret, StreamSpec,
+    ArrayPolicy, ColumnSpec, DeclaredType, FieldNode, Naming, OnBadValue, OnSchemaChange,
+    PiiPolicy, Secret, StreamSpec,
 };
 
-/// Records read before the first batch is emitted: columns still without a
-/// value by then become VARCHAR, so one null-only page never fixes a type.
+/// Rows buffered per batch. The first batch waits for this many rows, so
+/// columns still without a value by then become VARCHAR and one null-only
+/// page never fixes a type; later batches are the same size, which keeps
+/// the loaders' per-batch costs low.
 pub const DEFAULT_WARMUP_ROWS: usize = 10_000;
 
 /// Nested objects deeper than this are kept as JSON text.
 pub const DEFAULT_MAX_DEPTH: usize = 3;
+
+/// Column of a child table holding the item's position in its array.
+pub const LIST_INDEX_COLUMN: &str = "list_index";
 
 /// Why records could not become a batch.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +64,19 @@ pub enum TransformError {
         page: u64,
         url: String,
     },
+    /// A field the destination table does not have, with
+    /// `on_schema_change: fail`.
+    #[error(
+        "stream `{stream}`: new field `{field}` (column `{column}`) is not in table `{table}` and on_schema_change is fail; set on_schema_change: add to add the column, or ignore to skip the field (page {page}: {url})"
+    )]
+    SchemaChanged {
+        stream: String,
+        table: String,
+        field: String,
+        column: String,
+        page: u64,
+        url: String,
+    },
     /// Arrow refused the batch (a bug, reported rather than hidden).
     #[error("stream `{stream}`: cannot build a record batch: {source}")]
     Arrow {
@@ -66,26 +85,50 @@ pub enum TransformError {
     },
 }
 
+/// One batch for one table: the stream's own, or a child table.
+#[derive(Debug)]
+pub struct TableBatch {
+    /// `users`, or `users__user_work_cycles` for a child table.
+    pub table: String,
+    /// The rows.
+    pub batch: RecordBatch,
+}
+
+/// A field the destination did not have (schema drift), as reported.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SchemaChange {
+    /// The table it belongs to.
+    pub table: String,
+    /// Its column (or, for a new array of objects, its child table).
+    pub column: String,
+    /// The Lucca field's dotted path.
+    pub field: String,
+    /// `added` or `ignored`.
+    pub action: &'static str,
+}
+
 /// One output column.
 #[derive(Debug)]
 struct Column {
-    /// snake_case column name.
+    /// Column name.
     name: String,
     /// Dotted source path, e.g. `manager.name`.
     path: String,
     builder: ColumnBuilder,
     /// Stamp of the last row that set this column.
     last_row: u64,
-    /// A placeholder that turned out to be an object, or a column whose
-    /// policy is `pii: drop`: not built, not emitted.
+    /// A placeholder that turned out to be an object or an array of
+    /// objects, a column whose policy is `pii: drop`, or an ignored new
+    /// field: not built, not emitted.
     dead: bool,
     /// `pii: hash`: values are replaced by their keyed HMAC-SHA256.
     hashed: bool,
 }
 
-/// How a stream's declared columns are built: types, PII policies, and
-/// what a value that does not fit does.
-#[derive(Debug, Clone, Default)]
+/// How a stream's records become columns: declared types and names, PII
+/// policies, flattening, child tables, and what a bad value or a new field
+/// does.
+#[derive(Debug, Clone)]
 pub struct ColumnPolicies {
     /// By column name.
     pub columns: HashMap<String, ColumnSpec>,
@@ -93,11 +136,53 @@ pub struct ColumnPolicies {
     pub pii_key: Option<Secret>,
     /// Store NULL for a value that does not fit (`on_bad_value: null`).
     pub null_bad_values: bool,
+    /// Column names given by `columns[].path`, by lower-cased dotted path.
+    pub renames: HashMap<String, String>,
+    /// How column names are spelled.
+    pub naming: Naming,
+    /// Objects nested deeper than this stay JSON text.
+    pub flatten_depth: usize,
+    /// What a field the destination table lacks does.
+    pub on_schema_change: OnSchemaChange,
+    /// The destination's tables of this stream (its own and its child
+    /// tables) with their columns, read before the run. A table missing
+    /// here is new: every field of it is expected.
+    pub existing: HashMap<String, HashSet<String>>,
+    /// Top-level fields of the primary key, carried by child tables. Empty:
+    /// arrays of objects stay JSON text.
+    pub child_keys: Vec<String>,
+}
+
+impl Default for ColumnPolicies {
+    fn default() -> Self {
+        ColumnPolicies {
+            columns: HashMap::new(),
+            pii_key: None,
+            null_bad_values: false,
+            renames: HashMap::new(),
+            naming: Naming::default(),
+            flatten_depth: DEFAULT_MAX_DEPTH,
+            on_schema_change: OnSchemaChange::default(),
+            existing: HashMap::new(),
+            child_keys: Vec::new(),
+        }
+    }
 }
 
 impl ColumnPolicies {
     /// The policies a stream's spec declares.
     pub fn of(stream: &StreamSpec, pii_key: Option<Secret>) -> Self {
+        let keys: Vec<String> = stream
+            .primary_key
+            .as_ref()
+            .map(|k| k.fields().into_iter().map(str::to_owned).collect())
+            .unwrap_or_default();
+        let child_keys =
+            if stream.arrays == ArrayPolicy::Table && keys.iter().all(|k| !k.contains('.')) {
+                keys
+            } else {
+                Vec::new()
+            };
         ColumnPolicies {
             columns: stream
                 .columns
@@ -106,6 +191,35 @@ impl ColumnPolicies {
                 .collect(),
             pii_key,
             null_bad_values: stream.on_bad_value == OnBadValue::Null,
+            renames: stream
+                .columns
+                .iter()
+                .filter_map(|(name, spec)| Some((spec.path.as_ref()?.to_lowercase(), name.clone())))
+                .collect(),
+            naming: stream.naming,
+            flatten_depth: stream
+                .flatten_depth
+                .map_or(DEFAULT_MAX_DEPTH, |d| d as usize),
+            on_schema_change: stream.on_schema_change,
+            existing: HashMap::new(),
+            child_keys,
+        }
+    }
+
+    /// The same policies, knowing the destination's existing tables.
+    pub fn with_existing(mut self, existing: HashMap<String, HashSet<String>>) -> Self {
+        self.existing = existing;
+        self
+    }
+
+    /// The policies of a child table: the parent's naming, bad-value,
+    /// drift and key rules; no declared columns; arrays stay JSON.
+    fn for_child(&self) -> Self {
+        ColumnPolicies {
+            columns: HashMap::new(),
+            renames: HashMap::new(),
+            child_keys: Vec::new(),
+            ..self.clone()
         }
     }
 }
@@ -115,6 +229,7 @@ fn declared(ty: DeclaredType) -> ColumnType {
     match ty {
         DeclaredType::Bigint => ColumnType::Int64,
         DeclaredType::Double => ColumnType::Float64,
+        DeclaredType::Decimal { precision, scale } => ColumnType::Decimal(precision, scale),
         DeclaredType::Boolean => ColumnType::Boolean,
         DeclaredType::String => ColumnType::Utf8,
         DeclaredType::Date => ColumnType::Date,
@@ -125,8 +240,7 @@ fn declared(ty: DeclaredType) -> ColumnType {
 }
 
 /// `value` replaced by the hex HMAC-SHA256 of its text under `key`.
-fn hashed(key: &Secret, value: &Scalar<'_>) -> Scalar<'static> {
-    use hmac::{Hmac, Mac};
+fn hashed(key: &Hmac<sha2::Sha256>, value: &Scalar<'_>) -> Scalar<'static> {
     let text = match value {
         Scalar::Null => return Scalar::Null,
         Scalar::Bool(b) => b.to_string(),
@@ -135,14 +249,13 @@ fn hashed(key: &Secret, value: &Scalar<'_>) -> Scalar<'static> {
         Scalar::Str(s) => s.to_string(),
         Scalar::Json(j) => j.to_string(),
     };
-    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(key.expose().as_bytes()) else {
-        return Scalar::Null;
-    };
+    let mut mac = key.clone();
     mac.update(text.as_bytes());
     let digest = mac.finalize().into_bytes();
     let mut hex = String::with_capacity(64);
     for byte in digest {
-        hex.push_str(&format!("{byte:02x}"));
+        use std::fmt::Write;
+        let _ = write!(hex, "{byte:02x}");
     }
     Scalar::Str(Cow::Owned(hex))
 }
@@ -153,27 +266,57 @@ type NodeId = usize;
 enum Node {
     Leaf(usize),
     Object {
-        /// Keys as spelled in the data, for a lookup without allocation.
-        exact: HashMap<Box<str>, NodeId>,
+        /// Keys as spelled in the data, in the order first seen: records
+        /// usually repeat that order, so the key at a record's position `i`
+        /// is tried first.
+        exact: Vec<(Box<str>, NodeId)>,
         /// Lower-cased keys: `cultureID` and `cultureId` are one column.
         folded: HashMap<Box<str>, NodeId>,
         path: String,
         name: String,
         depth: usize,
+        /// Sub-fields declared in `fields` (`userWorkCycles[id,startsOn]`),
+        /// for a child table if the value turns out to be an array.
+        declared: Vec<FieldNode>,
     },
+    /// An array of objects, written to `children[i]`.
+    Array(usize),
 }
 
-/// Turns the pages of one stream into record batches.
+/// The node at `hint` if it has this key, else a scan.
+fn find_key(exact: &[(Box<str>, NodeId)], key: &str, hint: usize) -> Option<NodeId> {
+    if let Some((k, id)) = exact.get(hint)
+        && **k == *key
+    {
+        return Some(*id);
+    }
+    exact.iter().find(|(k, _)| **k == *key).map(|(_, id)| *id)
+}
+
+/// A child table: the items of one array of objects.
+#[derive(Debug)]
+struct ChildTable {
+    transform: StreamTransform,
+}
+
+/// Turns the pages of one stream into record batches: the stream's table
+/// and its child tables.
 #[derive(Debug)]
 pub struct StreamTransform {
     stream: String,
+    /// The table this transform fills: the stream's name, or
+    /// `{stream}__{field}` for a child table.
+    table: String,
+    fields: Vec<FieldNode>,
     columns: Vec<Column>,
     nodes: Vec<Node>,
+    children: Vec<ChildTable>,
+    /// Leading columns that are not fields: a child table's parent key
+    /// columns and `list_index`.
+    key_columns: usize,
     row: u64,
     rows_pending: usize,
-    emitted: bool,
     warmup_rows: usize,
-    max_depth: usize,
     schema: Option<SchemaRef>,
     /// Dotted path of the incremental cursor field, lower-cased.
     cursor_path: Option<String>,
@@ -181,10 +324,18 @@ pub struct StreamTransform {
     cursor_column: Option<usize>,
     /// The highest cursor value read: (sortable value, text as sent).
     max_cursor: Option<(i64, String)>,
-    /// Declared types, PII policies, `on_bad_value`.
+    /// Declared types, PII policies, `on_bad_value`, naming, drift.
     policies: ColumnPolicies,
+    /// The keyed MAC of `pii: hash` columns, ready to clone per value.
+    mac: Option<Hmac<sha2::Sha256>>,
     /// Values stored as NULL because they did not fit (`on_bad_value: null`).
     nulled_values: u64,
+    /// True while the declared `fields` are being laid out (not drift).
+    declaring: bool,
+    /// New fields met so far.
+    changes: Vec<SchemaChange>,
+    /// A new field under `on_schema_change: fail`: (path, column).
+    drift_failure: Option<(String, String)>,
 }
 
 /// The page being read, for error messages.
@@ -198,43 +349,89 @@ impl StreamTransform {
     pub fn new(stream: &str, fields: &[FieldNode]) -> Self {
         let mut t = StreamTransform {
             stream: stream.to_owned(),
+            table: stream.to_owned(),
+            fields: fields.to_vec(),
             columns: Vec::new(),
-            nodes: vec![Node::Object {
-                exact: HashMap::new(),
-                folded: HashMap::new(),
-                path: String::new(),
-                name: String::new(),
-                depth: 0,
-            }],
+            nodes: Vec::new(),
+            children: Vec::new(),
+            key_columns: 0,
             row: 0,
             rows_pending: 0,
-            emitted: false,
             warmup_rows: DEFAULT_WARMUP_ROWS,
-            max_depth: DEFAULT_MAX_DEPTH,
             schema: None,
             cursor_path: None,
             cursor_column: None,
             max_cursor: None,
             policies: ColumnPolicies::default(),
+            mac: None,
             nulled_values: 0,
+            declaring: false,
+            changes: Vec::new(),
+            drift_failure: None,
         };
-        t.declare(0, fields);
+        t.lay_out(String::new());
         t
     }
 
-    /// Applies declared types, PII policies and `on_bad_value`. Call
-    /// before the first page.
+    /// (Re)builds the columns of the declared fields, under the current
+    /// policies. `root_path` prefixes paths (a child table's array path).
+    fn lay_out(&mut self, root_path: String) {
+        self.columns.clear();
+        self.nodes = vec![Node::Object {
+            exact: Vec::new(),
+            folded: HashMap::new(),
+            path: root_path,
+            name: String::new(),
+            depth: 0,
+            declared: Vec::new(),
+        }];
+        self.declaring = true;
+        let fields = std::mem::take(&mut self.fields);
+        self.declare(0, &fields);
+        self.fields = fields;
+        self.declaring = false;
+    }
+
+    /// Applies declared types and names, PII policies, `on_bad_value`,
+    /// naming, flattening depth, child tables and drift rules. Call before
+    /// the first page.
     pub fn with_policies(mut self, policies: ColumnPolicies) -> Self {
+        self.mac = policies
+            .pii_key
+            .as_ref()
+            .and_then(|key| Hmac::<sha2::Sha256>::new_from_slice(key.expose().as_bytes()).ok());
         self.policies = policies;
-        for column in 0..self.columns.len() {
-            self.apply_policy(column);
-        }
+        self.lay_out(String::new());
         self
     }
 
-    /// Values stored as NULL because they did not fit their column.
+    /// Values stored as NULL because they did not fit their column, child
+    /// tables included.
     pub fn nulled_values(&self) -> u64 {
         self.nulled_values
+            + self
+                .children
+                .iter()
+                .map(|c| c.transform.nulled_values())
+                .sum::<u64>()
+    }
+
+    /// Fields the destination did not have, child tables included.
+    pub fn schema_changes(&self) -> Vec<SchemaChange> {
+        let mut all = self.changes.clone();
+        for child in &self.children {
+            all.extend(child.transform.schema_changes());
+        }
+        all
+    }
+
+    /// The tables this stream wrote: its own, then its child tables.
+    pub fn tables(&self) -> Vec<String> {
+        let mut all = vec![self.table.clone()];
+        for child in &self.children {
+            all.extend(child.transform.tables());
+        }
+        all
     }
 
     fn apply_policy(&mut self, column: usize) {
@@ -273,7 +470,7 @@ impl StreamTransform {
         self.max_cursor.as_ref().map(|(_, text)| text.as_str())
     }
 
-    /// Sets how many records are read before the first batch.
+    /// Sets how many records are buffered per batch.
     pub fn with_warmup_rows(mut self, rows: usize) -> Self {
         self.warmup_rows = rows.max(1);
         self
@@ -281,38 +478,50 @@ impl StreamTransform {
 
     fn declare(&mut self, parent: NodeId, fields: &[FieldNode]) {
         for field in fields {
-            let id = if field.children.is_empty() {
-                self.child(parent, &field.name, false)
-            } else {
-                self.child(parent, &field.name, true)
+            let object = !field.children.is_empty();
+            let position = match &self.nodes[parent] {
+                Node::Object { exact, .. } => exact.len(),
+                _ => 0,
             };
-            if let Some(id) = id
-                && !field.children.is_empty()
+            if let Some(id) = self.child(parent, &field.name, object, position)
+                && object
             {
+                if let Node::Object { declared, .. } = &mut self.nodes[id] {
+                    declared.clone_from(&field.children);
+                }
                 self.declare(id, &field.children);
             }
         }
     }
 
-    /// Finds or creates the child `key` of an object node. `None` when the
-    /// object is past the flattening depth (the caller keeps JSON text).
-    fn child(&mut self, parent: NodeId, key: &str, object: bool) -> Option<NodeId> {
+    /// Finds or creates the child `key` of an object node; `position` is
+    /// the key's index in its record (the lookup's first guess). `None`
+    /// when the object is past the flattening depth (the caller keeps JSON
+    /// text).
+    fn child(
+        &mut self,
+        parent: NodeId,
+        key: &str,
+        object: bool,
+        position: usize,
+    ) -> Option<NodeId> {
         let Node::Object {
             exact,
             folded,
             path,
             name,
             depth,
+            ..
         } = &mut self.nodes[parent]
         else {
             return None;
         };
-        if let Some(id) = exact.get(key) {
-            return Some(*id);
+        if let Some(id) = find_key(exact, key, position) {
+            return Some(id);
         }
         let lower = key.to_lowercase();
         if let Some(id) = folded.get(lower.as_str()).copied() {
-            exact.insert(key.into(), id);
+            exact.push((key.into(), id));
             return Some(id);
         }
         let child_path = if path.is_empty() {
@@ -320,28 +529,33 @@ impl StreamTransform {
         } else {
             format!("{path}.{key}")
         };
+        let segment = self.policies.naming.segment(key);
         let base_name = if name.is_empty() {
-            snake_case(key)
+            segment
         } else {
-            format!("{name}_{}", snake_case(key))
+            format!("{name}_{segment}")
         };
         let child_depth = *depth + 1;
-        let id = self.nodes.len();
+        let id = self.node_count();
         if let Node::Object { exact, folded, .. } = &mut self.nodes[parent] {
-            exact.insert(key.into(), id);
+            exact.push((key.into(), id));
             folded.insert(lower.into(), id);
         }
-        if object && child_depth <= self.max_depth {
+        if object && child_depth <= self.policies.flatten_depth {
             let name = self.unique_name(&base_name);
             self.nodes.push(Node::Object {
-                exact: HashMap::new(),
+                exact: Vec::new(),
                 folded: HashMap::new(),
                 path: child_path,
                 name,
                 depth: child_depth,
+                declared: Vec::new(),
             });
         } else {
-            let name = self.unique_name(&base_name);
+            let name = match self.policies.renames.get(&child_path.to_lowercase()) {
+                Some(renamed) => renamed.clone(),
+                None => self.unique_name(&base_name),
+            };
             let column = self.columns.len();
             let mut builder = ColumnBuilder::Pending(0);
             for _ in 0..self.rows_pending {
@@ -357,19 +571,58 @@ impl StreamTransform {
             {
                 self.cursor_column = Some(column);
             }
+            let drift = self.drift(&name, &child_path);
             self.columns.push(Column {
                 name,
                 path: child_path,
                 builder,
                 // Not set in the current record yet.
                 last_row: self.row.wrapping_sub(1),
-                dead: false,
+                dead: drift,
                 hashed: false,
             });
             self.apply_policy(column);
             self.nodes.push(Node::Leaf(column));
         }
         Some(id)
+    }
+
+    fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Decides what a new column does under `on_schema_change`; true when
+    /// it is not stored.
+    fn drift(&mut self, column: &str, path: &str) -> bool {
+        if self.declaring || self.policies.columns.contains_key(column) {
+            return false;
+        }
+        let Some(known) = self.policies.existing.get(&self.table) else {
+            // The table's first run: every field is expected.
+            return false;
+        };
+        let child_table = format!("{}__{column}", self.table);
+        if known.contains(column) || self.policies.existing.contains_key(&child_table) {
+            return false;
+        }
+        let action = match self.policies.on_schema_change {
+            OnSchemaChange::Add => "added",
+            OnSchemaChange::Ignore => "ignored",
+            OnSchemaChange::Fail => {
+                if self.drift_failure.is_none() {
+                    self.drift_failure = Some((path.to_owned(), column.to_owned()));
+                }
+                return true;
+            }
+        };
+        tracing::warn!(stream = %self.stream, table = %self.table, column, field = path, action, "new field `{path}` {action} (on_schema_change)");
+        self.changes.push(SchemaChange {
+            table: self.table.clone(),
+            column: column.to_owned(),
+            field: path.to_owned(),
+            action,
+        });
+        action == "ignored"
     }
 
     /// `manager_id` from `manager[id]` collides with a top-level `managerId`:
@@ -396,8 +649,8 @@ impl StreamTransform {
         }
     }
 
-    /// Reads a page. Returns a batch once enough rows are buffered.
-    pub fn push_page(&mut self, page: &Page) -> Result<Option<RecordBatch>, TransformError> {
+    /// Reads a page. Returns batches once enough rows are buffered.
+    pub fn push_page(&mut self, page: &Page) -> Result<Vec<TableBatch>, TransformError> {
         let at = PageRef {
             number: page.number,
             url: &page.url,
@@ -405,17 +658,14 @@ impl StreamTransform {
         for (index, record) in page.records().enumerate() {
             self.push_record(record, index, &at)?;
         }
-        if self.emitted || self.rows_pending >= self.warmup_rows {
+        if self.rows_pending >= self.warmup_rows {
             return self.emit();
         }
-        Ok(None)
+        Ok(Vec::new())
     }
 
-    /// Emits whatever is still buffered.
-    pub fn finish(&mut self) -> Result<Option<RecordBatch>, TransformError> {
-        if self.rows_pending == 0 && self.emitted {
-            return Ok(None);
-        }
+    /// Emits whatever is still buffered (at least the stream's schema, once).
+    pub fn finish(&mut self) -> Result<Vec<TableBatch>, TransformError> {
         self.emit()
     }
 
@@ -428,13 +678,94 @@ impl StreamTransform {
         let text =
             std::str::from_utf8(record).map_err(|e| self.bad_record(index, at, e.to_string()))?;
         let pairs = parse_object(text).map_err(|e| self.bad_record(index, at, e.to_string()))?;
-        self.row += 1;
         let mut ctx = RecordCtx {
             pairs: &pairs,
             index,
             at,
+            arrays: Vec::new(),
         };
+        self.row += 1;
         self.fill_object(0, &pairs, &mut ctx)?;
+        self.end_row();
+        if !ctx.arrays.is_empty() {
+            let keys: Vec<Scalar> = self
+                .policies
+                .child_keys
+                .iter()
+                .map(|k| {
+                    pairs
+                        .iter()
+                        .find(|(name, _)| name.eq_ignore_ascii_case(k))
+                        .and_then(|(_, raw)| scalar(raw.get()).ok())
+                        .unwrap_or(Scalar::Null)
+                })
+                .collect();
+            let arrays = std::mem::take(&mut ctx.arrays);
+            for (child, text) in arrays {
+                self.children[child]
+                    .transform
+                    .push_items(&keys, text, &ctx)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends the items of one array as rows of this child table.
+    fn push_items(
+        &mut self,
+        keys: &[Scalar<'_>],
+        array: &str,
+        parent: &RecordCtx,
+    ) -> Result<(), TransformError> {
+        let items: Vec<&RawValue> = serde_json::from_str(array).map_err(|e| {
+            self.bad_record(
+                parent.index,
+                parent.at,
+                format!("array `{}`: {e}", self.root_path()),
+            )
+        })?;
+        let mut ctx = RecordCtx {
+            pairs: parent.pairs,
+            index: parent.index,
+            at: parent.at,
+            arrays: Vec::new(),
+        };
+        for (position, item) in items.into_iter().enumerate() {
+            let text = item.get();
+            if text == "null" {
+                continue;
+            }
+            let pairs = if text.starts_with('{') {
+                parse_object(text).map_err(|e| {
+                    self.bad_record(
+                        parent.index,
+                        parent.at,
+                        format!("array `{}`: {e}", self.root_path()),
+                    )
+                })?
+            } else {
+                // A scalar among objects: stored in a `value` column.
+                vec![(Cow::Borrowed("value"), item)]
+            };
+            self.row += 1;
+            let row = self.row;
+            let index = Scalar::Int(i64::try_from(position).unwrap_or(i64::MAX));
+            for (column, value) in keys.iter().chain(std::iter::once(&index)).enumerate() {
+                let col = &mut self.columns[column];
+                if !col.builder.append(value) {
+                    col.builder.settle(ColumnType::Utf8);
+                    col.builder.append_null();
+                }
+                col.last_row = row;
+            }
+            self.fill_object(0, &pairs, &mut ctx)?;
+            self.end_row();
+        }
+        Ok(())
+    }
+
+    /// Nulls for the columns the current record did not set.
+    fn end_row(&mut self) {
         let row = self.row;
         for column in self.columns.iter_mut().filter(|c| !c.dead) {
             if column.last_row != row {
@@ -443,28 +774,183 @@ impl StreamTransform {
             }
         }
         self.rows_pending += 1;
-        Ok(())
     }
 
-    fn fill_object(
+    fn root_path(&self) -> &str {
+        match self.nodes.first() {
+            Some(Node::Object { path, .. }) => path,
+            _ => "",
+        }
+    }
+
+    /// Turns node `node` (a field seen as an array of objects) into a child
+    /// table. Returns the child's index, or `None` when the stream keeps
+    /// arrays as JSON, the batch schema is already fixed, or the new table
+    /// is an ignored field.
+    fn make_child_table(&mut self, node: NodeId) -> Option<usize> {
+        if self.policies.child_keys.is_empty() {
+            return None;
+        }
+        let (path, name, declared) = match &self.nodes[node] {
+            Node::Object {
+                path,
+                name,
+                declared,
+                ..
+            } => (path.clone(), name.clone(), declared.clone()),
+            Node::Leaf(column) => {
+                let c = &self.columns[*column];
+                if c.dead {
+                    return None;
+                }
+                (c.path.clone(), c.name.clone(), Vec::new())
+            }
+            Node::Array(child) => return Some(*child),
+        };
+        self.retire_columns_under(&path);
+        let table = format!("{}__{name}", self.table);
+        let mut child = StreamTransform::new(&self.stream, &[]);
+        child.table = table;
+        child.fields = declared;
+        child.policies = self.policies.for_child();
+        child.mac = self.mac.clone();
+        child.warmup_rows = self.warmup_rows;
+        child.lay_out(path);
+        // Parent key columns and `list_index` come first.
+        let mut leading = Vec::new();
+        for key in &self.policies.child_keys {
+            leading.push(format!(
+                "{}_{}",
+                self.table,
+                self.policies.naming.segment(key)
+            ));
+        }
+        leading.push(LIST_INDEX_COLUMN.to_owned());
+        let declared_columns = std::mem::take(&mut child.columns);
+        for name in leading {
+            child.columns.push(Column {
+                name,
+                path: String::new(),
+                builder: ColumnBuilder::Pending(0),
+                last_row: 0,
+                dead: false,
+                hashed: false,
+            });
+        }
+        child.key_columns = child.columns.len();
+        let shift = child.key_columns;
+        child.columns.extend(declared_columns);
+        for n in &mut child.nodes {
+            if let Node::Leaf(c) = n {
+                *c += shift;
+            }
+        }
+        let index = self.children.len();
+        self.children.push(ChildTable { transform: child });
+        self.nodes[node] = Node::Array(index);
+        Some(index)
+    }
+
+    /// Columns laid out under `path` stop being built, unless a batch has
+    /// fixed the schema already (they then stay, null).
+    fn retire_columns_under(&mut self, path: &str) {
+        if self.schema.is_some() {
+            return;
+        }
+        let prefix = format!("{path}.");
+        for column in &mut self.columns {
+            if column.path == path || column.path.starts_with(&prefix) {
+                column.dead = true;
+            }
+        }
+    }
+
+    /// Turns an object node whose value is an array (kept as JSON) into
+    /// one JSON column.
+    fn object_to_json_column(&mut self, node: NodeId) -> usize {
+        let (path, name) = match &self.nodes[node] {
+            Node::Object { path, name, .. } => (path.clone(), name.clone()),
+            Node::Leaf(column) => return *column,
+            Node::Array(_) => (String::new(), String::new()),
+        };
+        self.retire_columns_under(&path);
+        let column = self.columns.len();
+        let mut builder = ColumnBuilder::Pending(0);
+        for _ in 0..self.rows_pending {
+            builder.append_null();
+        }
+        builder.settle(ColumnType::Json);
+        let drift = self.drift(&name, &path);
+        self.columns.push(Column {
+            name,
+            path,
+            builder,
+            last_row: self.row.wrapping_sub(1),
+            dead: drift,
+            hashed: false,
+        });
+        self.nodes[node] = Node::Leaf(column);
+        column
+    }
+
+    fn fill_object<'a>(
         &mut self,
         node: NodeId,
-        pairs: &[(Cow<'_, str>, &RawValue)],
-        ctx: &mut RecordCtx,
+        pairs: &[(Cow<'a, str>, &'a RawValue)],
+        ctx: &mut RecordCtx<'_, 'a>,
     ) -> Result<(), TransformError> {
-        for (key, raw) in pairs {
-            let text = raw.get();
+        for (position, (key, raw)) in pairs.iter().enumerate() {
+            let text: &'a str = raw.get();
             let is_object = text.starts_with('{');
-            let Some(child) = self.child(node, key, is_object) else {
+            let Some(child) = self.child(node, key, is_object, position) else {
                 continue;
             };
+            if let Some((path, column)) = self.drift_failure.take() {
+                return Err(TransformError::SchemaChanged {
+                    stream: self.stream.clone(),
+                    table: self.table.clone(),
+                    field: path,
+                    column,
+                    page: ctx.at.number,
+                    url: ctx.at.url.to_owned(),
+                });
+            }
+            let is_array_of_objects = || {
+                text.starts_with('[')
+                    && serde_json::from_str::<Vec<&RawValue>>(text)
+                        .ok()
+                        .and_then(|items| {
+                            items
+                                .into_iter()
+                                .map(|v| v.get())
+                                .find(|v| *v != "null")
+                                .map(|v| v.starts_with('{'))
+                        })
+                        .unwrap_or(false)
+            };
             match &self.nodes[child] {
+                Node::Array(index) => {
+                    let index = *index;
+                    if text.starts_with('[') {
+                        ctx.arrays.push((index, text));
+                    } else if text != "null" {
+                        let path = self.children[index].transform.root_path().to_owned();
+                        return Err(self.bad_value(ctx, &path, &path, ColumnType::Json, text));
+                    }
+                }
                 Node::Object { .. } => {
                     if is_object {
                         let inner = parse_object(text).map_err(|e| {
                             self.bad_record(ctx.index, ctx.at, format!("field `{key}`: {e}"))
                         })?;
                         self.fill_object(child, &inner, ctx)?;
+                    } else if text.starts_with('[') {
+                        if let Some(index) = self.make_child_table(child) {
+                            ctx.arrays.push((index, text));
+                        } else {
+                            let column = self.object_to_json_column(child);
+                            self.set_value(column, key, text, ctx)?;
+                        }
                     } else if text != "null" {
                         // A scalar where an object was declared.
                         let path = self.object_path(child);
@@ -473,20 +959,20 @@ impl StreamTransform {
                 }
                 Node::Leaf(column) => {
                     let column = *column;
-                    if is_object
-                        && matches!(self.columns[column].builder, ColumnBuilder::Pending(_))
-                    {
+                    let pending = matches!(self.columns[column].builder, ColumnBuilder::Pending(_));
+                    if is_object && pending {
                         // Declared as a plain field, but it is an object:
                         // flatten it instead.
                         self.columns[column].dead = true;
                         let (path, name) = self.leaf_naming(column);
                         let depth = self.node_depth(node) + 1;
                         self.nodes[child] = Node::Object {
-                            exact: HashMap::new(),
+                            exact: Vec::new(),
                             folded: HashMap::new(),
                             path,
                             name,
                             depth,
+                            declared: Vec::new(),
                         };
                         let inner = parse_object(text).map_err(|e| {
                             self.bad_record(ctx.index, ctx.at, format!("field `{key}`: {e}"))
@@ -494,44 +980,65 @@ impl StreamTransform {
                         self.fill_object(child, &inner, ctx)?;
                         continue;
                     }
-                    let value = scalar(text).map_err(|e| {
-                        self.bad_record(ctx.index, ctx.at, format!("field `{key}`: {e}"))
-                    })?;
-                    let row = self.row;
-                    let col = &mut self.columns[column];
-                    if col.last_row == row || col.dead {
-                        // The same field twice (e.g. `cultureID` and
-                        // `cultureId` on one record): the first non-null
-                        // wins. A dropped column keeps nothing.
-                        continue;
-                    }
-                    let value = match (&self.policies.pii_key, col.hashed) {
-                        (Some(key), true) => hashed(key, &value),
-                        // Validation requires a key; without one nothing
-                        // personal is ever stored in clear.
-                        (None, true) => Scalar::Null,
-                        (_, false) => value,
-                    };
-                    if !col.builder.append(&value) {
-                        if self.policies.null_bad_values {
-                            col.builder.append_null();
-                            self.nulled_values += 1;
-                        } else {
-                            let (path, name, ty) = (
-                                col.path.clone(),
-                                col.name.clone(),
-                                col.builder.column_type().unwrap_or(ColumnType::Utf8),
-                            );
-                            return Err(self.bad_value(ctx, &path, &name, ty, &value.shown()));
+                    if pending && text.starts_with('[') {
+                        if is_array_of_objects() {
+                            if let Some(index) = self.make_child_table(child) {
+                                ctx.arrays.push((index, text));
+                                continue;
+                            }
+                        } else if text == "[]" && !self.policies.child_keys.is_empty() {
+                            // Empty so far: it may be an array of objects.
+                            continue;
                         }
                     }
-                    let col = &mut self.columns[column];
-                    col.last_row = row;
-                    if self.cursor_column == Some(column) {
-                        self.track_cursor(&value);
-                    }
+                    self.set_value(column, key, text, ctx)?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Stores one scalar (or JSON text) into its column.
+    fn set_value(
+        &mut self,
+        column: usize,
+        key: &str,
+        text: &str,
+        ctx: &RecordCtx,
+    ) -> Result<(), TransformError> {
+        let value = scalar(text)
+            .map_err(|e| self.bad_record(ctx.index, ctx.at, format!("field `{key}`: {e}")))?;
+        let row = self.row;
+        let col = &mut self.columns[column];
+        if col.last_row == row || col.dead {
+            // The same field twice (e.g. `cultureID` and `cultureId` on one
+            // record): the first non-null wins. A dropped column keeps
+            // nothing.
+            return Ok(());
+        }
+        let value = match (&self.mac, col.hashed) {
+            (Some(mac), true) => hashed(mac, &value),
+            // Validation requires a key; without one nothing personal is
+            // ever stored in clear.
+            (None, true) => Scalar::Null,
+            (_, false) => value,
+        };
+        if !col.builder.append(&value) {
+            if self.policies.null_bad_values {
+                col.builder.append_null();
+                self.nulled_values += 1;
+            } else {
+                let (path, name, ty) = (
+                    col.path.clone(),
+                    col.name.clone(),
+                    col.builder.column_type().unwrap_or(ColumnType::Utf8),
+                );
+                return Err(self.bad_value(ctx, &path, &name, ty, &value.shown()));
+            }
+        }
+        self.columns[column].last_row = row;
+        if self.cursor_column == Some(column) {
+            self.track_cursor(&value);
         }
         Ok(())
     }
@@ -565,7 +1072,7 @@ impl StreamTransform {
     fn node_depth(&self, node: NodeId) -> usize {
         match &self.nodes[node] {
             Node::Object { depth, .. } => *depth,
-            Node::Leaf(_) => 0,
+            Node::Leaf(_) | Node::Array(_) => 0,
         }
     }
 
@@ -573,6 +1080,7 @@ impl StreamTransform {
         match &self.nodes[node] {
             Node::Object { path, .. } => path.clone(),
             Node::Leaf(c) => self.columns[*c].path.clone(),
+            Node::Array(c) => self.children[*c].transform.root_path().to_owned(),
         }
     }
 
@@ -612,8 +1120,25 @@ impl StreamTransform {
         }
     }
 
-    fn emit(&mut self) -> Result<Option<RecordBatch>, TransformError> {
+    fn emit(&mut self) -> Result<Vec<TableBatch>, TransformError> {
+        let mut out = Vec::new();
+        if let Some(batch) = self.emit_own()? {
+            out.push(TableBatch {
+                table: self.table.clone(),
+                batch,
+            });
+        }
+        for child in &mut self.children {
+            out.extend(child.transform.emit()?);
+        }
+        Ok(out)
+    }
+
+    fn emit_own(&mut self) -> Result<Option<RecordBatch>, TransformError> {
         let rows = self.rows_pending;
+        if rows == 0 {
+            return Ok(None);
+        }
         let mut fields = Vec::new();
         let mut arrays = Vec::new();
         for column in self.columns.iter_mut().filter(|c| !c.dead) {
@@ -625,10 +1150,6 @@ impl StreamTransform {
             }
         }
         self.rows_pending = 0;
-        self.emitted = true;
-        if rows == 0 {
-            return Ok(None);
-        }
         let schema = match &self.schema {
             Some(s) if s.fields().len() == fields.len() => Arc::clone(s),
             _ => {
@@ -648,9 +1169,13 @@ impl StreamTransform {
 }
 
 struct RecordCtx<'p, 'a> {
+    /// The top-level record (its `id` names it in errors).
     pairs: &'p [(Cow<'a, str>, &'a RawValue)],
     index: usize,
     at: &'p PageRef<'p>,
+    /// Arrays of objects met in the record: (child table, JSON text),
+    /// written once the record's key is known.
+    arrays: Vec<(usize, &'a str)>,
 }
 
 /// Reads one JSON object into its key/raw-value pairs, borrowing from `text`.

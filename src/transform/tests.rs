@@ -29,13 +29,20 @@ fn field(name: &str, children: &[&str]) -> FieldNode {
     }
 }
 
+/// The batch of `table` among a transform's output.
+fn batch_of(batches: &[TableBatch], table: &str) -> RecordBatch {
+    batches
+        .iter()
+        .find(|b| b.table == table)
+        .map(|b| b.batch.clone())
+        .unwrap_or_else(|| panic!("no batch for table {table}"))
+}
+
 fn run(fields: &[FieldNode], json: &str) -> RecordBatch {
     let mut t = StreamTransform::new("users", fields);
     let first = t.push_page(&page(json)).unwrap_or_else(|e| panic!("{e}"));
-    assert!(first.is_none(), "buffered until warm-up or finish");
-    t.finish()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|| panic!("a batch"))
+    assert!(first.is_empty(), "buffered until warm-up or finish");
+    batch_of(&t.finish().unwrap_or_else(|e| panic!("{e}")), "users")
 }
 
 const USERS: &str = r#"{"data":{"count":3,"items":[
@@ -180,19 +187,18 @@ fn nulls_first_then_values_keep_the_type_and_rows_align() {
     let mut t = StreamTransform::new("users", &[field("id", &[]), field("dtContractEnd", &[])])
         .with_warmup_rows(2);
     let first = page(r#"{"data":{"items":[{"id":1,"dtContractEnd":null},{"id":2}]}}"#);
-    let batch = t
-        .push_page(&first)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|| panic!("batch"));
+    let batch = batch_of(
+        &t.push_page(&first).unwrap_or_else(|e| panic!("{e}")),
+        "users",
+    );
     assert_eq!(batch.num_rows(), 2);
     // Still no value after the warm-up: VARCHAR, which holds any later value.
     assert_eq!(batch.schema().field(1).data_type(), &DataType::Utf8);
     let second =
         page(r#"{"data":{"items":[{"id":3,"dtContractEnd":"2020-01-01T00:00:00","newField":7}]}}"#);
-    let batch = t
-        .push_page(&second)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|| panic!("batch"));
+    let pending = t.push_page(&second).unwrap_or_else(|e| panic!("{e}"));
+    assert!(pending.is_empty(), "one row waits for a full batch");
+    let batch = batch_of(&t.finish().unwrap_or_else(|e| panic!("{e}")), "users");
     assert_eq!(
         batch.num_columns(),
         3,
@@ -228,22 +234,20 @@ fn policies(
                     ColumnSpec {
                         data_type: *ty,
                         pii: *pii,
+                        path: None,
                     },
                 )
             })
             .collect(),
         pii_key: key.map(Secret::new),
-        null_bad_values: false,
+        ..ColumnPolicies::default()
     }
 }
 
 fn run_with(fields: &[FieldNode], policies: ColumnPolicies, json: &str) -> (RecordBatch, u64) {
     let mut t = StreamTransform::new("users", fields).with_policies(policies);
     let _ = t.push_page(&page(json)).unwrap_or_else(|e| panic!("{e}"));
-    let batch = t
-        .finish()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|| panic!("a batch"));
+    let batch = batch_of(&t.finish().unwrap_or_else(|e| panic!("{e}")), "users");
     (batch, t.nulled_values())
 }
 
