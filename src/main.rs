@@ -16,6 +16,7 @@ use lucca_sync::report::{self, PipelineSummary, RunSummary};
 use lucca_sync::run::{self, Budgets, RunOptions, RunReport, StreamStatus};
 use lucca_sync::sandbox;
 use lucca_sync::settings::{LogFormat, Settings};
+use lucca_sync::transform::{ColumnInfo, ColumnType};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -109,6 +110,19 @@ enum Command {
         /// Where the demo's outputs go.
         #[arg(long, default_value = "out/demo")]
         out: PathBuf,
+    },
+    /// Print the columns and types each stream's tables will have.
+    Schema {
+        /// Pipeline files.
+        #[arg(required = true)]
+        pipelines: Vec<PathBuf>,
+        /// Also read the first N pages of each stream (default 1) and show
+        /// the types and child tables the data gives; writes nothing.
+        #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1")]
+        sample: Option<u32>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the JSON Schema of the pipeline file format (for editors).
     JsonSchema,
@@ -254,6 +268,35 @@ async fn dispatch(command: Command, settings: Settings) -> u8 {
                 pipelines,
             };
             write_reports(&summary, &args).max(code)
+        }
+        Command::Schema {
+            pipelines,
+            sample,
+            json,
+        } => {
+            let loaded = match load_all(&pipelines, &|name| std::env::var(name).ok()) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            for pipeline in &loaded {
+                match run::resolve_schema(pipeline, &settings, sample).await {
+                    Ok(columns) if json => println!(
+                        "{}",
+                        serde_json::to_string_pretty(&schema_json(&columns, sample.is_some()))
+                            .unwrap_or_default()
+                    ),
+                    Ok(columns) => print_schema(&pipeline.spec.name, &columns, sample.is_some()),
+                    Err(e) => {
+                        report_error(&e.to_string());
+                        return if e.is_key_rejected() {
+                            exit::KEY_REJECTED
+                        } else {
+                            exit::FAILED
+                        };
+                    }
+                }
+            }
+            exit::OK
         }
         Command::Check { pipelines } => {
             let loaded = match load_all(&pipelines, &|name| std::env::var(name).ok()) {
@@ -463,8 +506,63 @@ async fn dry_run_all(pipelines: &[Pipeline], settings: &Settings, options: &RunO
             ),
             (None, _) => println!("request budget: unlimited"),
         }
+        match run::resolve_schema(pipeline, settings, None).await {
+            Ok(columns) => print_schema(&plan.pipeline, &columns, false),
+            Err(e) => {
+                report_error(&e.to_string());
+                return exit::FAILED;
+            }
+        }
     }
     exit::OK
+}
+
+/// The DuckDB type of a column, or why it is not known yet.
+fn shown_type(ty: Option<ColumnType>, sampled: bool) -> String {
+    match ty {
+        Some(ColumnType::Json) => "VARCHAR (JSON)".to_owned(),
+        Some(ty) => lucca_sync::load::duckdb::sql_type(&ty.arrow_type()),
+        None if sampled => "VARCHAR (no value in the sample)".to_owned(),
+        None => "inferred at run time".to_owned(),
+    }
+}
+
+/// `schema` and `run --dry-run`: each table's columns.
+fn print_schema(pipeline: &str, columns: &[ColumnInfo], sampled: bool) {
+    let mut table = "";
+    for c in columns {
+        if c.table != table {
+            table = &c.table;
+            println!(
+                "pipeline {pipeline}, table {table}\n  {:<32} {:<24} field",
+                "column", "type"
+            );
+        }
+        let pii = if c.pii.is_some() { "  (pii: hash)" } else { "" };
+        let field = if c.field.is_empty() {
+            "(parent key / position)"
+        } else {
+            &c.field
+        };
+        println!(
+            "  {:<32} {:<24} {field}{pii}",
+            c.column,
+            shown_type(c.column_type, sampled)
+        );
+    }
+}
+
+fn schema_json(columns: &[ColumnInfo], sampled: bool) -> serde_json::Value {
+    serde_json::Value::Array(
+        columns
+            .iter()
+            .map(|c| {
+                let mut v = serde_json::to_value(c).unwrap_or_default();
+                v["type"] = serde_json::Value::from(shown_type(c.column_type, sampled));
+                v
+            })
+            .collect(),
+    )
 }
 
 /// `95` -> `1 min 35 s`.

@@ -19,7 +19,9 @@ use crate::load::{Load, LoadError, LoadOptions, RunRecord, StreamCommit};
 use crate::pipeline::naming::stream_column;
 use crate::pipeline::{Pipeline, PipelineError, RateLimit, fields_query, leaf_paths};
 use crate::settings::Settings;
-use crate::transform::{ColumnPolicies, SchemaChange, StreamTransform, TableBatch, TransformError};
+use crate::transform::{
+    ColumnInfo, ColumnPolicies, SchemaChange, StreamTransform, TableBatch, TransformError,
+};
 
 /// Pages buffered between a stream's extractor and its transform.
 const PAGE_CHANNEL: usize = 4;
@@ -141,6 +143,12 @@ pub enum RunError {
     /// The destination could not be opened or published.
     #[error("pipeline `{pipeline}`: {source}")]
     Load { pipeline: String, source: LoadError },
+    /// Sampled records could not be read (`schema --sample`).
+    #[error("pipeline `{pipeline}`: {source}")]
+    Transform {
+        pipeline: String,
+        source: TransformError,
+    },
     /// The HTTP client could not be built.
     #[error("pipeline `{pipeline}`: {source}")]
     Client {
@@ -777,6 +785,67 @@ pub async fn plan_pipeline(
         rate_limit_per_minute: rate,
         streams,
     })
+}
+
+/// The columns of each stream's tables: as declared (`fields`, `columns`)
+/// or, with `sample_pages`, as the transform lays them out from the first
+/// pages of each stream (types inferred, child tables found). Writes
+/// nothing; sampling sends at most `sample_pages` requests per stream.
+pub async fn resolve_schema(
+    pipeline: &Pipeline,
+    settings: &Settings,
+    sample_pages: Option<u32>,
+) -> Result<Vec<ColumnInfo>, RunError> {
+    let pii_key = pipeline.pii_key()?;
+    let mut columns = Vec::new();
+    let sampler = match sample_pages {
+        Some(pages) => {
+            let rate = pipeline.spec.source.rate_limit_per_minute.per_minute();
+            let (extractor, rejection) = tenant_extractor(
+                pipeline,
+                settings,
+                Arc::new(RequestBudget::new(rate)),
+                &CancellationToken::new(),
+            )?;
+            Some((extractor, rejection, pipeline.base_url()?, pages.max(1)))
+        }
+        None => None,
+    };
+    for stream in &pipeline.streams {
+        let mut transform = StreamTransform::new(&stream.spec.name, &stream.fields)
+            .with_policies(ColumnPolicies::of(&stream.spec, pii_key.clone()))
+            .with_warmup_rows(usize::MAX);
+        if let Some((extractor, rejection, base_url, pages)) = &sampler {
+            let plan = stream_plan(pipeline, stream, base_url, None)?
+                .with_limit(Some(u64::from(stream.page_size) * u64::from(*pages)));
+            let (page_tx, mut page_rx) = mpsc::channel::<Page>(PAGE_CHANNEL);
+            let extract =
+                extractor.extract_stream(&plan, Arc::new(StreamCounters::default()), page_tx);
+            let consume = async {
+                while let Some(page) = page_rx.recv().await {
+                    transform.push_page(&page)?;
+                }
+                transform.finish().map(|_| ())
+            };
+            let (extracted, transformed) = tokio::join!(extract, consume);
+            extracted.map_err(|source| match rejection.url() {
+                Some(url) => RunError::KeyRejected {
+                    pipeline: pipeline.spec.name.clone(),
+                    source: key_rejected(pipeline, url),
+                },
+                None => RunError::Client {
+                    pipeline: pipeline.spec.name.clone(),
+                    source,
+                },
+            })?;
+            transformed.map_err(|source| RunError::Transform {
+                pipeline: pipeline.spec.name.clone(),
+                source,
+            })?;
+        }
+        columns.extend(transform.describe());
+    }
+    Ok(columns)
 }
 
 /// One authenticated one-record request: the count the API reports.

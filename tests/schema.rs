@@ -268,3 +268,68 @@ async fn parquet_child_tables_are_directories_of_their_own() {
         .sum();
     assert_eq!(rows, items, "merged twice, each item once");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_command_declared_and_sampled() {
+    let server = sandbox(SandboxConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (destination, db) = duckdb_destination(dir.path());
+    let path = pipeline(
+        dir.path(),
+        &destination,
+        &[
+            "id",
+            "birthDate",
+            "manager[id,name]",
+            "userWorkCycles[id,startsOn]",
+        ],
+        "    columns:\n      birth_date: { type: date }\n",
+    );
+    let p = path.to_str().unwrap_or_default();
+
+    let declared = lucca_sync(&["schema", p], &server.base_url(), KEY).await;
+    assert_eq!(
+        declared.status.code(),
+        Some(0),
+        "{}",
+        text(&declared.stderr)
+    );
+    let stdout = text(&declared.stdout);
+    assert!(
+        stdout.contains("birth_date") && stdout.contains("DATE"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("inferred at run time"), "{stdout}");
+    assert_eq!(
+        server.request_count(),
+        0,
+        "without --sample nothing is sent"
+    );
+
+    let sampled = lucca_sync(
+        &["schema", p, "--sample", "--json"],
+        &server.base_url(),
+        KEY,
+    )
+    .await;
+    assert_eq!(sampled.status.code(), Some(0), "{}", text(&sampled.stderr));
+    let columns: serde_json::Value =
+        serde_json::from_slice(&sampled.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let find = |table: &str, column: &str| {
+        columns
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|c| c["table"] == table && c["column"] == column)
+            })
+            .map(|c| c["type"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(find("users", "manager_id").as_deref(), Some("BIGINT"));
+    assert_eq!(find("users", "birth_date").as_deref(), Some("DATE"));
+    assert_eq!(
+        find("users__user_work_cycles", "starts_on").as_deref(),
+        Some("TIMESTAMP")
+    );
+    assert_eq!(server.request_count(), 1, "one page sampled");
+    assert!(!db.exists(), "schema writes nothing");
+}

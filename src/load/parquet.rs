@@ -375,10 +375,7 @@ impl ParquetLoad {
 
     /// For a merged child table: its key columns and the keys of the parent
     /// records this run rewrites (the parent's staged rows).
-    fn parent_keys(
-        &mut self,
-        commit: &StreamCommit,
-    ) -> Result<Option<KeysToSkip>, LoadError> {
+    fn parent_keys(&mut self, commit: &StreamCommit) -> Result<Option<KeysToSkip>, LoadError> {
         let Some(link) = commit
             .parent
             .as_ref()

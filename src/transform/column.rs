@@ -245,6 +245,14 @@ impl ColumnBuilder {
             (ColumnBuilder::Json(b), Scalar::Bool(v)) => b.append_value(v.to_string()),
             (ColumnBuilder::Date(b), Scalar::Str(s)) => match temporal::parse(s) {
                 Some(Temporal::Date(d)) => b.append_value(d),
+                // Lucca writes many dates as midnight datetimes
+                // (`birthDate: 1989-12-22T00:00:00`): exact as a DATE.
+                Some(Temporal::Naive(us)) if us.rem_euclid(86_400_000_000) == 0 => {
+                    match i32::try_from(us.div_euclid(86_400_000_000)) {
+                        Ok(day) => b.append_value(day),
+                        Err(_) => return false,
+                    }
+                }
                 _ => return false,
             },
             (ColumnBuilder::Timestamp(b), Scalar::Str(s)) => match temporal::parse(s) {

@@ -107,6 +107,30 @@ pub struct SchemaChange {
     pub action: &'static str,
 }
 
+/// A column as `lucca-sync schema` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ColumnInfo {
+    /// Its table: the stream's, or a child table.
+    pub table: String,
+    /// Column name.
+    pub column: String,
+    /// The Lucca field it reads (dotted); empty for a child table's key
+    /// and `list_index`.
+    pub field: String,
+    /// Its type, once declared or seen; `None` while no value says.
+    #[serde(skip)]
+    pub column_type: Option<ColumnType>,
+    /// `hash` for a `pii: hash` column.
+    pub pii: Option<&'static str>,
+}
+
+impl ColumnType {
+    /// The type a declaration gives a column.
+    pub fn declared(ty: DeclaredType) -> ColumnType {
+        declared(ty)
+    }
+}
+
 /// One output column.
 #[derive(Debug)]
 struct Column {
@@ -421,6 +445,27 @@ impl StreamTransform {
         let mut all = self.changes.clone();
         for child in &self.children {
             all.extend(child.transform.schema_changes());
+        }
+        all
+    }
+
+    /// The columns laid out so far (declared, then seen), child tables
+    /// included; dropped and ignored columns are left out.
+    pub fn describe(&self) -> Vec<ColumnInfo> {
+        let mut all: Vec<ColumnInfo> = self
+            .columns
+            .iter()
+            .filter(|c| !c.dead)
+            .map(|c| ColumnInfo {
+                table: self.table.clone(),
+                column: c.name.clone(),
+                field: c.path.clone(),
+                column_type: c.builder.column_type(),
+                pii: c.hashed.then_some("hash"),
+            })
+            .collect();
+        for child in &self.children {
+            all.extend(child.transform.describe());
         }
         all
     }
