@@ -25,8 +25,10 @@ use crate::transform::{
 
 /// Pages buffered between a stream's extractor and its transform.
 const PAGE_CHANNEL: usize = 4;
-/// Batches buffered between the transforms and the loader.
-const BATCH_CHANNEL: usize = 8;
+/// Batches (of `DEFAULT_WARMUP_ROWS` rows, a few MB each) buffered between
+/// the transforms and the loader: enough to keep both busy, few enough to
+/// keep memory flat.
+const BATCH_CHANNEL: usize = 2;
 
 /// Request budgets of the tenants of a run, one per host, shared by all the
 /// streams (and pipelines) of the run that talk to that host.

@@ -47,7 +47,7 @@ pub struct Settings {
     /// Largest backoff interval, milliseconds.
     pub retry_backoff_max_ms: u64,
     /// Memory DuckDB may use while loading (its `memory_limit`, e.g.
-    /// `128MB`): keeps the process flat however big the tables; DuckDB
+    /// `16MB`, the default): keeps the process flat however big the tables; DuckDB
     /// evicts loaded blocks to the file beyond it.
     pub duckdb_memory_limit: String,
 }
@@ -63,7 +63,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("max_retry_after_secs", "120"),
     ("retry_backoff_min_ms", "1000"),
     ("retry_backoff_max_ms", "60000"),
-    ("duckdb_memory_limit", "128MB"),
+    ("duckdb_memory_limit", "16MB"),
 ];
 
 /// The `LUCCA_SYNC_*` variables that name a setting. Others with the prefix
