@@ -67,6 +67,11 @@ pub struct SandboxConfig {
     pub faults: Faults,
     /// The v3 list envelope.
     pub envelope: Envelope,
+    /// Pre-serialized pages: every 200 answer is kept by URL and served
+    /// again as bytes, without rendering. For benchmarks, so that the
+    /// sandbox costs next to no CPU once each page was asked for once
+    /// (memory: the whole tenant as JSON). Off by default.
+    pub cache_pages: bool,
 }
 
 impl Default for SandboxConfig {
@@ -76,6 +81,7 @@ impl Default for SandboxConfig {
             users: UserData::default(),
             faults: Faults::default(),
             envelope: Envelope::default(),
+            cache_pages: false,
         }
     }
 }
@@ -115,6 +121,7 @@ impl fmt::Debug for SandboxConfig {
             .field("users", &self.users)
             .field("faults", &self.faults)
             .field("envelope", &self.envelope)
+            .field("cache_pages", &self.cache_pages)
             .finish()
     }
 }

@@ -3,7 +3,7 @@
 //! order, routes to the endpoints and shapes the bytes on the wire (including
 //! broken bodies and dropped connections).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -185,6 +185,8 @@ struct Shared {
     window: Mutex<VecDeque<Instant>>,
     mutated: AtomicBool,
     local: SocketAddr,
+    /// `cache_pages`: 200 answers by URL.
+    page_cache: Option<Mutex<HashMap<String, Answer>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -217,6 +219,7 @@ impl Shared {
             window: Mutex::new(VecDeque::new()),
             mutated: AtomicBool::new(false),
             local,
+            page_cache: config.cache_pages.then(|| Mutex::new(HashMap::new())),
         })
     }
 
@@ -290,7 +293,7 @@ impl Shared {
             }
             return (Outcome::Answer(answer), status);
         }
-        let answer = self.route(n, parts);
+        let answer = self.route_cached(n, parts);
         let status = answer.status.as_u16();
         if status == 200 && f.truncate_body_on.contains(&n) {
             return (Outcome::Truncated(answer), 200);
@@ -305,6 +308,23 @@ impl Shared {
             );
         }
         (Outcome::Answer(answer), status)
+    }
+
+    /// [`Shared::route`], or the bytes it gave this URL before
+    /// (`cache_pages`).
+    fn route_cached(&self, n: u32, parts: &Parts) -> Answer {
+        let Some(cache) = &self.page_cache else {
+            return self.route(n, parts);
+        };
+        let key = parts.uri.to_string();
+        if let Some(answer) = lock(cache).get(&key) {
+            return answer.clone();
+        }
+        let answer = self.route(n, parts);
+        if answer.status == StatusCode::OK {
+            lock(cache).insert(key, answer.clone());
+        }
+        answer
     }
 
     fn authorized(&self, parts: &Parts, style: Style) -> bool {
@@ -826,6 +846,7 @@ enum Style {
 }
 
 /// A complete answer before it goes on the wire.
+#[derive(Clone)]
 struct Answer {
     status: StatusCode,
     content_type: &'static str,
