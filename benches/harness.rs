@@ -96,8 +96,22 @@ struct ChildRun {
 /// Runs `binary args` to completion and reads its peak RSS and CPU time
 /// with `wait4` (exact, unlike polling `/proc`).
 fn run_child(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<ChildRun, String> {
+    // The child's peak RSS comes from GNU time, which forks it from a small
+    // process: a child spawned straight from this process inherits this
+    // process's RSS (the sandbox's cached pages) in its `ru_maxrss` until it
+    // calls exec. Without /usr/bin/time, `wait4`'s figure is the fallback.
+    let time = Path::new("/usr/bin/time");
+    let rss_file =
+        std::env::temp_dir().join(format!("lucca-sync-bench-rss-{}", std::process::id()));
+    let mut command = if time.exists() {
+        let mut c = std::process::Command::new(time);
+        c.arg("-f").arg("%M").arg("-o").arg(&rss_file).arg(binary);
+        c
+    } else {
+        std::process::Command::new(binary)
+    };
     let started = Instant::now();
-    let child = std::process::Command::new(binary)
+    let child = command
         .args(args)
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
@@ -120,9 +134,15 @@ fn run_child(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Child
     } else {
         -1
     };
+    let measured = std::fs::read_to_string(&rss_file).ok().and_then(|text| {
+        text.lines()
+            .last()
+            .and_then(|l| l.trim().parse::<u64>().ok())
+    });
+    let _ = std::fs::remove_file(&rss_file);
     Ok(ChildRun {
         wall,
-        peak_rss_kb: usage.ru_maxrss.max(0) as u64,
+        peak_rss_kb: measured.unwrap_or(usage.ru_maxrss.max(0) as u64),
         cpu: timeval(usage.ru_utime) + timeval(usage.ru_stime),
         exit_code,
     })

@@ -137,6 +137,10 @@ enum Command {
         /// The API key the sandbox accepts.
         #[arg(long, default_value = sandbox::DEFAULT_API_KEY)]
         api_key: String,
+        /// Keep every page once rendered and serve it again as bytes
+        /// (benchmarks: the sandbox then costs almost no CPU).
+        #[arg(long)]
+        cache_pages: bool,
     },
 }
 
@@ -316,7 +320,8 @@ async fn dispatch(command: Command, settings: Settings) -> u8 {
             port,
             users,
             api_key,
-        } => match serve_sandbox(port, users, api_key).await {
+            cache_pages,
+        } => match serve_sandbox(port, users, api_key, cache_pages).await {
             Ok(()) => exit::OK,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -667,13 +672,19 @@ async fn check_all(pipelines: &[Pipeline], settings: &Settings) -> u8 {
     code
 }
 
-async fn serve_sandbox(port: u16, users: Option<u32>, api_key: String) -> anyhow::Result<()> {
+async fn serve_sandbox(
+    port: u16,
+    users: Option<u32>,
+    api_key: String,
+    cache_pages: bool,
+) -> anyhow::Result<()> {
     let config = sandbox::SandboxConfig {
         api_key,
         users: match users {
             Some(n) => sandbox::UserData::Synthetic(n),
             None => sandbox::UserData::Fixtures,
         },
+        cache_pages,
         ..sandbox::SandboxConfig::default()
     };
     let server = sandbox::Sandbox::start_on(config, ([127, 0, 0, 1], port).into())
