@@ -290,14 +290,7 @@ async fn dispatch(command: Command, settings: Settings) -> u8 {
                             .unwrap_or_default()
                     ),
                     Ok(columns) => print_schema(&pipeline.spec.name, &columns, sample.is_some()),
-                    Err(e) => {
-                        report_error(&e.to_string());
-                        return if e.is_key_rejected() {
-                            exit::KEY_REJECTED
-                        } else {
-                            exit::FAILED
-                        };
-                    }
+                    Err(e) => return failed(&e),
                 }
             }
             exit::OK
@@ -473,18 +466,21 @@ fn write_reports(summary: &RunSummary, args: &RunArgs) -> u8 {
 }
 
 /// `run --dry-run`: what each pipeline would fetch; nothing is written.
+/// Reports a command's error; its exit code.
+fn failed(e: &run::RunError) -> u8 {
+    report_error(&e.to_string());
+    if e.is_key_rejected() {
+        exit::KEY_REJECTED
+    } else {
+        exit::FAILED
+    }
+}
+
 async fn dry_run_all(pipelines: &[Pipeline], settings: &Settings, options: &RunOptions) -> u8 {
     for pipeline in pipelines {
         let plan = match run::plan_pipeline(pipeline, settings, options).await {
             Ok(plan) => plan,
-            Err(e) => {
-                report_error(&e.to_string());
-                return if e.is_key_rejected() {
-                    exit::KEY_REJECTED
-                } else {
-                    exit::FAILED
-                };
-            }
+            Err(e) => return failed(&e),
         };
         println!(
             "pipeline {} (dry run: nothing is written)\n{:<24} {:>10} {:>10} {:>9}  endpoint",
@@ -513,10 +509,7 @@ async fn dry_run_all(pipelines: &[Pipeline], settings: &Settings, options: &RunO
         }
         match run::resolve_schema(pipeline, settings, None).await {
             Ok(columns) => print_schema(&plan.pipeline, &columns, false),
-            Err(e) => {
-                report_error(&e.to_string());
-                return exit::FAILED;
-            }
+            Err(e) => return failed(&e),
         }
     }
     exit::OK

@@ -830,16 +830,7 @@ pub async fn resolve_schema(
                 transform.finish().map(|_| ())
             };
             let (extracted, transformed) = tokio::join!(extract, consume);
-            extracted.map_err(|source| match rejection.url() {
-                Some(url) => RunError::KeyRejected {
-                    pipeline: pipeline.spec.name.clone(),
-                    source: key_rejected(pipeline, url),
-                },
-                None => RunError::Client {
-                    pipeline: pipeline.spec.name.clone(),
-                    source,
-                },
-            })?;
+            extracted.map_err(|source| request_error(pipeline, rejection, source))?;
             transformed.map_err(|source| RunError::Transform {
                 pipeline: pipeline.spec.name.clone(),
                 source,
@@ -860,16 +851,22 @@ async fn probe(
     extractor
         .probe(plan, Arc::new(StreamCounters::default()))
         .await
-        .map_err(|source| match rejection.url() {
-            Some(url) => RunError::KeyRejected {
-                pipeline: pipeline.spec.name.clone(),
-                source: key_rejected(pipeline, url),
-            },
-            None => RunError::Client {
-                pipeline: pipeline.spec.name.clone(),
-                source,
-            },
-        })
+        .map_err(|source| request_error(pipeline, rejection, source))
+}
+
+/// The run error of a failed request outside a run: a rejected key, or
+/// the request's own error.
+fn request_error(pipeline: &Pipeline, rejection: &KeyRejection, source: ExtractError) -> RunError {
+    match rejection.url() {
+        Some(url) => RunError::KeyRejected {
+            pipeline: pipeline.spec.name.clone(),
+            source: key_rejected(pipeline, url),
+        },
+        None => RunError::Client {
+            pipeline: pipeline.spec.name.clone(),
+            source,
+        },
+    }
 }
 
 fn stream_plan(
