@@ -8,6 +8,7 @@
 // their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod catalog;
 pub mod extract;
 pub mod load;
 pub mod pipeline;

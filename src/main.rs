@@ -126,6 +126,12 @@ enum Command {
     },
     /// Print the JSON Schema of the pipeline file format (for editors).
     JsonSchema,
+    /// List the built-in catalog of Lucca endpoints, or show one in detail.
+    Endpoints {
+        /// A catalog name (e.g. `users`): its fields, types, key, cursor and
+        /// required filters.
+        name: Option<String>,
+    },
     /// Serve the fake Lucca tenant on 127.0.0.1 until interrupted.
     Sandbox {
         /// Port (0 picks a free one).
@@ -242,6 +248,7 @@ fn init_tracing(args: &GlobalArgs, settings: &Settings) -> bool {
 async fn dispatch(command: Command, settings: Settings) -> u8 {
     match command {
         Command::Validate { pipelines } => validate(&pipelines),
+        Command::Endpoints { name } => endpoints(name.as_deref()),
         Command::JsonSchema => {
             let schema = pipeline::json_schema();
             println!(
@@ -321,6 +328,36 @@ async fn dispatch(command: Command, settings: Settings) -> u8 {
                 exit::FAILED
             }
         },
+    }
+}
+
+/// `lucca-sync endpoints [NAME]`.
+fn endpoints(name: Option<&str>) -> u8 {
+    let all = match lucca_sync::catalog::endpoints() {
+        Ok(all) => all,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::FAILED;
+        }
+    };
+    let Some(name) = name else {
+        print!("{}", lucca_sync::catalog::list_text(all));
+        return exit::OK;
+    };
+    match all.iter().find(|e| e.name == name) {
+        Some(entry) => {
+            print!("{}", lucca_sync::catalog::detail_text(entry));
+            exit::OK
+        }
+        None => {
+            let hint = lucca_sync::catalog::suggest(name)
+                .map(|n| format!(": did you mean `{n}`?"))
+                .unwrap_or_default();
+            eprintln!(
+                "error: `{name}` is not a catalog endpoint{hint} (`lucca-sync endpoints` lists them)"
+            );
+            exit::USAGE
+        }
     }
 }
 
@@ -712,6 +749,8 @@ async fn demo(dir: &Path, out: &Path, settings: &Settings) -> anyhow::Result<u8>
     };
     for p in &mut pipelines {
         run::redirect_destination(&mut p.spec.destination, out);
+        // The sandbox is local: no request budget to keep to.
+        p.spec.source.rate_limit_per_minute = pipeline::RateLimit::Unlimited;
     }
     let (code, _) = run_all(&pipelines, settings, &RunOptions::default()).await;
     server.shutdown().await;

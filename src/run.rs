@@ -17,7 +17,9 @@ use crate::extract::{
 };
 use crate::load::{Load, LoadError, LoadOptions, RunRecord, StreamCommit};
 use crate::pipeline::naming::stream_column;
-use crate::pipeline::{Pipeline, PipelineError, RateLimit, fields_query, leaf_paths};
+use crate::pipeline::{
+    Pipeline, PipelineError, RateLimit, ResolvedStream, Window, WriteMode, fields_query, leaf_paths,
+};
 use crate::settings::Settings;
 use crate::transform::{
     ColumnInfo, ColumnPolicies, SchemaChange, StreamTransform, TableBatch, TransformError,
@@ -264,14 +266,17 @@ pub async fn run_pipeline(
             source,
         })?;
 
-    // Incremental cursors, read from the destination before anything runs.
+    // Incremental cursors, read from the destination before anything runs;
+    // a sliced stream's state is the day its last run read up to.
+    let today = run_day();
     let mut since: Vec<Option<(String, String)>> = Vec::new();
+    let mut windows: Vec<Option<Vec<Window>>> = Vec::new();
+    let mut slice_states: Vec<Option<(String, String)>> = Vec::new();
     for stream in &pipeline.streams {
-        let Some(incremental) = &stream.spec.incremental else {
-            since.push(None);
-            continue;
-        };
-        let stored = if options.full_refresh {
+        let sliced = stream.slice.as_ref();
+        let reads_state = stream.spec.incremental.is_some()
+            || (sliced.is_some() && stream.spec.write_mode != WriteMode::Replace);
+        let stored = if options.full_refresh || !reads_state {
             None
         } else {
             match load.read_state(&name, &stream.spec.name) {
@@ -284,6 +289,20 @@ pub async fn run_pipeline(
                     });
                 }
             }
+        };
+        slice_states.push(sliced.map(|slice| {
+            let read_to = slice.to.resolve(today).min(today);
+            (slice.field.clone(), read_to.format("%Y-%m-%d").to_string())
+        }));
+        windows.push(sliced.map(|slice| {
+            let last_day = stored
+                .as_deref()
+                .and_then(|s| crate::pipeline::slice::parse_day(s).ok());
+            slice.windows(today, last_day)
+        }));
+        let Some(incremental) = &stream.spec.incremental else {
+            since.push(None);
+            continue;
         };
         let lookback = Duration::from_secs(incremental.lookback_secs.unwrap_or(300));
         since.push(stored.map(|cursor| {
@@ -330,7 +349,13 @@ pub async fn run_pipeline(
         let since_filter = since[index]
             .as_ref()
             .map(|(field, value)| (field.as_str(), value.as_str()));
-        match stream_plan(pipeline, stream, &base_url, since_filter) {
+        match stream_plan(
+            pipeline,
+            stream,
+            &base_url,
+            since_filter,
+            windows[index].as_deref(),
+        ) {
             Ok(plan) => plans.push(plan.with_limit(options.limit)),
             Err(e) => {
                 load.abandon();
@@ -403,12 +428,15 @@ pub async fn run_pipeline(
                             let mut commit = commits[i].clone();
                             // A limited run read only part of the stream:
                             // its cursor would skip the rest next time.
-                            commit.state = end
-                                .cursor
-                                .clone()
-                                .zip(cursor_fields[i].clone())
-                                .map(|(c, f)| (f, c))
-                                .filter(|_| !limited);
+                            commit.state = match &slice_states[i] {
+                                Some(state) => Some(state.clone()),
+                                None => end
+                                    .cursor
+                                    .clone()
+                                    .zip(cursor_fields[i].clone())
+                                    .map(|(c, f)| (f, c)),
+                            }
+                            .filter(|_| !limited);
                             commit_tables(&mut load, &commit, &end.tables, &existing_children[i])
                         }
                         (failure, _) => {
@@ -705,7 +733,7 @@ pub async fn check_pipeline(pipeline: &Pipeline, settings: &Settings) -> Result<
         Arc::new(RequestBudget::new(None)),
         &CancellationToken::new(),
     )?;
-    let plan = stream_plan(pipeline, stream, &base_url, None)?;
+    let plan = stream_plan(pipeline, stream, &base_url, None, None)?;
     let count = probe(&extractor, &rejection, pipeline, &plan).await?;
     Ok(match count {
         Some(n) => format!(
@@ -763,19 +791,26 @@ pub async fn plan_pipeline(
         tenant_extractor(pipeline, settings, budget, &CancellationToken::new())?;
     let mut streams = Vec::new();
     for stream in &pipeline.streams {
-        let plan = stream_plan(pipeline, stream, &base_url, None)?;
+        // A sliced stream's count comes from one query over its whole range.
+        let plan = stream_plan(pipeline, stream, &base_url, None, None)?;
         let count = probe(&extractor, &rejection, pipeline, &plan).await?;
         let records = match (count, options.limit) {
             (Some(count), Some(limit)) => Some(count.min(limit)),
             (count, _) => count,
         };
         let page_size = plan.with_limit(options.limit).page_size;
+        // Each window costs at least one request.
+        let windows = stream
+            .slice
+            .as_ref()
+            .map_or(1, |s| s.windows(run_day(), None).len() as u64);
+        let windows = if options.limit.is_some() { 1 } else { windows };
         streams.push(PlannedStream {
             stream: stream.spec.name.clone(),
             endpoint: stream.spec.endpoint.clone(),
             records,
             page_size,
-            requests: records.map(|n| n.div_ceil(u64::from(page_size)).max(1)),
+            requests: records.map(|n| n.div_ceil(u64::from(page_size)).max(windows)),
         });
     }
     let total: Option<u64> = streams.iter().map(|s| s.requests).sum();
@@ -818,7 +853,7 @@ pub async fn resolve_schema(
             .with_policies(ColumnPolicies::of(&stream.spec, pii_key.clone()))
             .with_warmup_rows(usize::MAX);
         if let Some((extractor, rejection, base_url, pages)) = &sampler {
-            let plan = stream_plan(pipeline, stream, base_url, None)?
+            let plan = stream_plan(pipeline, stream, base_url, None, None)?
                 .with_limit(Some(u64::from(stream.page_size) * u64::from(*pages)));
             let (page_tx, mut page_rx) = mpsc::channel::<Page>(PAGE_CHANNEL);
             let extract =
@@ -869,20 +904,28 @@ fn request_error(pipeline: &Pipeline, rejection: &KeyRejection, source: ExtractE
     }
 }
 
+/// The day of the run (local time, as Lucca's naive dates), for slicing.
+fn run_day() -> chrono::NaiveDate {
+    chrono::Local::now().date_naive()
+}
+
+/// A stream's plan; a sliced stream reads `windows`, or when `None` its
+/// whole range as one window (a single probe).
 fn stream_plan(
     pipeline: &Pipeline,
-    stream: &crate::pipeline::ResolvedStream,
+    stream: &ResolvedStream,
     base_url: &Url,
     since: Option<(&str, &str)>,
+    windows: Option<&[Window]>,
 ) -> Result<StreamPlan, RunError> {
-    StreamPlan::new(
+    let plan = StreamPlan::new(
         &pipeline.spec.name,
         &stream.spec.name,
         base_url,
         &stream.spec.endpoint,
         &stream.spec.params,
         &fields_query(&stream.fields),
-        stream.spec.paging,
+        stream.paging,
         stream.page_by,
         stream.page_size,
         since,
@@ -897,6 +940,14 @@ fn stream_plan(
                 stream.spec.name, stream.spec.endpoint
             ),
         ))
+    })?;
+    Ok(match &stream.slice {
+        None => plan,
+        Some(slice) => {
+            let whole = [slice.whole(run_day())];
+            let windows = windows.unwrap_or(&whole[..]);
+            plan.with_windows(&slice.field, windows.iter().map(Window::between).collect())
+        }
     })
 }
 

@@ -61,12 +61,37 @@ fn run_with_an_invalid_pipeline_sends_nothing_and_exits_2() {
 
 #[test]
 fn shipped_pipelines_validate() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut shipped: Vec<String> = std::fs::read_dir(root.join("pipelines"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .flatten()
+        .map(|e| format!("pipelines/{}", e.file_name().to_string_lossy()))
+        .filter(|p| p.ends_with(".yaml"))
+        .collect();
+    shipped.sort();
+    for name in [
+        "users",
+        "organization",
+        "absences",
+        "time",
+        "expenses",
+        "all",
+    ] {
+        assert!(
+            shipped.contains(&format!("pipelines/{name}.yaml")),
+            "{shipped:?}"
+        );
+    }
+    for path in &shipped {
+        let text = std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            text.starts_with("# yaml-language-server: $schema=../schema/pipeline.schema.json\n"),
+            "{path} lacks the modeline"
+        );
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_lucca-sync"))
-        .args([
-            "validate",
-            "pipelines/users.yaml",
-            "pipelines/organization.yaml",
-        ])
+        .arg("validate")
+        .args(&shipped)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("LUCCA_BASE_URL", "https://acme.ilucca.net")
         .env("LUCCA_API_KEY", "k")
@@ -187,6 +212,7 @@ fn the_readme_documents_every_field_of_the_schema() {
         ("", "/properties"),
         ("source.", "/$defs/SourceSpec/properties"),
         ("streams[].", "/$defs/StreamSpec/properties"),
+        ("streams[].slice.", "/$defs/SliceSpec/properties"),
         ("destination.duckdb.", "/$defs/DuckdbDestination/properties"),
         (
             "destination.parquet.",
@@ -218,4 +244,80 @@ fn other_lucca_sync_variables_do_not_break_the_settings() {
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn endpoints_lists_the_catalog_and_details_one() {
+    let out = lucca_sync(&["endpoints"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let list = text(&out.stdout);
+    assert!(list.starts_with("NAME"), "{list}");
+    for line in [
+        "users ",
+        "/api/v3/leaves",
+        "Absences, one record per half day",
+    ] {
+        assert!(list.contains(line), "{line} missing from:\n{list}");
+    }
+    assert!(list.lines().count() > 21, "{list}");
+    let units = list
+        .lines()
+        .find(|l| l.starts_with("legal-units "))
+        .unwrap_or_default();
+    assert!(
+        units.contains("/organization/structure/api/legal-units") && units.contains(" v4 "),
+        "{units}"
+    );
+
+    let out = lucca_sync(&["endpoints", "leaves"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let detail = text(&out.stdout);
+    for line in [
+        "path              /api/v3/leaves",
+        "paging            v3 (pages of up to 1000)",
+        "primary key       id",
+        "required filters  date, leavePeriod.ownerId",
+        "params            leavePeriod.ownerId=greaterthan,0",
+        "slice             date from 2020-01-01 to today + 1 year, step 1 month, lookback 3 months",
+        "leavePeriod.ownerId",
+        "leave_period_owner_id",
+        "bigint",
+    ] {
+        assert!(detail.contains(line), "{line} missing from:\n{detail}");
+    }
+    let out = lucca_sync(&["endpoints", "users"]);
+    assert!(text(&out.stdout).contains("modifiedAt=since"));
+
+    let out = lucca_sync(&["endpoints", "usres"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("`usres` is not a catalog endpoint: did you mean `users`?"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn validate_points_at_an_unknown_catalog_endpoint() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("p.yaml");
+    std::fs::write(
+        &path,
+        "version: 1\nname: t\nsource:\n  base_url: https://acme.ilucca.net\n  api_key: k\n\
+         streams:\n  - endpoint: leave-type\n\
+         destination:\n  duckdb: { path: x.duckdb }\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let shown = path.display().to_string();
+    let out = lucca_sync(&["validate", &shown]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr).trim_end(),
+        format!(
+            "{shown}:7:5: streams[0]: missing field `name` (only a catalog endpoint, such as \
+             `endpoint: users`, names its stream by default)\n\
+             {shown}:7:15: `leave-type` is not a catalog endpoint: did you mean `leave-types`? \
+             (`lucca-sync endpoints` lists them; a path on the tenant starts with `/`)"
+        )
+    );
 }

@@ -48,6 +48,10 @@ pub struct StreamPlan {
     pub page_size: u32,
     /// Stop after this many records (`run --limit`).
     pub max_records: Option<u64>,
+    /// Date windows of a sliced stream, in order: each is one more query
+    /// parameter (`date=between,a,b`) on `base`, read to its end before the
+    /// next. Empty: the stream is read in one pass.
+    pub windows: Vec<(String, String)>,
 }
 
 impl StreamPlan {
@@ -108,7 +112,30 @@ impl StreamPlan {
             page_by,
             page_size,
             max_records: None,
+            windows: Vec::new(),
         })
+    }
+
+    /// The plan reading one window after the other, each filtered with
+    /// `{field}={filter}` (e.g. `date=between,...`).
+    pub fn with_windows(mut self, field: &str, filters: Vec<String>) -> Self {
+        self.windows = filters.into_iter().map(|f| (field.to_owned(), f)).collect();
+        self
+    }
+
+    /// The URL of each pass over the endpoint: one per window, or `base`.
+    fn passes(&self) -> Vec<Url> {
+        if self.windows.is_empty() {
+            return vec![self.base.clone()];
+        }
+        self.windows
+            .iter()
+            .map(|(field, filter)| {
+                let mut url = self.base.clone();
+                url.query_pairs_mut().append_pair(field, filter);
+                url
+            })
+            .collect()
     }
 }
 
@@ -261,28 +288,63 @@ impl Extractor {
     ) -> Result<Option<u64>, ExtractError> {
         let mut plan = plan.clone();
         plan.page_size = 1;
-        let pager = Pager::new(plan.style, plan.page_by, plan.base.clone(), 1);
+        let base = plan
+            .passes()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| plan.base.clone());
+        let pager = Pager::new(plan.style, plan.page_by, base, 1);
         let (_, parsed) =
             retry::fetch_page(self, &plan, &counters, &pager.current_url(), 1).await?;
         Ok(parsed.count)
     }
 
-    /// Reads every page of a stream and sends them down `pages`. Returns once
-    /// the last page is handed over.
+    /// Reads every page of a stream (window after window when it is
+    /// sliced) and sends them down `pages`. Returns once the last page is
+    /// handed over. The API count is the sum of the windows' counts.
     pub async fn extract_stream(
         &self,
         plan: &StreamPlan,
         counters: Arc<StreamCounters>,
         pages: mpsc::Sender<Page>,
     ) -> Result<ExtractSummary, ExtractError> {
-        let mut pager = Pager::new(plan.style, plan.page_by, plan.base.clone(), plan.page_size);
+        let mut summary = ExtractSummary::default();
+        let mut counted = Some(0u64);
+        for base in plan.passes() {
+            if plan
+                .max_records
+                .is_some_and(|max| summary.records >= max && summary.pages > 0)
+            {
+                break;
+            }
+            let count = self
+                .extract_pass(plan, base, &counters, &pages, &mut summary, counted)
+                .await?;
+            counted = counted.zip(count).map(|(a, b)| a + b);
+        }
+        summary.api_count = counted.filter(|_| summary.pages > 0);
+        Ok(summary)
+    }
+
+    /// Reads one pass over the endpoint (the whole stream, or one window),
+    /// adding to `summary`; returns the pass's API count. `before` is the
+    /// count of the passes already read (for the progress counters).
+    async fn extract_pass(
+        &self,
+        plan: &StreamPlan,
+        base: Url,
+        counters: &Arc<StreamCounters>,
+        pages: &mpsc::Sender<Page>,
+        summary: &mut ExtractSummary,
+        before: Option<u64>,
+    ) -> Result<Option<u64>, ExtractError> {
+        let mut pager = Pager::new(plan.style, plan.page_by, base, plan.page_size);
         let keyset = plan.style == PagingStyle::V3 && plan.page_by == PageBy::Id;
         let mut url = pager.current_url();
-        let mut summary = ExtractSummary::default();
         loop {
             let number = summary.pages + 1;
             let fetch_started = std::time::Instant::now();
-            let (body, parsed) = retry::fetch_page(self, plan, &counters, &url, number).await?;
+            let (body, parsed) = retry::fetch_page(self, plan, counters, &url, number).await?;
             let elapsed_ms = fetch_started.elapsed().as_millis() as u64;
             let shown = display_url(&url);
             let last_id = if keyset {
@@ -320,7 +382,7 @@ impl Extractor {
             }
             summary.pages = number;
             summary.records += items.len() as u64;
-            summary.api_count = pager.total();
+            summary.api_count = before.zip(pager.total()).map(|(a, b)| a + b);
             counters.records.store(summary.records, Ordering::Relaxed);
             counters.pages.store(number, Ordering::Relaxed);
             if let Some(count) = summary.api_count {
@@ -352,7 +414,7 @@ impl Extractor {
             }
             match next {
                 NextPage::Fetch(next_url) => url = next_url,
-                NextPage::Done => return Ok(summary),
+                NextPage::Done => return Ok(pager.total()),
             }
         }
     }

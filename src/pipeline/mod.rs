@@ -14,8 +14,10 @@
 mod env;
 mod error;
 mod fields;
+mod inherit;
 mod locate;
 pub mod naming;
+pub mod slice;
 pub mod spec;
 mod validate;
 
@@ -26,7 +28,8 @@ use std::path::{Path, PathBuf};
 use url::Url;
 
 pub use error::{PipelineError, PipelineErrors, Secret};
-pub use fields::{FieldError, FieldNode, fields_query, leaf_paths, parse_fields};
+pub use fields::{FieldError, FieldNode, contains_path, fields_query, leaf_paths, parse_fields};
+pub use slice::{DateBound, ResolvedSlice, Step, Window};
 pub use spec::*;
 
 /// The JSON Schema of the pipeline format, generated from the types the
@@ -61,8 +64,16 @@ pub struct Pipeline {
 /// One stream with everything the runner needs resolved.
 #[derive(Debug, Clone)]
 pub struct ResolvedStream {
-    /// The stream as written (params values env-expanded).
+    /// The stream as written (params values env-expanded), with what it
+    /// inherits from its catalog endpoint filled in (`endpoint` is then the
+    /// path).
     pub spec: StreamSpec,
+    /// The catalog endpoint the stream names, if it names one.
+    pub catalog: Option<&'static crate::catalog::Endpoint>,
+    /// Effective paging style: `paging`, the catalog's, or `v3`.
+    pub paging: PagingStyle,
+    /// Date-window slicing, parsed; `None` when the stream is not sliced.
+    pub slice: Option<ResolvedSlice>,
     /// The parsed `fields` projection; empty when `fields` is not set.
     pub fields: Vec<FieldNode>,
     /// Effective page size: `page_size`, or the style's maximum.
@@ -210,7 +221,8 @@ pub fn parse(
     })?;
     let mut issues = Vec::new();
     let unexpanded = env::expand_spec(&mut spec, text, &locator, env, &mut issues);
-    let streams = validate::validate(&spec, &locator, &unexpanded, &mut issues);
+    let catalog = inherit::apply_catalog(&mut spec, &locator, &mut issues);
+    let streams = validate::validate(&spec, &locator, &unexpanded, &catalog, &mut issues);
     if !issues.is_empty() {
         issues.sort_by_key(|issue| issue.pos);
         return Err(PipelineErrors(

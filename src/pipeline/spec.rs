@@ -187,14 +187,21 @@ impl JsonSchema for RateLimit {
 #[serde(deny_unknown_fields)]
 pub struct StreamSpec {
     /// Name of the stream; the table name (DuckDB) or directory name (Parquet).
-    /// Letters, digits and `_`, starting with a letter or `_`.
+    /// Letters, digits and `_`, starting with a letter or `_`. Default, for a
+    /// catalog endpoint: the catalog name with `-` as `_` (`legal_units`).
+    #[serde(default)]
     pub name: String,
-    /// Path of the endpoint on the tenant, e.g. `/api/v3/users`.
+    /// A catalog endpoint (`users`, `leaves`, ...; `lucca-sync endpoints`
+    /// lists them), whose path, paging, page size, params, fields, primary
+    /// key, column types, incremental cursor and slice the stream inherits
+    /// (anything the stream sets wins); or a path on the tenant, e.g.
+    /// `/api/v3/users`.
     pub endpoint: String,
     /// How the endpoint pages: `v3` (`paging=offset,limit`), `v4`
-    /// (`limit` + `page`) or `cursor` (`links.next.href`). Default `v3`.
+    /// (`limit` + `page`) or `cursor` (`links.next.href`). Default `v3`, or
+    /// the catalog endpoint's.
     #[serde(default)]
-    pub paging: PagingStyle,
+    pub paging: Option<PagingStyle>,
     /// For `v3` streams: `id` pages by primary key (`orderBy=id,asc` and
     /// `id=greaterthan,{last}`), which neither skips nor repeats records when
     /// the collection changes during the sync; `offset` uses plain offsets.
@@ -218,6 +225,13 @@ pub struct StreamSpec {
     /// Incremental extraction: only records changed since the last run.
     #[serde(default)]
     pub incremental: Option<IncrementalSpec>,
+    /// Date-window slicing: one query per window with
+    /// `{field}=between,{start},{end}`, windows read in order, e.g.
+    /// `{ field: date, from: 2020-01-01, to: today, step: 1 month }`. With
+    /// `write_mode: merge` or `append`, later runs re-read only the windows
+    /// from the last run's date minus `lookback`.
+    #[serde(default)]
+    pub slice: Option<SliceSpec>,
     /// What a run does to the existing table: `replace` (default), `append`
     /// or `merge`. An `incremental` stream needs `merge` or `append`: it
     /// reads only the changed records.
@@ -478,6 +492,15 @@ pub enum PagingStyle {
 }
 
 impl PagingStyle {
+    /// The style's name as written in a pipeline file.
+    pub fn name(self) -> &'static str {
+        match self {
+            PagingStyle::V3 => "v3",
+            PagingStyle::V4 => "v4",
+            PagingStyle::Cursor => "cursor",
+        }
+    }
+
     /// Largest page size the API is known to accept for this style.
     pub fn max_page_size(self) -> u32 {
         match self {
@@ -574,6 +597,32 @@ pub struct IncrementalSpec {
     /// Seconds subtracted from the stored cursor to cover clock skew (default 300).
     #[serde(default)]
     pub lookback_secs: Option<u64>,
+}
+
+/// Date-window slicing of a stream. Every part may be left out when the
+/// catalog endpoint gives it (the stream's parts win).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SliceSpec {
+    /// The date field filtered with `{field}=between,{start},{end}`, e.g. `date`.
+    #[serde(default)]
+    pub field: Option<String>,
+    /// First day of the first window, `yyyy-mm-dd`.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Last day read: `yyyy-mm-dd`, `today` (default), or `today + N unit` /
+    /// `today - N unit` (e.g. `today + 1 year`, to read planned absences).
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Window length: `N day(s)`, `N week(s)`, `N month(s)` or `N year(s)`,
+    /// e.g. `1 month`. Windows start at `from`, every `step`.
+    #[serde(default)]
+    pub step: Option<String>,
+    /// With `write_mode: merge` or `append`: how far before the last run's
+    /// date the next run starts re-reading windows (default: one `step`),
+    /// e.g. `3 months` to catch late corrections.
+    #[serde(default)]
+    pub lookback: Option<String>,
 }
 
 /// What a run does to the existing table.

@@ -193,7 +193,7 @@ fn unknown_key_names_the_allowed_ones() {
         vec![
             "tests/fixtures/pipelines/unknown_key.yaml:9:5: streams[0]: unknown field \
              `pagesize`, expected one of `name`, `endpoint`, `paging`, `page_by`, `page_size`, \
-             `params`, `fields`, `primary_key`, `incremental`, `write_mode`, `partition_by`, `columns`, `on_bad_value`, `on_schema_change`, `arrays`, `flatten_depth`, `naming`"
+             `params`, `fields`, `primary_key`, `incremental`, `slice`, `write_mode`, `partition_by`, `columns`, `on_bad_value`, `on_schema_change`, `arrays`, `flatten_depth`, `naming`"
         ]
     );
 }
@@ -335,7 +335,10 @@ fn missing_fields_and_bad_destinations() {
                 destination:\n  duckdb: { path: x }\n";
     assert_eq!(
         text_errors(text, &no_env),
-        vec!["p.yaml:7:5: streams[0]: missing field `name`"]
+        vec![
+            "p.yaml:7:5: streams[0]: missing field `name` (only a catalog endpoint, such as \
+             `endpoint: users`, names its stream by default)"
+        ]
     );
     let text = text.replace("  - endpoint", "  - name: t\n    endpoint");
     for (destination, error) in [
@@ -590,5 +593,109 @@ fn columns_and_pii_rules() {
     assert_eq!(
         text_errors(&both, &env),
         vec!["p.yaml:15:1: set either pii_key or pii_key_file, not both"]
+    );
+}
+
+// ------------------------------------------------------------------ catalog
+
+fn catalog_pipeline(streams: &str) -> String {
+    format!(
+        "version: 1\nname: t\nsource:\n  base_url: https://acme.ilucca.net\n  api_key: k\n\
+         streams:\n{streams}destination:\n  duckdb: {{ path: x.duckdb }}\n"
+    )
+}
+
+#[test]
+fn a_catalog_stream_inherits_and_overrides() {
+    let text = catalog_pipeline(
+        "  - endpoint: users\n\
+         \x20   write_mode: merge\n\
+         \x20   page_size: 200\n\
+         \x20   params: { formerEmployees: \"false\", x: y }\n\
+         \x20   columns: { mail: { pii: drop } }\n\
+         \x20 - name: depts\n\
+         \x20   endpoint: departments\n\
+         \x20   fields: [id, name]\n\
+         \x20 - endpoint: legal-units\n",
+    );
+    let p = parse(Path::new("p.yaml"), &text, &no_env).unwrap_or_else(|e| panic!("{e}"));
+    let users = &p.streams[0];
+    assert_eq!(users.name(), "users");
+    assert_eq!(users.spec.endpoint, "/api/v3/users");
+    assert_eq!(users.catalog.map(|e| e.name.as_str()), Some("users"));
+    assert_eq!(users.page_size, 200);
+    assert_eq!(users.page_by, PageBy::Id);
+    assert_eq!(users.spec.params["formerEmployees"], "false");
+    assert_eq!(users.spec.params["x"], "y");
+    assert_eq!(users.primary_key, vec!["id"]);
+    let inc = users
+        .spec
+        .incremental
+        .as_ref()
+        .map(|i| i.cursor_field.as_str());
+    assert_eq!(inc, Some("modifiedAt"));
+    assert_eq!(users.spec.columns["mail"].pii, PiiPolicy::Drop);
+    assert_eq!(
+        users.spec.columns["modified_at"].data_type,
+        Some(DeclaredType::Timestamp)
+    );
+    let depts = &p.streams[1];
+    assert_eq!(depts.name(), "depts");
+    assert_eq!(depts.spec.fields, vec!["id", "name"]);
+    // Types only for the columns the overridden fields still have.
+    assert!(!depts.spec.columns.contains_key("parent_id"));
+    assert_eq!(
+        depts.spec.columns["id"].data_type,
+        Some(DeclaredType::Bigint)
+    );
+    let units = &p.streams[2];
+    assert_eq!(units.name(), "legal_units");
+    assert_eq!(units.paging, PagingStyle::V4);
+    assert_eq!(units.page_size, 100);
+    assert!(units.spec.incremental.is_none());
+}
+
+#[test]
+fn leaves_inherit_their_slice_and_owner_filter() {
+    let text = catalog_pipeline("  - endpoint: leaves\n    slice: { from: 2024-01-01 }\n");
+    let p = parse(Path::new("p.yaml"), &text, &no_env).unwrap_or_else(|e| panic!("{e}"));
+    let leaves = &p.streams[0];
+    assert_eq!(leaves.spec.params["leavePeriod.ownerId"], "greaterthan,0");
+    let slice = leaves.slice.as_ref().unwrap_or_else(|| panic!("no slice"));
+    assert_eq!(slice.field, "date");
+    assert_eq!(slice.from.to_string(), "2024-01-01");
+    assert_eq!(slice.step, Step::Months(1));
+    assert_eq!(slice.lookback, Step::Months(3));
+    assert_eq!(slice.to, DateBound::Today(Some((Step::Years(1), true))));
+}
+
+#[test]
+fn catalog_and_slice_errors_are_located() {
+    let text = catalog_pipeline(
+        "  - endpoint: usres\n\
+         \x20 - endpoint: leaves\n\
+         \x20   slice: { field: createdAt, step: 1 fortnight }\n\
+         \x20 - name: t\n\
+         \x20   endpoint: /api/v3/timeentries\n\
+         \x20   params: { startsAt: x }\n\
+         \x20   slice: { field: startsAt, from: 2024-02-30, to: 2023-01-01, step: 1 week }\n\
+         \x20 - endpoint: users\n\
+         \x20   page_size: 1001\n",
+    );
+    assert_eq!(
+        text_errors(&text, &no_env),
+        vec![
+            "p.yaml:7:5: streams[0]: missing field `name` (only a catalog endpoint, such as \
+             `endpoint: users`, names its stream by default)",
+            "p.yaml:7:15: `usres` is not a catalog endpoint: did you mean `users`? \
+             (`lucca-sync endpoints` lists them; a path on the tenant starts with `/`)",
+            "p.yaml:8:15: `leaves` requires a `date` filter: set it in `params`, or slice on it \
+             (`slice: { field: date, ... }`)",
+            "p.yaml:9:38: slice step: `1 fortnight` is not a step: write `N days`, `N weeks`, \
+             `N months` or `N years`, e.g. `1 month`",
+            "p.yaml:12:15: params must not set `startsAt`: the stream is sliced on it (see `slice`)",
+            "p.yaml:13:37: slice from: `2024-02-30` is not a date: write yyyy-mm-dd",
+            "p.yaml:15:16: page_size 1001 is above the maximum of 1000 that v3 endpoints accept",
+        ]
     );
 }

@@ -10,12 +10,15 @@ use url::{Host, Url};
 use super::Issue;
 use super::env::{Unexpanded, has_reference};
 use super::fields::{contains_path, is_dotted_path, is_identifier, leaf_paths, parse_fields};
+use super::inherit::is_catalog_name;
 use super::locate::{Locator, Seg};
+use super::slice::{DateBound, ResolvedSlice, Step, parse_day};
 use super::spec::{
-    DestinationSpec, PageBy, PagingStyle, PiiPolicy, PipelineSpec, PrimaryKey, StreamSpec,
-    WriteMode,
+    DestinationSpec, PageBy, PagingStyle, PiiPolicy, PipelineSpec, PrimaryKey, SliceSpec,
+    StreamSpec, WriteMode,
 };
 use super::{FieldNode, ResolvedStream};
+use crate::catalog::Endpoint;
 use crate::pipeline::naming::stream_column;
 use Seg::{Index, Key};
 
@@ -32,15 +35,6 @@ fn not_expanded(what: &str) -> String {
          source.api_key_file, pii_key, pii_key_file, params values and destination paths \
          read the environment"
     )
-}
-
-/// Name of a paging style as written in the file.
-fn style_name(style: PagingStyle) -> &'static str {
-    match style {
-        PagingStyle::V3 => "v3",
-        PagingStyle::V4 => "v4",
-        PagingStyle::Cursor => "cursor",
-    }
 }
 
 struct Checker<'a> {
@@ -66,6 +60,7 @@ pub(crate) fn validate(
     spec: &PipelineSpec,
     locator: &Locator,
     unexpanded: &Unexpanded,
+    catalog: &[Option<&'static Endpoint>],
     issues: &mut Vec<Issue>,
 ) -> Vec<ResolvedStream> {
     let mut c = Checker { locator, issues };
@@ -98,7 +93,8 @@ pub(crate) fn validate(
     let mut resolved = Vec::with_capacity(spec.streams.len());
     for (i, stream) in spec.streams.iter().enumerate() {
         check_stream_name(i, stream, &mut seen, &mut c);
-        resolved.push(check_stream(i, stream, &mut c));
+        let entry = catalog.get(i).copied().flatten();
+        resolved.push(check_stream(i, stream, entry, &mut c));
     }
 
     // PII: a hashed column needs exactly one key.
@@ -265,6 +261,16 @@ fn check_stream_name<'s>(
 ) {
     let path = [Key("streams"), Index(i), Key("name")];
     let name = stream.name.as_str();
+    if name.is_empty() && c.locator.find_value(&path).is_none() {
+        c.at_value(
+            &[Key("streams"), Index(i)],
+            format!(
+                "streams[{i}]: missing field `name` (only a catalog endpoint, such as \
+                 `endpoint: users`, names its stream by default)"
+            ),
+        );
+        return;
+    }
     if has_reference(name) {
         c.at_value(&path, not_expanded("stream names"));
         return;
@@ -309,13 +315,20 @@ fn check_stream_name<'s>(
     seen.push((lower, name, i));
 }
 
-fn check_stream(i: usize, stream: &StreamSpec, c: &mut Checker) -> ResolvedStream {
+fn check_stream(
+    i: usize,
+    stream: &StreamSpec,
+    entry: Option<&'static Endpoint>,
+    c: &mut Checker,
+) -> ResolvedStream {
     let at = |key: &'static str| [Key("streams"), Index(i), Key(key)];
-    let style = stream.paging;
+    let style = stream.paging.unwrap_or_default();
 
-    // endpoint
+    // endpoint (an unknown catalog name was reported with the catalog)
     let endpoint = stream.endpoint.as_str();
-    if has_reference(endpoint) {
+    if is_catalog_name(endpoint) {
+        // Resolved to its path, or reported with a suggestion.
+    } else if has_reference(endpoint) {
         c.at_value(&at("endpoint"), not_expanded("endpoint"));
     } else if !endpoint.starts_with('/') || !stays_on_tenant(endpoint) {
         c.at_value(
@@ -334,7 +347,10 @@ fn check_stream(i: usize, stream: &StreamSpec, c: &mut Checker) -> ResolvedStrea
 
     // page_size
     let max = style.max_page_size();
-    let page_size = stream.page_size.unwrap_or(max);
+    let entry_max = entry
+        .filter(|e| e.paging == style)
+        .map_or(max, |e| e.max_page_size.min(max));
+    let page_size = stream.page_size.unwrap_or(entry_max);
     if page_size == 0 {
         c.at_value(&at("page_size"), "page_size must be at least 1".to_owned());
     } else if page_size > max {
@@ -342,7 +358,15 @@ fn check_stream(i: usize, stream: &StreamSpec, c: &mut Checker) -> ResolvedStrea
             &at("page_size"),
             format!(
                 "page_size {page_size} is above the maximum of {max} that {} endpoints accept",
-                style_name(style)
+                style.name()
+            ),
+        );
+    } else if let Some(e) = entry.filter(|_| page_size > entry_max) {
+        c.at_value(
+            &at("page_size"),
+            format!(
+                "page_size {page_size} is above the maximum of {entry_max} that `{}` accepts",
+                e.name
             ),
         );
     }
@@ -398,7 +422,7 @@ fn check_stream(i: usize, stream: &StreamSpec, c: &mut Checker) -> ResolvedStrea
                 &at("page_by"),
                 format!(
                     "page_by only applies to v3 paging; this stream uses {} paging",
-                    style_name(style)
+                    style.name()
                 ),
             );
             PageBy::Offset
@@ -516,6 +540,27 @@ fn check_stream(i: usize, stream: &StreamSpec, c: &mut Checker) -> ResolvedStrea
         }
     }
 
+    // slice, and the filters the endpoint requires
+    let slice = stream
+        .slice
+        .as_ref()
+        .and_then(|slice| check_slice(i, stream, slice, c));
+    if let Some(e) = entry {
+        for filter in &e.required_filters {
+            let by_slice = slice.as_ref().is_some_and(|s| &s.field == filter);
+            if !by_slice && !stream.params.contains_key(filter) {
+                c.at_value(
+                    &at("endpoint"),
+                    format!(
+                        "`{}` requires a `{filter}` filter: set it in `params`, or slice on it \
+                         (`slice: {{ field: {filter}, ... }}`)",
+                        e.name
+                    ),
+                );
+            }
+        }
+    }
+
     // params
     for name in stream.params.keys() {
         let path = [Key("streams"), Index(i), Key("params"), Key(name)];
@@ -526,6 +571,9 @@ fn check_stream(i: usize, stream: &StreamSpec, c: &mut Checker) -> ResolvedStrea
 
     ResolvedStream {
         spec: stream.clone(),
+        catalog: entry,
+        paging: style,
+        slice,
         fields,
         page_size,
         page_by,
@@ -579,10 +627,96 @@ fn param_clash(
              sort on it yourself)"
         ));
     }
+    if let Some(field) = stream.slice.as_ref().and_then(|s| s.field.as_deref())
+        && field == name
+    {
+        return Some(format!(
+            "params must not set `{name}`: the stream is sliced on it (see `slice`)"
+        ));
+    }
     match &stream.incremental {
         Some(inc) if inc.cursor_field == name => Some(format!(
             "params must not set `{name}`: incremental sync filters on it"
         )),
+        _ => None,
+    }
+}
+
+/// Checks a stream's `slice` (after the catalog's defaults were merged in)
+/// and parses it; `None` when it has a problem (reported).
+fn check_slice(
+    i: usize,
+    stream: &StreamSpec,
+    slice: &SliceSpec,
+    c: &mut Checker,
+) -> Option<ResolvedSlice> {
+    let at = |key: &'static str| [Key("streams"), Index(i), Key("slice"), Key(key)];
+    let whole = [Key("streams"), Index(i), Key("slice")];
+    let mut ok = true;
+    let mut required = |value: &Option<String>, key: &str, c: &mut Checker| {
+        if value.is_none() {
+            c.at_value(&whole, format!("slice needs `{key}`"));
+            ok = false;
+        }
+    };
+    required(&slice.field, "field", c);
+    required(&slice.from, "from", c);
+    required(&slice.step, "step", c);
+    if stream.incremental.is_some() {
+        c.at_key(
+            &whole,
+            "a sliced stream cannot also be `incremental`: with write_mode merge or append, \
+             later runs re-read only the recent windows (see `slice.lookback`)"
+                .to_owned(),
+        );
+        ok = false;
+    }
+    let field = slice.field.clone().unwrap_or_default();
+    if !field.is_empty() && !is_dotted_path(&field) {
+        c.at_value(
+            &at("field"),
+            format!("slice field `{field}` is not a valid field name"),
+        );
+        ok = false;
+    }
+    let parsed = |key: &'static str, value: Option<&str>, c: &mut Checker| {
+        let value = value?;
+        let result = match key {
+            "from" => parse_day(value).map(|d| (Some(d), None, None)),
+            "to" => DateBound::parse(value).map(|b| (None, Some(b), None)),
+            _ => Step::parse(value).map(|s| (None, None, Some(s))),
+        };
+        result
+            .map_err(|message| c.at_value(&at(key), format!("slice {key}: {message}")))
+            .ok()
+    };
+    let from = parsed("from", slice.from.as_deref(), c).and_then(|p| p.0);
+    let to = match slice.to.as_deref() {
+        None => Some(DateBound::Today(None)),
+        Some(text) => parsed("to", Some(text), c).and_then(|p| p.1),
+    };
+    let step = parsed("step", slice.step.as_deref(), c).and_then(|p| p.2);
+    let lookback = match slice.lookback.as_deref() {
+        None => step,
+        Some(text) => parsed("lookback", Some(text), c).and_then(|p| p.2),
+    };
+    if let (Some(from), Some(DateBound::Date(to))) = (from, to)
+        && to < from
+    {
+        c.at_value(
+            &at("to"),
+            format!("slice to ({to}) is before from ({from})"),
+        );
+        ok = false;
+    }
+    match (ok, from, to, step, lookback) {
+        (true, Some(from), Some(to), Some(step), Some(lookback)) => Some(ResolvedSlice {
+            field,
+            from,
+            to,
+            step,
+            lookback,
+        }),
         _ => None,
     }
 }

@@ -19,6 +19,16 @@
 //! - `GET /organization/structure/api/establishments`: Legacy v4, `limit`
 //!   (default 10, max 100) and 1-based `page`, `sort=+id|-id`,
 //!   `fields.root=count,prev,next` (prev/next are absolute URLs or null).
+//! - Every other endpoint of the catalog (`lucca-sync endpoints`): leaves,
+//!   leave requests and types, contracts, legal units, axes and sections,
+//!   roles, work cycles, user logs, time entries, timesheets, expense claims,
+//!   items and natures, work locations, user locations and extension
+//!   definitions, derived from the first 100 users (see `catalog_data`):
+//!   v3 ones with the same paging, projection and filters as users (plus
+//!   filters on their own fields, e.g. `date=between,a,b`), v4 ones with
+//!   the same `limit`/`page` as establishments plus `fields`. Leaves answer
+//!   400 without a `date` filter or without an owner filter
+//!   (`leavePeriod.ownerId`, `leavePeriod.owner.departmentId`).
 //! - `GET /lucca-api/employees`: the newer API; needs
 //!   `Api-Version: 2024-11-01`, cursor paging (`limit` default 25, max 100,
 //!   opaque `page`), `include=totalCount,links`, string ids, UTC timestamps,
@@ -40,6 +50,7 @@
 //!
 //! `latency` delays every answer (including faults).
 
+mod catalog_data;
 mod data;
 mod query;
 mod render;

@@ -2,6 +2,8 @@
 //! grammar, filter operators, `paging` and `orderBy`, and the selection of
 //! matching records from the compact index.
 
+use serde_json::{Map, Value};
+
 use super::data::{Collection, Meta, NO_DATE, parse_naive_ms};
 
 /// Query parameters in order, names compared case-insensitively (Lucca's
@@ -276,14 +278,53 @@ pub(crate) struct V3Query {
     pub former: bool,
     pub id: Vec<Cmp>,
     pub modified: Vec<Cmp>,
+    /// Filters on other fields the endpoint allows (`date=between,a,b`,
+    /// `leavePeriod.ownerId=greaterthan,0`), read from each record.
+    pub extra: Vec<(String, Cmp)>,
     pub desc: bool,
 }
 
 /// Largest `paging` limit of the sandbox's v3 endpoints.
 pub(crate) const V3_MAX_LIMIT: usize = 1000;
 
+/// An operand of a filter on a record's field: an integer, a boolean (1 or
+/// 0), or a naive date/datetime as milliseconds.
+fn operand(s: &str) -> Option<i64> {
+    match s.trim() {
+        t if t.eq_ignore_ascii_case("true") => Some(1),
+        t if t.eq_ignore_ascii_case("false") => Some(0),
+        t => t.parse().ok().or_else(|| parse_naive_ms(t)),
+    }
+}
+
+/// The value at dotted `path` of a record (keys matched case-insensitively),
+/// as a filter operand; `None` when absent, null or not comparable.
+fn record_operand(record: &Map<String, Value>, path: &str) -> Option<i64> {
+    fn find<'v>(m: &'v Map<String, Value>, k: &str) -> Option<&'v Value> {
+        m.iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v)
+    }
+    let mut parts = path.split('.');
+    let mut value = find(record, parts.next()?)?;
+    for part in parts {
+        value = match value {
+            Value::Object(m) => find(m, part)?,
+            _ => return None,
+        };
+    }
+    match value {
+        Value::Number(n) => n.as_i64(),
+        Value::Bool(b) => Some(i64::from(*b)),
+        Value::String(s) => operand(s),
+        _ => None,
+    }
+}
+
 impl V3Query {
-    pub fn parse(p: &Params) -> Result<V3Query, String> {
+    /// Parses a v3 list request; `filterable` names the fields, other than
+    /// `id` and `modifiedAt`, that the endpoint filters on.
+    pub fn parse(p: &Params, filterable: &[&str]) -> Result<V3Query, String> {
         let (offset, limit) = match p.get("paging") {
             None => (0, V3_MAX_LIMIT),
             Some(raw) => {
@@ -324,6 +365,12 @@ impl V3Query {
             .all("modifiedAt")
             .map(|v| Cmp::parse("modifiedAt", v, parse_naive_ms))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut extra = Vec::new();
+        for name in filterable {
+            for raw in p.all(name) {
+                extra.push(((*name).to_owned(), Cmp::parse(name, raw, operand)?));
+            }
+        }
         let desc = match p.get("orderBy") {
             None => false,
             Some(raw) => {
@@ -348,17 +395,23 @@ impl V3Query {
             former,
             id,
             modified,
+            extra,
             desc,
         })
     }
 
-    fn keeps(&self, m: &Meta, apply_former: bool) -> bool {
+    fn keeps(&self, m: &Meta, record: Option<&Map<String, Value>>, apply_former: bool) -> bool {
         (!apply_former || self.former || !m.former)
             && self.id.iter().all(|c| c.matches(i64::from(m.id)))
             && self
                 .modified
                 .iter()
                 .all(|c| m.modified_ms != NO_DATE && c.matches(m.modified_ms))
+            && self.extra.iter().all(|(path, c)| {
+                record
+                    .and_then(|r| record_operand(r, path))
+                    .is_some_and(|x| c.matches(x))
+            })
     }
 
     /// The page of matching records and, when `collection.count` was asked,
@@ -374,6 +427,7 @@ impl V3Query {
         let end = end.max(start);
         let exclude_former = apply_former && !self.former;
         let ranged = self.modified.is_empty()
+            && self.extra.is_empty()
             && self.id.iter().all(|c| match c {
                 Cmp::Ne(_) => false,
                 Cmp::In(v) => v.len() <= 1,
@@ -383,7 +437,7 @@ impl V3Query {
             return self.select_range(coll, start, end, exclude_former);
         }
         let slice = coll.metas.get(start..end).unwrap_or_default();
-        let keep = |m: &Meta| self.keeps(m, apply_former);
+        let keep = |m: &Meta| self.keeps(m, coll.records.get(m.fixture as usize), apply_former);
         let (page, count) = if self.desc {
             self.page(slice.iter().rev(), keep)
         } else {

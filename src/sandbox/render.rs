@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Map, Value};
 
-use super::data::{Core, Generator, Meta, Node, Store, USER_KEYS};
+use super::data::{Collection, Core, Generator, Meta, Node, USER_KEYS};
 use super::query::Proj;
 
 /// A JSON value seen through a projection; strings under a `url` key that
@@ -162,17 +162,10 @@ impl Serialize for SynthUser<'_> {
     }
 }
 
-/// Which v3 collection a record belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Users,
-    Departments,
-}
-
 /// Writes records of one collection with one projection.
 pub(crate) struct Renderer<'a> {
-    store: &'a Store,
-    kind: Kind,
+    generator: &'a Generator,
+    coll: &'a Collection,
     proj: &'a Proj,
     base: &'a str,
     /// The projection resolved once against the synthetic user keys, so that
@@ -181,15 +174,22 @@ pub(crate) struct Renderer<'a> {
 }
 
 impl<'a> Renderer<'a> {
-    pub fn new(store: &'a Store, kind: Kind, proj: &'a Proj, base: &'a str) -> Renderer<'a> {
+    /// Records of `coll`; synthetic users (no record behind their index)
+    /// are computed by `generator`.
+    pub fn new(
+        generator: &'a Generator,
+        coll: &'a Collection,
+        proj: &'a Proj,
+        base: &'a str,
+    ) -> Renderer<'a> {
         // `cultureID` stands for both spellings: lookups ignore case.
         let plan = USER_KEYS
             .iter()
             .filter_map(|k| proj.lookup(k).map(|p| (*k, p)))
             .collect();
         Renderer {
-            store,
-            kind,
+            generator,
+            coll,
             proj,
             base,
             plan,
@@ -198,11 +198,7 @@ impl<'a> Renderer<'a> {
 
     /// Appends record `meta`, projected, to `out`.
     pub fn write(&self, out: &mut Vec<u8>, meta: &Meta) -> serde_json::Result<()> {
-        let coll = match self.kind {
-            Kind::Users => &self.store.users,
-            Kind::Departments => &self.store.departments,
-        };
-        match coll.records.get(meta.fixture as usize) {
+        match self.coll.records.get(meta.fixture as usize) {
             Some(map) => serde_json::to_writer(
                 &mut *out,
                 &ProjectedMap {
@@ -214,8 +210,8 @@ impl<'a> Renderer<'a> {
             None => serde_json::to_writer(
                 &mut *out,
                 &SynthUser {
-                    generator: &self.store.generator,
-                    core: self.store.generator.core(meta.id),
+                    generator: self.generator,
+                    core: self.generator.core(meta.id),
                     modified_ms: meta.modified_ms,
                     plan: &self.plan,
                     base: self.base,

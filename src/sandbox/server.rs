@@ -8,7 +8,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -24,9 +24,10 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::catalog_data::{self, Api, Derived, Served};
 use super::data::{MS_PER_DAY, Meta, NO_DATE, Store, fmt_ms};
 use super::query::{Params, Proj, V3Query, parse_fields};
-use super::render::{Kind, Renderer};
+use super::render::{Projected, Renderer};
 use super::{Envelope, Faults, RequestRecord, SandboxConfig};
 
 /// The `Api-Version` the `/lucca-api` endpoints require.
@@ -187,7 +188,22 @@ struct Shared {
     local: SocketAddr,
     /// `cache_pages`: 200 answers by URL.
     page_cache: Option<Mutex<HashMap<String, Answer>>>,
+    /// Day the server started (days since 1970), for derived data.
+    today: i64,
+    /// The catalog endpoints' data, built on first use from the initial users.
+    derived: OnceLock<Derived>,
 }
+
+/// Which v3 collection a list or a record comes from.
+#[derive(Clone, Copy)]
+enum Kind<'a> {
+    Users,
+    Departments,
+    Derived(&'a Served),
+}
+
+/// The owner filters the leaves endpoint accepts (Lucca requires one).
+const LEAVE_OWNER_FILTERS: [&str; 2] = ["leavePeriod.ownerId", "leavePeriod.owner.departmentId"];
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -220,11 +236,18 @@ impl Shared {
             mutated: AtomicBool::new(false),
             local,
             page_cache: config.cache_pages.then(|| Mutex::new(HashMap::new())),
+            today,
+            derived: OnceLock::new(),
         })
     }
 
     fn read_store(&self) -> RwLockReadGuard<'_, Store> {
         self.store.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn derived(&self) -> &Derived {
+        self.derived
+            .get_or_init(|| catalog_data::build(&self.read_store(), self.today))
     }
 
     /// Decides the answer of request `n` (see the module docs for the order).
@@ -418,7 +441,10 @@ impl Shared {
             "/api/v3/users" => self.v3_list(Kind::Users, &params, &base, n, parts),
             "/api/v3/departments" => self.v3_list(Kind::Departments, &params, &base, n, parts),
             "/organization/structure/api/establishments" => {
-                self.v4_establishments(&params, &base, path)
+                let total = self.read_store().establishments as usize;
+                self.v4_list(&params, &base, path, total, |i| {
+                    establishment(u32::try_from(i + 1).unwrap_or(u32::MAX))
+                })
             }
             "/lucca-api/employees" => self.employees(parts, &params, &base),
             _ => {
@@ -426,6 +452,8 @@ impl Shared {
                     self.v3_one(Kind::Users, id, &params, &base, n, parts)
                 } else if let Some(id) = trimmed.strip_prefix("/api/v3/departments/") {
                     self.v3_one(Kind::Departments, id, &params, &base, n, parts)
+                } else if let Some(served) = self.derived().at(trimmed) {
+                    self.derived_list(served, &params, &base, n, parts)
                 } else {
                     not_found(style, path)
                 }
@@ -459,8 +487,54 @@ impl Shared {
         }
     }
 
+    /// A catalog endpoint: v3 or v4 over its derived records. Leaves answer
+    /// 400 without a `date` filter or an owner filter, as Lucca does.
+    fn derived_list(
+        &self,
+        served: &Served,
+        params: &Params,
+        base: &str,
+        n: u32,
+        parts: &Parts,
+    ) -> Answer {
+        if served.path == "/api/v3/leaves" {
+            let has = |name: &str| params.get(name).is_some_and(|v| !v.trim().is_empty());
+            if !has("date") {
+                return bad_request(
+                    Style::Legacy,
+                    "leaves: a date filter is required (e.g. date=between,2025-01-01,2025-01-31)",
+                    json!([{"name": "date", "reason": "required"}]),
+                );
+            }
+            if !LEAVE_OWNER_FILTERS.iter().any(|f| has(f)) {
+                return bad_request(
+                    Style::Legacy,
+                    "leaves: an owner filter is required (leavePeriod.ownerId or \
+                     leavePeriod.owner.departmentId)",
+                    json!([{"name": "leavePeriod.ownerId", "reason": "required"}]),
+                );
+            }
+        }
+        match served.api {
+            Api::V3 => self.v3_list(Kind::Derived(served), params, base, n, parts),
+            Api::V4 => {
+                let coll = &served.coll;
+                self.v4_list(params, base, parts.uri.path(), coll.metas.len(), |i| {
+                    coll.metas
+                        .get(i)
+                        .and_then(|m| coll.records.get(m.fixture as usize))
+                        .map_or(Value::Null, |r| Value::Object(r.clone()))
+                })
+            }
+        }
+    }
+
     fn v3_list(&self, kind: Kind, params: &Params, base: &str, n: u32, parts: &Parts) -> Answer {
-        let q = match V3Query::parse(params) {
+        let filterable: &[&str] = match kind {
+            Kind::Derived(served) => served.filterable,
+            _ => &[],
+        };
+        let q = match V3Query::parse(params, filterable) {
             Ok(q) => q,
             Err(msg) => return bad_request(Style::Legacy, &msg, json!([])),
         };
@@ -468,14 +542,15 @@ impl Shared {
         let coll = match kind {
             Kind::Users => &store.users,
             Kind::Departments => &store.departments,
+            Kind::Derived(served) => &served.coll,
         };
-        let (page, count) = q.select(coll, kind == Kind::Users);
+        let (page, count) = q.select(coll, matches!(kind, Kind::Users));
         let mut out = Vec::with_capacity(128 + page.len() * 512);
         self.open_envelope(&mut out, n, parts);
         out.push(b'{');
         if let Some(proj) = &q.fields.items {
             out.extend_from_slice(b"\"items\":[");
-            let renderer = Renderer::new(&store, kind, proj, base);
+            let renderer = Renderer::new(&store.generator, coll, proj, base);
             for (i, meta) in page.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
@@ -517,6 +592,7 @@ impl Shared {
         let coll = match kind {
             Kind::Users => &store.users,
             Kind::Departments => &store.departments,
+            Kind::Derived(served) => &served.coll,
         };
         let Some(meta) = id.parse::<u32>().ok().and_then(|id| coll.get(id)) else {
             return not_found(Style::Legacy, parts.uri.path());
@@ -532,14 +608,31 @@ impl Shared {
         } else {
             out.extend_from_slice(b"{\"data\":");
         }
-        if let Err(e) = Renderer::new(&store, kind, &proj, base).write(&mut out, meta) {
+        if let Err(e) = Renderer::new(&store.generator, coll, &proj, base).write(&mut out, meta) {
             return internal_error(&e.to_string());
         }
         out.push(b'}');
         Answer::new(StatusCode::OK, "application/json; charset=utf-8", out)
     }
 
-    fn v4_establishments(&self, params: &Params, base: &str, path: &str) -> Answer {
+    /// A Legacy v4 list of `total` records, record `i` (0-based, by id) from
+    /// `item`: `limit`/`page`, `sort=+id|-id`, `fields.root`, and the
+    /// `fields` projection when asked.
+    fn v4_list(
+        &self,
+        params: &Params,
+        base: &str,
+        path: &str,
+        total: usize,
+        item: impl Fn(usize) -> Value,
+    ) -> Answer {
+        let proj = match params.get("fields").map(str::trim) {
+            None | Some("") => None,
+            Some(raw) => match parse_fields(raw) {
+                Ok(spec) => spec.items,
+                Err(msg) => return bad_request(Style::Legacy, &msg, json!([{"name": "fields"}])),
+            },
+        };
         let limit = match parse_limit(params, 10, V4_MAX_LIMIT) {
             Ok(l) => l,
             Err(msg) => return bad_request(Style::Legacy, &msg, json!([{"name": "limit"}])),
@@ -573,12 +666,21 @@ impl Shared {
             .flat_map(|v| v.split(','))
             .map(|s| s.trim().to_ascii_lowercase())
             .collect();
-        let total = self.read_store().establishments as usize;
         let start = (page - 1).saturating_mul(limit);
         let end = start.saturating_add(limit).min(total);
+        let project = |v: Value| match &proj {
+            None => v,
+            Some(proj) => serde_json::to_value(Projected {
+                value: &v,
+                proj,
+                base,
+                is_url: false,
+            })
+            .unwrap_or(Value::Null),
+        };
         let items: Vec<Value> = (start..end.max(start))
-            .map(|i| if desc { total - i } else { i + 1 })
-            .map(|id| establishment(id as u32))
+            .map(|i| if desc { total - 1 - i } else { i })
+            .map(|i| project(item(i)))
             .collect();
         let mut body = Map::new();
         body.insert("items".to_owned(), Value::Array(items));

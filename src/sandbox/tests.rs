@@ -955,7 +955,7 @@ fn range_selection_matches_a_brute_force_scan() {
                         "paging={offset},{limit}&fields=id,collection.count&formerEmployees={former}&orderBy=id,{}{filter}",
                         if desc { "desc" } else { "asc" }
                     );
-                    let query = V3Query::parse(&Params::parse(&q)).unwrap();
+                    let query = V3Query::parse(&Params::parse(&q), &[]).unwrap();
                     let (page, count) = query.select(&store.users, true);
                     let mut all: Vec<_> = store
                         .users
@@ -976,4 +976,211 @@ fn range_selection_matches_a_brute_force_scan() {
             }
         }
     }
+}
+
+// ------------------------------------------------------------------ catalog
+
+/// Every record of a catalog endpoint, read with its catalog fields and
+/// params (a wide date window for sliced ones), through the same paging as
+/// the extractor uses.
+async fn catalog_records(sb: &Sandbox, name: &str) -> Vec<Value> {
+    let entry = crate::catalog::find(name).unwrap().unwrap();
+    let mut query: Vec<(String, String)> = entry.params.clone().into_iter().collect();
+    if let Some(slice) = &entry.slice {
+        query.push((
+            slice.field.clone().unwrap(),
+            "between,2000-01-01,2100-01-01".to_owned(),
+        ));
+    }
+    let fields = entry.fields.join(",");
+    let mut out = Vec::new();
+    for page in 1.. {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &query {
+            q.append_pair(k, v);
+        }
+        let items = match entry.paging {
+            crate::pipeline::PagingStyle::V4 => {
+                q.append_pair("fields", &fields);
+                q.append_pair("limit", "100");
+                q.append_pair("page", &page.to_string());
+                let v = get_json(sb, &format!("{}?{}", entry.path, q.finish())).await;
+                v["items"].as_array().unwrap().clone()
+            }
+            _ => {
+                q.append_pair("fields", &fields);
+                q.append_pair("paging", &format!("{},1000", (page - 1) * 1000));
+                let v = get_json(sb, &format!("{}?{}", entry.path, q.finish())).await;
+                items(&v).clone()
+            }
+        };
+        let size = match entry.paging {
+            crate::pipeline::PagingStyle::V4 => 100,
+            _ => 1000,
+        };
+        let done = items.len() < size;
+        out.extend(items);
+        if done {
+            break;
+        }
+    }
+    out
+}
+
+fn id_set(records: &[Value], pointer: &str) -> BTreeSet<u64> {
+    records
+        .iter()
+        .filter_map(|r| r.pointer(pointer).and_then(Value::as_u64))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_catalog_endpoint_answers_with_its_catalog_fields() {
+    let sb = fixtures().await;
+    for entry in crate::catalog::endpoints().unwrap() {
+        let records = catalog_records(&sb, &entry.name).await;
+        assert!(!records.is_empty(), "{}: no records", entry.name);
+        let tree = crate::pipeline::parse_fields(&entry.fields).unwrap();
+        for path in crate::pipeline::leaf_paths(&tree) {
+            let pointer = format!("/{}", path.replace('.', "/"));
+            assert!(
+                records.iter().any(|r| r.pointer(&pointer).is_some()),
+                "{}: no record has {path}",
+                entry.name
+            );
+        }
+        for r in &records {
+            assert!(r["id"].is_u64(), "{}: {r}", entry.name);
+        }
+    }
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn catalog_data_is_consistent_across_endpoints() {
+    let sb = start(SandboxConfig::new(KEY).with_users(UserData::Synthetic(300))).await;
+    let users = catalog_records(&sb, "users").await;
+    let user_ids = id_set(&users, "/id");
+    assert_eq!(user_ids.len(), 300);
+    let departments = id_set(&catalog_records(&sb, "departments").await, "/id");
+    assert!(id_set(&users, "/department/id").is_subset(&departments));
+    let leaves = catalog_records(&sb, "leaves").await;
+    let owners = id_set(&leaves, "/leavePeriod/ownerId");
+    assert!(
+        owners.len() > 50 && owners.is_subset(&user_ids),
+        "{owners:?}"
+    );
+    let types = id_set(&catalog_records(&sb, "leave-types").await, "/id");
+    assert!(id_set(&leaves, "/leaveAccount/id").is_subset(&types));
+    let claims = catalog_records(&sb, "expense-claims").await;
+    assert!(id_set(&claims, "/ownerId").is_subset(&user_ids));
+    let items = catalog_records(&sb, "expense-items").await;
+    assert!(id_set(&items, "/expenseClaimId").is_subset(&id_set(&claims, "/id")));
+    let natures = id_set(&catalog_records(&sb, "expense-natures").await, "/id");
+    assert!(id_set(&items, "/expenseNatureId").is_subset(&natures));
+    let establishments = id_set(&catalog_records(&sb, "establishments").await, "/id");
+    let contracts = catalog_records(&sb, "work-contracts").await;
+    assert!(id_set(&contracts, "/establishmentId").is_subset(&establishments));
+    assert!(id_set(&contracts, "/ownerId").is_subset(&user_ids));
+    let locations = id_set(&catalog_records(&sb, "work-locations").await, "/id");
+    let placed = catalog_records(&sb, "user-locations").await;
+    assert!(id_set(&placed, "/workLocationId").is_subset(&locations));
+    let sections = catalog_records(&sb, "axis-sections").await;
+    let axes = id_set(&catalog_records(&sb, "axes").await, "/id");
+    assert!(id_set(&sections, "/axisId").is_subset(&axes));
+    let entries = catalog_records(&sb, "timeentries").await;
+    assert!(id_set(&entries, "/axisSectionId").is_subset(&id_set(&sections, "/id")));
+    let legal_units = id_set(&catalog_records(&sb, "legal-units").await, "/id");
+    assert!(id_set(&users, "/legalEntityId").is_subset(&legal_units));
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn leaves_need_a_date_and_an_owner_filter_and_filter_on_them() {
+    let sb = fixtures().await;
+    let path = "/api/v3/leaves?fields=id,date,leavePeriod[ownerId],collection.count";
+    let no_date = get(&sb, &format!("{path}&leavePeriod.ownerId=greaterthan,0")).await;
+    assert_eq!(no_date.status(), 400);
+    let no_owner = get(&sb, &format!("{path}&date=between,2024-01-01,2024-12-31")).await;
+    assert_eq!(no_owner.status(), 400);
+    let all = get_json(
+        &sb,
+        &format!(
+            "{path}&leavePeriod.ownerId=greaterthan,0&date=between,2024-03-01T00:00:00,2024-03-31T23:59:59"
+        ),
+    )
+    .await;
+    let count = all["data"]["count"].as_u64().unwrap();
+    assert!(count > 0 && count as usize == items(&all).len());
+    for leave in items(&all) {
+        let date = leave["date"].as_str().unwrap();
+        assert!(date.starts_with("2024-03-"), "{date}");
+    }
+    // Keyset paging inside a window, as the extractor does it.
+    let first = get_json(
+        &sb,
+        &format!(
+            "{path}&leavePeriod.ownerId=greaterthan,0&date=between,2024-01-01,2024-12-31&orderBy=id,asc&paging=0,5"
+        ),
+    )
+    .await;
+    let page = ids(&first);
+    assert_eq!(page.len(), 5);
+    let last = page[4];
+    let next = get_json(
+        &sb,
+        &format!(
+            "{path}&leavePeriod.ownerId=greaterthan,0&date=between,2024-01-01,2024-12-31&orderBy=id,asc&id=greaterthan,{last}&paging=0,5"
+        ),
+    )
+    .await;
+    assert!(ids(&next).iter().all(|id| *id > last));
+    // One owner only.
+    let owner = items(&all)[0]["leavePeriod"]["ownerId"].as_u64().unwrap();
+    let one = get_json(
+        &sb,
+        &format!("{path}&leavePeriod.ownerId={owner}&date=between,2020-01-01,2030-01-01"),
+    )
+    .await;
+    assert!(
+        items(&one)
+            .iter()
+            .all(|l| l["leavePeriod"]["ownerId"].as_u64() == Some(owner))
+    );
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn v4_catalog_endpoints_page_and_project() {
+    let sb = start(SandboxConfig::new(KEY).with_users(UserData::Synthetic(250))).await;
+    let v = get_json(
+        &sb,
+        "/directory/api/4.0/work-contracts?fields=id,ownerId&limit=30&page=2&fields.root=count",
+    )
+    .await;
+    assert_eq!(v["count"], 100);
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 30);
+    assert_eq!(items[0], serde_json::json!({"id": 31, "ownerId": 31}));
+    let too_big = get(&sb, "/work-locations/public/api/user-locations?limit=101").await;
+    assert_eq!(too_big.status(), 400);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_million_users_tenant_serves_catalog_endpoints_fast() {
+    let sb = start(SandboxConfig::new(KEY).with_users(UserData::Synthetic(1_000_000))).await;
+    let started = std::time::Instant::now();
+    let v = get_json(
+        &sb,
+        "/api/v3/timeentries?fields=id,ownerId,collection.count&paging=0,10",
+    )
+    .await;
+    assert!(v["data"]["count"].as_u64().unwrap() > 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    sb.shutdown().await;
 }
