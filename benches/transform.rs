@@ -8,7 +8,6 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use bytes::Bytes;
 use clap::Parser;
 use lucca_sync::extract::Page;
 use lucca_sync::extract::paging::parse_envelope;
@@ -50,7 +49,7 @@ struct Args {
     bench: bool,
 }
 
-async fn fetch_pages(count: u32) -> Result<Vec<Bytes>, String> {
+async fn fetch_pages(count: u32) -> Result<Vec<String>, String> {
     let server = Sandbox::start(
         SandboxConfig::new("bench-key").with_users(UserData::Synthetic(count * 1000)),
     )
@@ -72,7 +71,7 @@ async fn fetch_pages(count: u32) -> Result<Vec<Bytes>, String> {
             .await
             .and_then(|r| r.error_for_status())
             .map_err(|e| e.to_string())?
-            .bytes()
+            .text()
             .await
             .map_err(|e| e.to_string())?;
         pages.push(body);

@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 use lucca_sync::extract::Page;
 use lucca_sync::extract::paging::parse_envelope;
 use lucca_sync::pipeline::{PagingStyle, Secret, StreamSpec, parse_fields};
@@ -58,7 +57,7 @@ fn render(dir: &Path) -> String {
     let mut batches: Vec<TableBatch> = Vec::new();
     let mut error: Option<TransformError> = None;
     for (i, body) in pages.iter().enumerate() {
-        let body = Bytes::from(body.get().to_owned());
+        let body = body.get().to_owned();
         let parsed = parse_envelope(&body, PagingStyle::V3).unwrap_or_else(|e| panic!("{e:?}"));
         let page = Page {
             number: i as u64 + 1,

@@ -11,7 +11,6 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 use reqwest_middleware::ClientWithMiddleware;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -160,16 +159,18 @@ pub struct Page {
     pub number: u64,
     /// The URL the page came from (no secret in it).
     pub url: String,
-    /// The whole response body.
-    pub body: Bytes,
+    /// The whole response body (UTF-8, checked when it was read).
+    pub body: String,
     /// Where each record's JSON text sits in `body`.
     pub items: Vec<Range<usize>>,
 }
 
 impl Page {
     /// The JSON text of each record.
-    pub fn records(&self) -> impl Iterator<Item = &[u8]> {
-        self.items.iter().map(|r| &self.body[r.clone()])
+    pub fn records(&self) -> impl Iterator<Item = &str> {
+        self.items
+            .iter()
+            .map(|r| self.body.get(r.clone()).unwrap_or_default())
     }
 }
 
@@ -351,7 +352,10 @@ impl Extractor {
                 parsed
                     .items
                     .last()
-                    .and_then(|r| serde_json::from_slice::<RecordId>(&body[r.clone()]).ok())
+                    .and_then(|r| {
+                        serde_json::from_str::<RecordId>(body.get(r.clone()).unwrap_or_default())
+                            .ok()
+                    })
                     .and_then(|r| r.id)
                     .and_then(|v| v.as_i64())
             } else {

@@ -80,8 +80,8 @@ fn expected_envelope(style: PagingStyle) -> &'static str {
 /// Reads the envelope of a list response. Accepts `data.items`/`data.count`,
 /// a root `items`/`count`/`totalCount`, and ignores any other block such as
 /// `header`.
-pub fn parse_envelope(body: &[u8], style: PagingStyle) -> Result<ParsedPage, EnvelopeError> {
-    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| {
+pub fn parse_envelope(body: &str, style: PagingStyle) -> Result<ParsedPage, EnvelopeError> {
+    let envelope: Envelope = serde_json::from_str(body).map_err(|e| {
         if e.is_data() {
             EnvelopeError::Unexpected(format!("expected {} ({e})", expected_envelope(style)))
         } else {
@@ -288,12 +288,11 @@ mod tests {
 
     #[test]
     fn reads_every_v3_envelope_variant() {
-        let data =
-            br#"{"header":{"generated":"x"},"data":{"items":[{"id":1},{"id":2}],"count":2}}"#;
+        let data = r#"{"header":{"generated":"x"},"data":{"items":[{"id":1},{"id":2}],"count":2}}"#;
         let page = parse_envelope(data, PagingStyle::V3).unwrap_or_else(|_| panic!("data"));
         assert_eq!(page.count, Some(2));
-        assert_eq!(&data[page.items[1].clone()], br#"{"id":2}"#);
-        let root = br#"{"items":[{"id":1}]}"#;
+        assert_eq!(&data[page.items[1].clone()], r#"{"id":2}"#);
+        let root = r#"{"items":[{"id":1}]}"#;
         let page = parse_envelope(root, PagingStyle::V3).unwrap_or_else(|_| panic!("root"));
         assert_eq!(page.items.len(), 1);
         assert_eq!(page.count, None);
@@ -302,10 +301,10 @@ mod tests {
     #[test]
     fn tells_broken_json_from_wrong_shape() {
         assert!(matches!(
-            parse_envelope(br#"{"data":{"items":[{"id":1},"#, PagingStyle::V3),
+            parse_envelope(r#"{"data":{"items":[{"id":1},"#, PagingStyle::V3),
             Err(EnvelopeError::InvalidJson(_))
         ));
-        match parse_envelope(br#"{"data":{"id":1}}"#, PagingStyle::V3) {
+        match parse_envelope(r#"{"data":{"id":1}}"#, PagingStyle::V3) {
             Err(EnvelopeError::Unexpected(m)) => assert_eq!(
                 m,
                 r#"expected a list envelope {"data": {"items": [...], "count": N}} or {"items": [...]}, found no `items` array"#

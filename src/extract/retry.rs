@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest_retry::policies::ExponentialBackoff;
@@ -105,7 +104,7 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 
 /// The outcome of one attempt.
 enum Attempt {
-    Done(Bytes, ParsedPage),
+    Done(String, ParsedPage),
     Retry {
         reason: String,
         /// The HTTP status, when there was an answer (0: none, or a body
@@ -123,7 +122,7 @@ pub(super) async fn fetch_page(
     counters: &Arc<StreamCounters>,
     url: &Url,
     number: u64,
-) -> Result<(Bytes, ParsedPage), ExtractError> {
+) -> Result<(String, ParsedPage), ExtractError> {
     let settings = &extractor.retry;
     let policy = settings.policy();
     let started = SystemTime::now();
@@ -269,6 +268,21 @@ async fn try_once(
         Err(e) => {
             return Attempt::Retry {
                 reason: format!("the response body broke off: {}", error_chain(&e)),
+                status: 200,
+                retry_after: None,
+            };
+        }
+    };
+    // Checked once here: the transform then reads every record as text
+    // without checking it again.
+    let body = match String::from_utf8(Vec::from(body)) {
+        Ok(body) => body,
+        Err(e) => {
+            return Attempt::Retry {
+                reason: format!(
+                    "the response body is not valid JSON (not UTF-8: {})",
+                    e.utf8_error()
+                ),
                 status: 200,
                 retry_after: None,
             };

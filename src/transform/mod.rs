@@ -3,20 +3,19 @@
 //! straight from the page body (no JSON tree per record).
 
 mod column;
+mod json;
 pub mod temporal;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
 
 pub use column::{ColumnBuilder, ColumnType, Scalar};
 use hmac::{Hmac, Mac};
+use json::{Kind, Raw};
 
 use crate::extract::Page;
 use crate::pipeline::{
@@ -716,13 +715,12 @@ impl StreamTransform {
 
     fn push_record(
         &mut self,
-        record: &[u8],
+        record: &str,
         index: usize,
         at: &PageRef,
     ) -> Result<(), TransformError> {
-        let text =
-            std::str::from_utf8(record).map_err(|e| self.bad_record(index, at, e.to_string()))?;
-        let pairs = parse_object(text).map_err(|e| self.bad_record(index, at, e.to_string()))?;
+        let pairs =
+            json::object_members(record).map_err(|e| self.bad_record(index, at, e.to_string()))?;
         let mut ctx = RecordCtx {
             pairs: &pairs,
             index,
@@ -741,7 +739,7 @@ impl StreamTransform {
                     pairs
                         .iter()
                         .find(|(name, _)| name.eq_ignore_ascii_case(k))
-                        .and_then(|(_, raw)| scalar(raw.get()).ok())
+                        .and_then(|(_, raw)| scalar(*raw).ok())
                         .unwrap_or(Scalar::Null)
                 })
                 .collect();
@@ -762,7 +760,7 @@ impl StreamTransform {
         array: &str,
         parent: &RecordCtx,
     ) -> Result<(), TransformError> {
-        let items: Vec<&RawValue> = serde_json::from_str(array).map_err(|e| {
+        let items = json::array_items(array).map_err(|e| {
             self.bad_record(
                 parent.index,
                 parent.at,
@@ -776,12 +774,11 @@ impl StreamTransform {
             arrays: Vec::new(),
         };
         for (position, item) in items.into_iter().enumerate() {
-            let text = item.get();
-            if text == "null" {
+            if item.kind == Kind::Null {
                 continue;
             }
-            let pairs = if text.starts_with('{') {
-                parse_object(text).map_err(|e| {
+            let pairs = if item.kind == Kind::Object {
+                json::object_members(item.text).map_err(|e| {
                     self.bad_record(
                         parent.index,
                         parent.at,
@@ -941,12 +938,13 @@ impl StreamTransform {
     fn fill_object<'a>(
         &mut self,
         node: NodeId,
-        pairs: &[(Cow<'a, str>, &'a RawValue)],
+        pairs: &[(Cow<'a, str>, Raw<'a>)],
         ctx: &mut RecordCtx<'_, 'a>,
     ) -> Result<(), TransformError> {
         for (position, (key, raw)) in pairs.iter().enumerate() {
-            let text: &'a str = raw.get();
-            let is_object = text.starts_with('{');
+            let raw = *raw;
+            let text: &'a str = raw.text;
+            let is_object = raw.kind == Kind::Object;
             let Some(child) = self.child(node, key, is_object, position) else {
                 continue;
             };
@@ -961,15 +959,14 @@ impl StreamTransform {
                 });
             }
             let is_array_of_objects = || {
-                text.starts_with('[')
-                    && serde_json::from_str::<Vec<&RawValue>>(text)
+                raw.kind == Kind::Array
+                    && json::array_items(text)
                         .ok()
                         .and_then(|items| {
                             items
                                 .into_iter()
-                                .map(|v| v.get())
-                                .find(|v| *v != "null")
-                                .map(|v| v.starts_with('{'))
+                                .find(|v| v.kind != Kind::Null)
+                                .map(|v| v.kind == Kind::Object)
                         })
                         .unwrap_or(false)
             };
@@ -985,7 +982,7 @@ impl StreamTransform {
                 }
                 Node::Object { .. } => {
                     if is_object {
-                        let inner = parse_object(text).map_err(|e| {
+                        let inner = json::object_members(text).map_err(|e| {
                             self.bad_record(ctx.index, ctx.at, format!("field `{key}`: {e}"))
                         })?;
                         self.fill_object(child, &inner, ctx)?;
@@ -994,7 +991,7 @@ impl StreamTransform {
                             ctx.arrays.push((index, text));
                         } else {
                             let column = self.object_to_json_column(child);
-                            self.set_value(column, key, text, ctx)?;
+                            self.set_value(column, key, raw, ctx)?;
                         }
                     } else if text != "null" {
                         // A scalar where an object was declared.
@@ -1019,7 +1016,7 @@ impl StreamTransform {
                             depth,
                             declared: Vec::new(),
                         };
-                        let inner = parse_object(text).map_err(|e| {
+                        let inner = json::object_members(text).map_err(|e| {
                             self.bad_record(ctx.index, ctx.at, format!("field `{key}`: {e}"))
                         })?;
                         self.fill_object(child, &inner, ctx)?;
@@ -1036,7 +1033,7 @@ impl StreamTransform {
                             continue;
                         }
                     }
-                    self.set_value(column, key, text, ctx)?;
+                    self.set_value(column, key, raw, ctx)?;
                 }
             }
         }
@@ -1048,10 +1045,10 @@ impl StreamTransform {
         &mut self,
         column: usize,
         key: &str,
-        text: &str,
+        raw: Raw<'_>,
         ctx: &RecordCtx,
     ) -> Result<(), TransformError> {
-        let value = scalar(text)
+        let value = scalar(raw)
             .map_err(|e| self.bad_record(ctx.index, ctx.at, format!("field `{key}`: {e}")))?;
         let row = self.row;
         let col = &mut self.columns[column];
@@ -1151,7 +1148,7 @@ impl StreamTransform {
             .pairs
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("id"))
-            .map(|(_, v)| v.get().trim_matches('"').to_owned())
+            .map(|(_, v)| v.text.trim_matches('"').to_owned())
             .unwrap_or_else(|| format!("? (record {} of the page)", ctx.index + 1));
         TransformError::BadValue {
             stream: self.stream.clone(),
@@ -1215,7 +1212,7 @@ impl StreamTransform {
 
 struct RecordCtx<'p, 'a> {
     /// The top-level record (its `id` names it in errors).
-    pairs: &'p [(Cow<'a, str>, &'a RawValue)],
+    pairs: &'p [(Cow<'a, str>, Raw<'a>)],
     index: usize,
     at: &'p PageRef<'p>,
     /// Arrays of objects met in the record: (child table, JSON text),
@@ -1223,68 +1220,19 @@ struct RecordCtx<'p, 'a> {
     arrays: Vec<(usize, &'a str)>,
 }
 
-/// Reads one JSON object into its key/raw-value pairs, borrowing from `text`.
-fn parse_object(text: &str) -> Result<Vec<(Cow<'_, str>, &RawValue)>, serde_json::Error> {
-    struct Pairs<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-    struct PairsVisitor;
-    impl<'de> Visitor<'de> for PairsVisitor {
-        type Value = Pairs<'de>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Pairs<'de>, A::Error> {
-            let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(16));
-            while let Some(key) = map.next_key_seed(KeySeed)? {
-                let value: &'de RawValue = map.next_value()?;
-                pairs.push((key, value));
-            }
-            Ok(Pairs(pairs))
-        }
-    }
-    impl<'de> serde::Deserialize<'de> for Pairs<'de> {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_map(PairsVisitor)
-        }
-    }
-    serde_json::from_str::<Pairs>(text).map(|p| p.0)
-}
-
-/// A key, borrowed unless it had escapes.
-struct KeySeed;
-impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = Cow<'de, str>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-impl<'de> Visitor<'de> for KeySeed {
-    type Value = Cow<'de, str>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a string key")
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v))
-    }
-}
-
-/// Reads a raw JSON value that is not an object.
-fn scalar(text: &str) -> Result<Scalar<'_>, serde_json::Error> {
-    Ok(match text.as_bytes().first() {
-        Some(b'n') => Scalar::Null,
-        Some(b't') => Scalar::Bool(true),
-        Some(b'f') => Scalar::Bool(false),
-        Some(b'"') if !text.contains('\\') && text.len() >= 2 => {
-            Scalar::Str(Cow::Borrowed(&text[1..text.len() - 1]))
-        }
-        Some(b'"') => Scalar::Str(Cow::Owned(serde_json::from_str::<String>(text)?)),
-        Some(b'[') | Some(b'{') => Scalar::Json(text),
-        _ => match text.parse::<i64>() {
+/// The value of a raw JSON value that is not an object.
+fn scalar(raw: Raw<'_>) -> Result<Scalar<'_>, serde_json::Error> {
+    let text = raw.text;
+    Ok(match raw.kind {
+        Kind::Null => Scalar::Null,
+        Kind::Bool(b) => Scalar::Bool(b),
+        Kind::Str { escaped: false } => Scalar::Str(Cow::Borrowed(
+            text.get(1..text.len().saturating_sub(1))
+                .unwrap_or_default(),
+        )),
+        Kind::Str { escaped: true } => Scalar::Str(Cow::Owned(json::unescape(text)?)),
+        Kind::Object | Kind::Array => Scalar::Json(text),
+        Kind::Number => match text.parse::<i64>() {
             Ok(i) => Scalar::Int(i),
             Err(_) => Scalar::Float(serde_json::from_str::<f64>(text)?),
         },

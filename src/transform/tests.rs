@@ -5,14 +5,13 @@ use arrow::array::{
     TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, TimeUnit};
-use bytes::Bytes;
 
 use super::*;
 use crate::extract::paging::parse_envelope;
 use crate::pipeline::PagingStyle;
 
 fn page(json: &str) -> Page {
-    let body = Bytes::from(json.to_owned());
+    let body = json.to_owned();
     let parsed = parse_envelope(&body, PagingStyle::V3).unwrap_or_else(|_| panic!("envelope"));
     Page {
         number: 1,
