@@ -36,6 +36,11 @@ pub struct DuckdbLoad {
     temp: PathBuf,
     conn: Option<Connection>,
     stages: HashMap<String, StageTable>,
+    /// Whether a transaction is open: stage tables are filled inside one,
+    /// which `commit_stream` ends. DuckDB then writes the staged rows
+    /// once, compressed, into the working copy, instead of into its WAL
+    /// at every append and again at each checkpoint.
+    in_transaction: bool,
     _lock: DestinationLock,
 }
 
@@ -95,7 +100,9 @@ impl DuckdbLoad {
             .with("storage_compatibility_version", STORAGE_COMPATIBILITY)
             .map_err(duck_err("set the storage compatibility version"))?
             .with("memory_limit", &options.duckdb_memory_limit)
-            .map_err(duck_err("set memory_limit (setting duckdb_memory_limit)"))?;
+            .map_err(duck_err("set memory_limit (setting duckdb_memory_limit)"))?
+            .threads(1)
+            .map_err(duck_err("set threads"))?;
         let conn =
             Connection::open_with_flags(&temp, config).map_err(duck_err("open a working copy"))?;
         Ok(DuckdbLoad {
@@ -103,6 +110,7 @@ impl DuckdbLoad {
             temp,
             conn: Some(conn),
             stages: HashMap::new(),
+            in_transaction: false,
             _lock: lock,
         })
     }
@@ -126,6 +134,10 @@ impl DuckdbLoad {
     /// Appends a batch to the stream's stage table, creating it or adding
     /// the batch's new columns first.
     pub fn write(&mut self, stream: &str, batch: &RecordBatch) -> Result<(), LoadError> {
+        if !self.in_transaction {
+            self.sql("begin a transaction", "BEGIN TRANSACTION;")?;
+            self.in_transaction = true;
+        }
         let schema = batch.schema();
         if !self.stages.contains_key(stream) {
             let name = format!("_lucca_sync_stage_{stream}");
@@ -220,7 +232,10 @@ impl DuckdbLoad {
         };
         let comments = comment_sql(stream, &stage.columns, commit);
         let stage_name = quote_ident(&stage.name);
-        let mut sql = String::from("BEGIN TRANSACTION;");
+        let mut sql = String::new();
+        if !self.in_transaction {
+            sql.push_str("BEGIN TRANSACTION;");
+        }
         match commit.write_mode {
             WriteMode::Replace => {
                 sql.push_str(&format!(
@@ -298,8 +313,13 @@ impl DuckdbLoad {
         }
         sql.push_str(&comments);
         sql.push_str("COMMIT;");
+        self.in_transaction = false;
         if let Err(e) = self.sql(&format!("publish table `{stream}`"), &sql) {
+            // The rollback also takes back what other streams staged since
+            // the last commit: the working copy is closed, so that the run
+            // fails as a whole and the live file stays as it was.
             let _ = self.sql("roll back", "ROLLBACK;");
+            self.conn = None;
             return Err(e);
         }
         Ok(stage.rows)
@@ -415,6 +435,10 @@ impl DuckdbLoad {
     /// Makes the run visible: the run history and its view, then
     /// checkpoint, close, fsync, rename over the live file.
     pub fn publish(mut self, history: &[RunRecord]) -> Result<(), LoadError> {
+        if self.in_transaction {
+            self.sql("commit", "COMMIT;")?;
+            self.in_transaction = false;
+        }
         if !history.is_empty() {
             let batch = run_history_batch(history).map_err(|source| LoadError::Arrow {
                 path: self.live.clone(),
