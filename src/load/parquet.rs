@@ -961,7 +961,52 @@ fn combine(
 
 #[cfg(test)]
 mod tests {
-    use super::{escape_partition, unescape_partition};
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch, StringArray};
+    use parquet::basic::Encoding;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    use super::{escape_partition, unescape_partition, write_file};
+
+    #[test]
+    fn mostly_distinct_columns_are_written_without_a_dictionary() {
+        let rows = 1000i64;
+        let batch = RecordBatch::try_from_iter([
+            (
+                "id",
+                Arc::new(Int64Array::from_iter_values(1..=rows)) as _,
+            ),
+            (
+                "mail",
+                Arc::new(StringArray::from_iter_values(
+                    (1..=rows).map(|i| format!("user{i}@acme.example")),
+                )) as _,
+            ),
+            (
+                "department",
+                Arc::new(StringArray::from_iter_values(
+                    (1..=rows).map(|i| ["R&D", "Sales", "Support"][(i % 3) as usize]),
+                )) as _,
+            ),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("t.parquet");
+        write_file(&path, &batch).unwrap_or_else(|e| panic!("{e}"));
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let reader = SerializedFileReader::new(file).unwrap_or_else(|e| panic!("{e}"));
+        let group = reader.metadata().row_group(0);
+        let dictionary = |i: usize| {
+            group
+                .column(i)
+                .encodings()
+                .any(|e| e == Encoding::RLE_DICTIONARY || e == Encoding::PLAIN_DICTIONARY)
+        };
+        assert!(!dictionary(0), "id: every value distinct");
+        assert!(!dictionary(1), "mail: every value distinct");
+        assert!(dictionary(2), "department: three values");
+    }
 
     #[test]
     fn partition_values_survive_a_round_trip_as_directory_names() {
