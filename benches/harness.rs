@@ -1,14 +1,17 @@
 //! The end-to-end benchmark's engine, shared by `benches/e2e.rs` (the
 //! command) and `tests/bench_smoke.rs` (a tiny run in `cargo test`, so the
-//! benchmark cannot rot). It serves N synthetic users from an in-process
-//! sandbox on loopback, then measures, as medians of several runs:
+//! benchmark cannot rot). It serves N synthetic users and N time entries
+//! (two streams, read concurrently) from an in-process sandbox on
+//! loopback, then measures, as medians of several runs:
 //! - the fetch bound: the exact requests `lucca-sync run` sent, replayed by a
-//!   minimal client that reads each body and parses only the ids;
+//!   minimal client (each stream's requests in order, the streams
+//!   concurrently, as lucca-sync reads them) that reads each body and
+//!   parses only the ids;
 //! - `lucca-sync run` (a child process, the binary under test) into DuckDB
 //!   and into Parquet: records/s, ratio to the fetch bound, peak RSS and CPU
-//!   time of the child (from `wait4`), requests the server saw;
-//! - the sandbox's CPU share during the run (this process's CPU time, which
-//!   is the sandbox's, over the wall time).
+//!   time of the child, requests the server saw per stream;
+//! - the sandbox's CPU share during each (this process's CPU time over the
+//!   wall time, minus the fetch-bound client's own thread).
 //!
 //! The sandbox serves pre-serialized pages (`cache_pages`): one unmeasured
 //! warm-up run has it render each page once, so that the fetch bound
@@ -23,13 +26,18 @@ use std::time::{Duration, Instant};
 use lucca_sync::sandbox::{Faults, Sandbox, SandboxConfig, UserData};
 
 const KEY: &str = "bench-key";
-/// Page size of the v3 users endpoint (its maximum).
+/// Page size of both v3 endpoints (their maximum).
 const PAGE_SIZE: u64 = 1000;
+/// The streams of the benchmark pipeline and their endpoints.
+const STREAMS: [(&str, &str); 2] = [
+    ("users", "/api/v3/users"),
+    ("timeentries", "/api/v3/timeentries"),
+];
 
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
-    /// Record counts, one scenario set each.
+    /// Record counts per stream, one scenario set each.
     pub records: Vec<u32>,
     /// Runs per measurement (the median is reported).
     pub runs: usize,
@@ -46,10 +54,12 @@ pub struct BenchConfig {
 pub struct BenchRow {
     /// `fetch bound`, `run -> duckdb` or `run -> parquet`.
     pub scenario: String,
+    /// Records per stream.
     pub records: u32,
     pub latency_ms: u64,
     /// Median wall time, seconds.
     pub seconds: f64,
+    /// Records of all streams per second.
     pub records_per_sec: f64,
     /// records/s over the fetch bound's records/s.
     pub ratio_to_fetch_bound: Option<f64>,
@@ -57,12 +67,19 @@ pub struct BenchRow {
     pub peak_rss_mb: Option<f64>,
     /// Median CPU time (user + system) of the lucca-sync process, seconds.
     pub cpu_secs: Option<f64>,
-    /// Requests the server saw in one run.
+    /// Requests the server saw in one run, per stream.
+    pub requests: Vec<StreamRequests>,
+    /// The sandbox's CPU time over the wall time (1.0 = one core busy).
+    pub sandbox_cpu_share: f64,
+}
+
+/// Requests of one stream against the least possible.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StreamRequests {
+    pub stream: String,
     pub requests: u64,
     /// ceil(records / page size).
     pub min_requests: u64,
-    /// The sandbox's CPU time over the wall time (1.0 = one core busy).
-    pub sandbox_cpu_share: f64,
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -79,6 +96,17 @@ fn own_cpu() -> Duration {
         usage
     };
     timeval(usage.ru_utime) + timeval(usage.ru_stime)
+}
+
+/// CPU time of the calling thread so far.
+fn thread_cpu() -> Duration {
+    // SAFETY: clock_gettime fills the struct it is given.
+    let t = unsafe {
+        let mut t: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t);
+        t
+    };
+    Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_nanos(t.tv_nsec.max(0) as u64)
 }
 
 fn timeval(t: libc::timeval) -> Duration {
@@ -150,13 +178,15 @@ fn run_child(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Child
 
 fn pipeline_text(base_url: &str, destination: &str) -> String {
     format!(
-        "version: 1\nname: bench\nsource:\n  base_url: {base_url}\n  api_key: ${{LUCCA_API_KEY}}\n  rate_limit_per_minute: unlimited\nstreams:\n  - name: users\n    endpoint: /api/v3/users\n    page_size: {PAGE_SIZE}\n    params: {{ formerEmployees: \"true\" }}\n    fields: [id, firstName, lastName, mail, login, employeeNumber, birthDate, dtContractStart, dtContractEnd, modifiedAt, \"department[id,name]\", \"manager[id,name]\", legalEntityId]\n    primary_key: id\ndestination:\n{destination}\n"
+        "version: 1\nname: bench\nsource:\n  base_url: {base_url}\n  api_key: ${{LUCCA_API_KEY}}\n  rate_limit_per_minute: unlimited\nstreams:\n  - name: users\n    endpoint: /api/v3/users\n    page_size: {PAGE_SIZE}\n    params: {{ formerEmployees: \"true\" }}\n    fields: [id, firstName, lastName, mail, login, employeeNumber, birthDate, dtContractStart, dtContractEnd, modifiedAt, \"department[id,name]\", \"manager[id,name]\", legalEntityId]\n    primary_key: id\n  - name: timeentries\n    endpoint: /api/v3/timeentries\n    page_size: {PAGE_SIZE}\n    fields: [id, ownerId, startsAt, duration, axisSectionId, comment]\n    primary_key: id\ndestination:\n{destination}\n"
     )
 }
 
-/// Replays `urls` in order with a plain reqwest client, reading every body
-/// and parsing only the item ids (what any client must do to page by id).
-async fn fetch_bound(urls: &[String]) -> Result<(Duration, u64), String> {
+/// Replays each stream's `urls` in order, the streams concurrently, with a
+/// plain reqwest client on a thread of its own, reading every body and
+/// parsing only the item ids (what any client must do to page by id).
+/// Returns the wall time, the records read and the client thread's CPU.
+fn fetch_bound(streams: Vec<Vec<String>>) -> Result<(Duration, u64, Duration), String> {
     #[derive(serde::Deserialize)]
     struct Envelope {
         data: Items,
@@ -170,24 +200,47 @@ async fn fetch_bound(urls: &[String]) -> Result<(Duration, u64), String> {
         #[allow(dead_code)]
         id: serde::de::IgnoredAny,
     }
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    let mut records = 0u64;
-    for url in urls {
-        let body = client
-            .get(url)
-            .header("Authorization", format!("lucca application={KEY}"))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| e.to_string())?
-            .bytes()
-            .await
-            .map_err(|e| e.to_string())?;
-        let page: Envelope = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-        records += page.data.items.len() as u64;
+    async fn read_stream(client: &reqwest::Client, urls: &[String]) -> Result<u64, String> {
+        let mut records = 0u64;
+        for url in urls {
+            let body = client
+                .get(url)
+                .header("Authorization", format!("lucca application={KEY}"))
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| e.to_string())?
+                .bytes()
+                .await
+                .map_err(|e| e.to_string())?;
+            let page: Envelope = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            records += page.data.items.len() as u64;
+        }
+        Ok(records)
     }
-    Ok((started.elapsed(), records))
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let cpu_before = thread_cpu();
+                let client = reqwest::Client::new();
+                let started = Instant::now();
+                let counts = runtime.block_on(futures_util::future::join_all(
+                    streams.iter().map(|urls| read_stream(&client, urls)),
+                ));
+                let elapsed = started.elapsed();
+                let mut records = 0;
+                for count in counts {
+                    records += count?;
+                }
+                Ok((elapsed, records, thread_cpu().saturating_sub(cpu_before)))
+            })
+            .join()
+            .map_err(|_| "the fetch-bound client panicked".to_owned())?
+    })
 }
 
 /// Runs every scenario of `config`.
@@ -197,6 +250,7 @@ pub async fn run_bench(config: &BenchConfig) -> Result<Vec<BenchRow>, String> {
         let sandbox = Sandbox::start(SandboxConfig {
             api_key: KEY.into(),
             users: UserData::Synthetic(n),
+            time_entries: Some(n),
             faults: Faults {
                 latency: config.latency,
                 ..Faults::default()
@@ -211,7 +265,9 @@ pub async fn run_bench(config: &BenchConfig) -> Result<Vec<BenchRow>, String> {
         .await
         .map_err(|e| e.to_string())?;
         let min_requests = u64::from(n).div_ceil(PAGE_SIZE).max(1);
-        let mut replay: Vec<String> = Vec::new();
+        let total = 2 * u64::from(n);
+        // The requests of the first measured run, by stream, in order.
+        let mut replay: Vec<Vec<String>> = Vec::new();
         let mut by_destination: Vec<(String, f64)> = Vec::new();
         for (label, destination) in [
             ("run -> duckdb", "  duckdb: { path: out/bench.duckdb }"),
@@ -228,12 +284,11 @@ pub async fn run_bench(config: &BenchConfig) -> Result<Vec<BenchRow>, String> {
                 .map_err(|e| e.to_string())?;
             let (mut secs, mut rss, mut cpu, mut shares) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            let mut requests = 0;
+            let mut requests = Vec::new();
             // The first destination gets one unmeasured run first: it has
             // the sandbox render (and cache) every page.
             let warm_up = usize::from(by_destination.is_empty());
             for run in 0..config.runs + warm_up {
-                let seen_before = sandbox.request_count();
                 let log_before = sandbox.requests().len();
                 let sandbox_cpu = own_cpu();
                 let binary = config.binary.clone();
@@ -251,12 +306,29 @@ pub async fn run_bench(config: &BenchConfig) -> Result<Vec<BenchRow>, String> {
                     return Err(format!("lucca-sync run exited {}", child.exit_code));
                 }
                 let sandbox_cpu = own_cpu().saturating_sub(sandbox_cpu);
+                let log = sandbox.requests();
+                let sent = log.get(log_before..).unwrap_or_default();
+                let base = sandbox.base_url();
+                let by_stream: Vec<Vec<String>> = STREAMS
+                    .iter()
+                    .map(|(_, path)| {
+                        sent.iter()
+                            .filter(|r| r.path == *path)
+                            .map(|r| format!("{base}{}?{}", r.path, r.query))
+                            .collect()
+                    })
+                    .collect();
+                requests = STREAMS
+                    .iter()
+                    .zip(&by_stream)
+                    .map(|((stream, _), urls)| StreamRequests {
+                        stream: (*stream).to_owned(),
+                        requests: urls.len() as u64,
+                        min_requests,
+                    })
+                    .collect();
                 if replay.is_empty() {
-                    let base = sandbox.base_url();
-                    replay = sandbox.requests()[log_before..]
-                        .iter()
-                        .map(|r| format!("{base}{}?{}", r.path, r.query))
-                        .collect();
+                    replay = by_stream;
                 }
                 if run < warm_up {
                     continue;
@@ -265,36 +337,43 @@ pub async fn run_bench(config: &BenchConfig) -> Result<Vec<BenchRow>, String> {
                 rss.push(child.peak_rss_kb as f64 / 1024.0);
                 cpu.push(child.cpu.as_secs_f64());
                 shares.push(sandbox_cpu.as_secs_f64() / child.wall.as_secs_f64());
-                requests = (sandbox.request_count() - seen_before) as u64;
             }
             let seconds = median(&mut secs);
-            by_destination.push((label.to_owned(), f64::from(n) / seconds));
+            by_destination.push((label.to_owned(), total as f64 / seconds));
             rows.push(BenchRow {
                 scenario: label.to_owned(),
                 records: n,
                 latency_ms: config.latency.as_millis() as u64,
                 seconds,
-                records_per_sec: f64::from(n) / seconds,
+                records_per_sec: total as f64 / seconds,
                 ratio_to_fetch_bound: None,
                 peak_rss_mb: Some(median(&mut rss)),
                 cpu_secs: Some(median(&mut cpu)),
                 requests,
-                min_requests,
                 sandbox_cpu_share: median(&mut shares),
             });
         }
         let (mut secs, mut shares) = (Vec::new(), Vec::new());
         for _ in 0..config.runs {
             let cpu_before = own_cpu();
-            let (elapsed, records) = fetch_bound(&replay).await?;
-            if records != u64::from(n) {
-                return Err(format!("the fetch bound read {records} records, not {n}"));
+            let urls = replay.clone();
+            let (elapsed, records, client_cpu) =
+                tokio::task::spawn_blocking(move || fetch_bound(urls))
+                    .await
+                    .map_err(|e| e.to_string())??;
+            if records != total {
+                return Err(format!(
+                    "the fetch bound read {records} records, not {total}"
+                ));
             }
             secs.push(elapsed.as_secs_f64());
-            shares.push(own_cpu().saturating_sub(cpu_before).as_secs_f64() / elapsed.as_secs_f64());
+            let sandbox_cpu = own_cpu()
+                .saturating_sub(cpu_before)
+                .saturating_sub(client_cpu);
+            shares.push(sandbox_cpu.as_secs_f64() / elapsed.as_secs_f64());
         }
         let seconds = median(&mut secs);
-        let bound = f64::from(n) / seconds;
+        let bound = total as f64 / seconds;
         for row in rows.iter_mut().filter(|r| r.records == n) {
             row.ratio_to_fetch_bound = Some(row.records_per_sec / bound);
         }
@@ -307,9 +386,15 @@ pub async fn run_bench(config: &BenchConfig) -> Result<Vec<BenchRow>, String> {
             ratio_to_fetch_bound: Some(1.0),
             peak_rss_mb: None,
             cpu_secs: None,
-            requests: replay.len() as u64,
-            min_requests,
-            // Client and sandbox share this process here.
+            requests: STREAMS
+                .iter()
+                .zip(&replay)
+                .map(|((stream, _), urls)| StreamRequests {
+                    stream: (*stream).to_owned(),
+                    requests: urls.len() as u64,
+                    min_requests,
+                })
+                .collect(),
             sandbox_cpu_share: median(&mut shares),
         });
         sandbox.shutdown().await;
@@ -320,7 +405,7 @@ pub async fn run_bench(config: &BenchConfig) -> Result<Vec<BenchRow>, String> {
 /// The results as a Markdown table.
 pub fn table(rows: &[BenchRow]) -> String {
     let mut out = String::from(
-        "| scenario | records | latency | median s | records/s | vs fetch bound | peak RSS MB | CPU s | requests (min) | sandbox CPU |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| scenario | records per stream | latency | median s | records/s (all streams) | vs fetch bound | peak RSS MB | CPU s | requests per stream (min) | sandbox CPU |\n|---|---:|---:|---:|---:|---:|---:|---:|---|---:|\n",
     );
     for r in rows {
         let opt = |v: Option<f64>, digits: usize| {
@@ -328,7 +413,7 @@ pub fn table(rows: &[BenchRow]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} ms | {:.2} | {:.0} | {} | {} | {} | {} ({}) | {:.0}% |",
+            "| {} | {} | {} ms | {:.2} | {:.0} | {} | {} | {} | {} | {:.0}% |",
             r.scenario,
             r.records,
             r.latency_ms,
@@ -337,8 +422,11 @@ pub fn table(rows: &[BenchRow]) -> String {
             opt(r.ratio_to_fetch_bound.map(|x| x * 100.0), 0) + "%",
             opt(r.peak_rss_mb, 1),
             opt(r.cpu_secs, 2),
-            r.requests,
-            r.min_requests,
+            r.requests
+                .iter()
+                .map(|s| format!("{} {} ({})", s.stream, s.requests, s.min_requests))
+                .collect::<Vec<_>>()
+                .join(", "),
             r.sandbox_cpu_share * 100.0,
         );
     }

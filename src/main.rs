@@ -147,6 +147,10 @@ enum Command {
         /// (benchmarks: the sandbox then costs almost no CPU).
         #[arg(long)]
         cache_pages: bool,
+        /// Serve this many time entries at /api/v3/timeentries instead of
+        /// the few derived from the first users.
+        #[arg(long)]
+        time_entries: Option<u32>,
     },
 }
 
@@ -321,7 +325,22 @@ async fn dispatch(command: Command, settings: Settings) -> u8 {
             users,
             api_key,
             cache_pages,
-        } => match serve_sandbox(port, users, api_key, cache_pages).await {
+            time_entries,
+        } => match serve_sandbox(
+            sandbox::SandboxConfig {
+                api_key,
+                users: match users {
+                    Some(n) => sandbox::UserData::Synthetic(n),
+                    None => sandbox::UserData::Fixtures,
+                },
+                cache_pages,
+                time_entries,
+                ..sandbox::SandboxConfig::default()
+            },
+            port,
+        )
+        .await
+        {
             Ok(()) => exit::OK,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -702,21 +721,7 @@ async fn check_all(pipelines: &[Pipeline], settings: &Settings) -> u8 {
     code
 }
 
-async fn serve_sandbox(
-    port: u16,
-    users: Option<u32>,
-    api_key: String,
-    cache_pages: bool,
-) -> anyhow::Result<()> {
-    let config = sandbox::SandboxConfig {
-        api_key,
-        users: match users {
-            Some(n) => sandbox::UserData::Synthetic(n),
-            None => sandbox::UserData::Fixtures,
-        },
-        cache_pages,
-        ..sandbox::SandboxConfig::default()
-    };
+async fn serve_sandbox(config: sandbox::SandboxConfig, port: u16) -> anyhow::Result<()> {
     let server = sandbox::Sandbox::start_on(config, ([127, 0, 0, 1], port).into())
         .await
         .context("cannot start the sandbox")?;

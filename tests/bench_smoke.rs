@@ -30,9 +30,13 @@ async fn the_benchmark_runs_and_reports_every_scenario() {
     );
     for row in &rows {
         assert!(row.records_per_sec > 0.0, "{row:?}");
-        assert_eq!(row.min_requests, 3);
-        // Keyset paging: ceil(2500 / 1000) pages, plus at most one.
-        assert!(row.requests >= 3 && row.requests <= 4, "{row:?}");
+        let streams: Vec<&str> = row.requests.iter().map(|s| s.stream.as_str()).collect();
+        assert_eq!(streams, ["users", "timeentries"], "{row:?}");
+        for stream in &row.requests {
+            assert_eq!(stream.min_requests, 3);
+            // Keyset paging: ceil(2500 / 1000) pages, plus at most one.
+            assert!(stream.requests >= 3 && stream.requests <= 4, "{row:?}");
+        }
     }
     assert!(rows[0].peak_rss_mb.unwrap_or_default() > 1.0);
     assert!(table(&rows).contains("| fetch bound | 2500 |"));

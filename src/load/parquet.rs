@@ -973,10 +973,7 @@ mod tests {
     fn mostly_distinct_columns_are_written_without_a_dictionary() {
         let rows = 1000i64;
         let batch = RecordBatch::try_from_iter([
-            (
-                "id",
-                Arc::new(Int64Array::from_iter_values(1..=rows)) as _,
-            ),
+            ("id", Arc::new(Int64Array::from_iter_values(1..=rows)) as _),
             (
                 "mail",
                 Arc::new(StringArray::from_iter_values(

@@ -148,7 +148,7 @@ const JOBS: [&str; 6] = [
 ];
 
 /// Builds every derived collection of `store`; `today` in days since 1970.
-pub(crate) fn build(store: &Store, today: i64) -> Derived {
+pub(crate) fn build(store: &Store, today: i64, time_entries: Option<u32>) -> Derived {
     let owners = owners(store);
     let establishments = u64::from(store.establishments);
     let establishment_of = |o: &Owner| {
@@ -376,6 +376,9 @@ pub(crate) fn build(store: &Store, today: i64) -> Derived {
             }
         }
     }
+    if let Some(n) = time_entries {
+        entries = many_time_entries(&owners, today, n);
+    }
     add(
         "/api/v3/timeentries",
         Api::V3,
@@ -405,6 +408,26 @@ pub(crate) fn build(store: &Store, today: i64) -> Derived {
         items,
     );
     Derived { served }
+}
+
+/// `n` time entries (benchmarks: a large endpoint besides users): the
+/// owners take turns, one workday each, going back from yesterday.
+fn many_time_entries(owners: &[Owner], today: i64, n: u32) -> Vec<Value> {
+    let count = owners.len().max(1) as u64;
+    (0..u64::from(n))
+        .map(|i| {
+            let owner = owners.get((i % count) as usize).map_or(1, |o| o.id);
+            let day = today - 1 - (i / count) as i64;
+            json!({
+                "id": i + 1,
+                "ownerId": owner,
+                "startsAt": format!("{}T{:02}:00:00", ymd(day), 8 + h(owner, i, 7) % 4),
+                "duration": if h(owner, i, 2).is_multiple_of(4) { 8.0 } else { 7.5 },
+                "axisSectionId": 1 + h(owner, i, 3) % 8,
+                "comment": if h(owner, i, 8).is_multiple_of(5) { Value::Null } else { json!(format!("Projet {}", 1 + h(owner, i, 9) % 40)) },
+            })
+        })
+        .collect()
 }
 
 /// Leaves (one record per half day) and the requests behind them: three

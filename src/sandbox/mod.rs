@@ -83,6 +83,10 @@ pub struct SandboxConfig {
     /// sandbox costs next to no CPU once each page was asked for once
     /// (memory: the whole tenant as JSON). Off by default.
     pub cache_pages: bool,
+    /// Serve this many time entries at `/api/v3/timeentries` instead of
+    /// the few derived from the first users (benchmarks: a large endpoint
+    /// besides users). Their owners are the tenant's first users.
+    pub time_entries: Option<u32>,
 }
 
 impl Default for SandboxConfig {
@@ -93,6 +97,7 @@ impl Default for SandboxConfig {
             faults: Faults::default(),
             envelope: Envelope::default(),
             cache_pages: false,
+            time_entries: None,
         }
     }
 }

@@ -192,6 +192,8 @@ struct Shared {
     today: i64,
     /// The catalog endpoints' data, built on first use from the initial users.
     derived: OnceLock<Derived>,
+    /// `SandboxConfig::time_entries`.
+    time_entries: Option<u32>,
 }
 
 /// Which v3 collection a list or a record comes from.
@@ -238,6 +240,7 @@ impl Shared {
             page_cache: config.cache_pages.then(|| Mutex::new(HashMap::new())),
             today,
             derived: OnceLock::new(),
+            time_entries: config.time_entries,
         })
     }
 
@@ -247,7 +250,7 @@ impl Shared {
 
     fn derived(&self) -> &Derived {
         self.derived
-            .get_or_init(|| catalog_data::build(&self.read_store(), self.today))
+            .get_or_init(|| catalog_data::build(&self.read_store(), self.today, self.time_entries))
     }
 
     /// Decides the answer of request `n` (see the module docs for the order).
