@@ -39,6 +39,24 @@ use crate::pipeline::WriteMode;
 /// readers to skip by statistics (DuckDB's own default).
 pub const ROW_GROUP_ROWS: usize = 122_880;
 
+/// A row group is also closed once the writer holds this much memory, so
+/// that a run's memory does not depend on how wide the records are (or on
+/// how many rows a stream has: below a full row group, the buffer would
+/// otherwise grow with the stream).
+const ROW_GROUP_MEMORY: usize = 8 << 20;
+
+/// Writes `batch`, then closes the row group if the writer's buffer is full.
+fn write_bounded(
+    writer: &mut ArrowWriter<File>,
+    batch: &RecordBatch,
+) -> Result<(), parquet::errors::ParquetError> {
+    writer.write(batch)?;
+    if writer.memory_size() > ROW_GROUP_MEMORY {
+        writer.flush()?;
+    }
+    Ok(())
+}
+
 /// lucca-sync's own directory inside the destination: version directories,
 /// their state files, and this run's staging space.
 pub const INTERNAL_DIR: &str = ".lucca-sync";
@@ -260,7 +278,7 @@ impl ParquetLoad {
         }
         let part = file.parts.last().cloned().unwrap_or_default();
         if let Some(writer) = file.writer.as_mut() {
-            writer.write(batch).map_err(parquet_err(
+            write_bounded(writer, batch).map_err(parquet_err(
                 &part,
                 &format!("write rows of stream `{stream}`"),
             ))?;
@@ -756,9 +774,7 @@ impl VersionWriter {
             self.files.insert(key.clone(), (path, writer));
         }
         if let Some((path, writer)) = self.files.get_mut(&key) {
-            writer
-                .write(batch)
-                .map_err(parquet_err(path, "write rows"))?;
+            write_bounded(writer, batch).map_err(parquet_err(path, "write rows"))?;
         }
         Ok(())
     }
