@@ -164,25 +164,7 @@ mod exit {
     pub const INTERRUPTED: u8 = 130;
 }
 
-/// glibc raises its mmap threshold each time a large block is freed, so
-/// the page bodies and batch buffers that come and go during a run end up
-/// in the heap, which then grows with the run's length. A fixed threshold
-/// keeps them mapped, and the peak RSS flat: Parquet, 1M records per
-/// stream, 62 -> 51 MB (1.29x -> 1.16x the 100k figure), for about 5% more
-/// CPU. `MALLOC_MMAP_THRESHOLD_` in the environment still decides.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn fix_mmap_threshold() {
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
-        // SAFETY: mallopt only tunes the allocator; no thread runs yet.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-        }
-    }
-}
-
 fn main() -> ExitCode {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    fix_mmap_threshold();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -45,6 +45,24 @@ pub const ROW_GROUP_ROWS: usize = 122_880;
 /// otherwise grow with the stream).
 const ROW_GROUP_MEMORY: usize = 8 << 20;
 
+/// glibc raises its mmap threshold each time a large block is freed, so
+/// the page bodies and column buffers that come and go during a run end up
+/// in the heap, which then grows with the run's length. A fixed threshold
+/// of 256 KiB keeps them mapped, and the peak RSS flat (Parquet, 1M records
+/// per stream: 62 -> 51 MB, 1.29x -> 1.2x the 100k figure). Not for DuckDB:
+/// its buffer manager allocates 256 KiB blocks, which would each be mapped
+/// and unmapped (measured: 15% slower). `MALLOC_MMAP_THRESHOLD_` in the
+/// environment still decides.
+fn steady_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        // SAFETY: mallopt only tunes the allocator, under its own lock.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        }
+    }
+}
+
 /// Writes `batch`, then closes the row group if the writer's buffer is full.
 fn write_bounded(
     writer: &mut ArrowWriter<File>,
@@ -169,6 +187,7 @@ impl ParquetLoad {
     /// Takes the directory's lock, clears what killed runs left (staging,
     /// unpublished versions) and creates this run's staging directory.
     pub fn open(dir: &Path, run_id: &str) -> Result<Self, LoadError> {
+        steady_heap();
         fs::create_dir_all(dir).map_err(io_err("create the directory", dir))?;
         let lock = DestinationLock::acquire(&dir.join(".lucca-sync.lock"))?;
         let internal = dir.join(INTERNAL_DIR);
