@@ -374,6 +374,48 @@ mod tests {
         }
     }
 
+    /// Mutated records (bytes deleted, inserted, replaced) are accepted by
+    /// this reader exactly when serde_json accepts them. The alphabet
+    /// leaves out what the reader checks only when a value is used
+    /// (escapes, control characters in strings, out-of-range numbers).
+    #[test]
+    fn accepts_exactly_what_serde_json_accepts() {
+        let seed = r#"{"id":12,"name":"Ольга Chen","a":[1,{"b":null,"c":[true,false]}],"d":{"e":-0.5e2,"f":""},"g":[]}"#;
+        let alphabet: Vec<char> = "{}[]\":, 0123456789.-+abefnlrstu".chars().collect();
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = |bound: usize| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((state >> 33) as usize) % bound.max(1)
+        };
+        let mut accepted = 0;
+        for _ in 0..20_000 {
+            let mut chars: Vec<char> = seed.chars().collect();
+            for _ in 0..1 + next(3) {
+                let at = next(chars.len() + 1);
+                match next(3) {
+                    0 if at < chars.len() => {
+                        chars.remove(at);
+                    }
+                    1 => chars.insert(at, alphabet[next(alphabet.len())]),
+                    _ if at < chars.len() => chars[at] = alphabet[next(alphabet.len())],
+                    _ => {}
+                }
+            }
+            let text: String = chars.into_iter().collect();
+            let ours = object_members(&text).is_ok();
+            let serde =
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&text).is_ok();
+            assert_eq!(ours, serde, "{text}");
+            accepted += usize::from(ours);
+        }
+        assert!(
+            accepted > 1000,
+            "the mutations keep some records valid: {accepted}"
+        );
+    }
+
     #[test]
     fn refuses_nesting_deeper_than_the_limit() {
         let deep = format!(r#"{{"a":{}1{}}}"#, "[".repeat(200), "]".repeat(200));
