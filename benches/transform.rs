@@ -11,6 +11,7 @@ use std::time::Instant;
 use clap::Parser;
 use lucca_sync::extract::Page;
 use lucca_sync::extract::paging::parse_envelope;
+use lucca_sync::json::RecordTape;
 use lucca_sync::pipeline::{PagingStyle, parse_fields};
 use lucca_sync::sandbox::{Sandbox, SandboxConfig, UserData};
 use lucca_sync::transform::StreamTransform;
@@ -107,13 +108,13 @@ async fn main() -> ExitCode {
         let started = Instant::now();
         let mut pages = Vec::new();
         for (i, body) in bodies.iter().enumerate() {
-            match parse_envelope(body, PagingStyle::V3) {
-                Ok(parsed) => pages.push(Page {
-                    number: i as u64 + 1,
-                    url: String::new(),
-                    body: body.clone(),
-                    items: parsed.items,
-                }),
+            match parse_envelope(body, PagingStyle::V3, RecordTape::default()) {
+                Ok(parsed) => pages.push(Page::new(
+                    i as u64 + 1,
+                    String::new(),
+                    body.clone(),
+                    parsed.records,
+                )),
                 Err(e) => {
                     eprintln!("page {i}: {e:?}");
                     return ExitCode::FAILURE;

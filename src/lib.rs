@@ -10,6 +10,7 @@
 
 pub mod catalog;
 pub mod extract;
+pub mod json;
 pub mod load;
 pub mod pipeline;
 pub mod progress;

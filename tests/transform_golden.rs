@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use lucca_sync::extract::Page;
 use lucca_sync::extract::paging::parse_envelope;
+use lucca_sync::json::RecordTape;
 use lucca_sync::pipeline::{PagingStyle, Secret, StreamSpec, parse_fields};
 use lucca_sync::transform::{ColumnPolicies, StreamTransform, TableBatch, TransformError};
 
@@ -58,13 +59,14 @@ fn render(dir: &Path) -> String {
     let mut error: Option<TransformError> = None;
     for (i, body) in pages.iter().enumerate() {
         let body = body.get().to_owned();
-        let parsed = parse_envelope(&body, PagingStyle::V3).unwrap_or_else(|e| panic!("{e:?}"));
-        let page = Page {
-            number: i as u64 + 1,
-            url: format!("http://127.0.0.1/api/v3/users?page={}", i + 1),
+        let parsed = parse_envelope(&body, PagingStyle::V3, RecordTape::default())
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let page = Page::new(
+            i as u64 + 1,
+            format!("http://127.0.0.1/api/v3/users?page={}", i + 1),
             body,
-            items: parsed.items,
-        };
+            parsed.records,
+        );
         match transform.push_page(&page) {
             Ok(out) => batches.extend(out),
             Err(e) => {

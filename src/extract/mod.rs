@@ -7,7 +7,6 @@ pub mod client;
 pub mod paging;
 mod retry;
 
-use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -22,6 +21,7 @@ pub use client::{KeyRejection, StreamCounters, Timeouts, build_client};
 use paging::{NextPage, Pager};
 pub use retry::RetrySettings;
 
+use crate::json::RecordTape;
 use crate::pipeline::{PageBy, PagingStyle};
 
 /// The `Api-Version` the newer Lucca API requires.
@@ -161,16 +161,33 @@ pub struct Page {
     pub url: String,
     /// The whole response body (UTF-8, checked when it was read).
     pub body: String,
-    /// Where each record's JSON text sits in `body`.
-    pub items: Vec<Range<usize>>,
+    /// Where each record and its members sit in `body`.
+    pub records: RecordTape,
 }
 
 impl Page {
+    /// A page read from `body` by [`paging::parse_envelope`].
+    pub fn new(number: u64, url: String, body: String, records: RecordTape) -> Self {
+        Page {
+            number,
+            url,
+            body,
+            records,
+        }
+    }
+
+    /// Records on the page.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
     /// The JSON text of each record.
     pub fn records(&self) -> impl Iterator<Item = &str> {
-        self.items
-            .iter()
-            .map(|r| self.body.get(r.clone()).unwrap_or_default())
+        (0..self.records.len()).map(|i| self.records.text(&self.body, i))
     }
 }
 
@@ -348,14 +365,10 @@ impl Extractor {
             let (body, parsed) = retry::fetch_page(self, plan, counters, &url, number).await?;
             let elapsed_ms = fetch_started.elapsed().as_millis() as u64;
             let shown = display_url(&url);
-            let last_id = if keyset {
-                parsed
-                    .items
-                    .last()
-                    .and_then(|r| {
-                        serde_json::from_str::<RecordId>(body.get(r.clone()).unwrap_or_default())
-                            .ok()
-                    })
+            let last_id = if keyset && !parsed.records.is_empty() {
+                let last = parsed.records.text(&body, parsed.records.len() - 1);
+                serde_json::from_str::<RecordId>(last)
+                    .ok()
                     .and_then(|r| r.id)
                     .and_then(|v| v.as_i64())
             } else {
@@ -363,7 +376,7 @@ impl Extractor {
             };
             let next = pager
                 .advance(
-                    parsed.items.len(),
+                    parsed.records.len(),
                     parsed.count,
                     last_id,
                     parsed.next_href.as_deref(),
@@ -374,18 +387,18 @@ impl Extractor {
                     page: number,
                     message,
                 })?;
-            let mut items = parsed.items;
+            let mut records = parsed.records;
             let mut next = next;
             if let Some(max) = plan.max_records {
                 let room =
                     usize::try_from(max.saturating_sub(summary.records)).unwrap_or(usize::MAX);
-                if items.len() >= room {
-                    items.truncate(room);
+                if records.len() >= room {
+                    records.truncate(room);
                     next = NextPage::Done;
                 }
             }
             summary.pages = number;
-            summary.records += items.len() as u64;
+            summary.records += records.len() as u64;
             summary.api_count = before.zip(pager.total()).map(|(a, b)| a + b);
             counters.records.store(summary.records, Ordering::Relaxed);
             counters.pages.store(number, Ordering::Relaxed);
@@ -401,15 +414,10 @@ impl Extractor {
                 url = %shown,
                 status = 200,
                 elapsed_ms,
-                records = items.len(),
+                records = records.len(),
                 "page read"
             );
-            let page = Page {
-                number,
-                url: shown,
-                body,
-                items,
-            };
+            let page = Page::new(number, shown, body, records);
             if pages.send(page).await.is_err() {
                 // The transform stopped; its own error says why.
                 return Err(ExtractError::Stopped {

@@ -1,20 +1,18 @@
 //! Lucca's paging styles and list envelopes: which URL asks for the next
 //! page, and where the records and the total count are in a response body.
 
-use std::ops::Range;
-
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use url::Url;
+
+use crate::json::{self, Kind, Raw, Reader, RecordTape, ScanError};
 
 use crate::pipeline::{PageBy, PagingStyle};
 
-/// A list response, parsed only as far as the envelope: each record stays as
-/// its raw JSON text for the transform to read once.
+/// A list response, parsed only as far as the envelope: the records stay
+/// in the body, located by a tape, for the transform to read once.
 #[derive(Debug)]
 pub struct ParsedPage {
-    /// Byte ranges of the records inside the response body, in order.
-    pub items: Vec<Range<usize>>,
+    /// Where each record and each of its members sit in the response body.
+    pub records: RecordTape,
     /// The total the API reported (`data.count`, `count` or `totalCount`).
     pub count: Option<u64>,
     /// The absolute URL of the next page (cursor paging).
@@ -30,40 +28,6 @@ pub enum EnvelopeError {
     Unexpected(String),
 }
 
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow, default)]
-    data: Option<DataBlock<'a>>,
-    #[serde(borrow, default)]
-    items: Option<Vec<&'a RawValue>>,
-    #[serde(default)]
-    count: Option<u64>,
-    #[serde(default, rename = "totalCount")]
-    total_count: Option<u64>,
-    #[serde(default)]
-    links: Option<Links>,
-}
-
-#[derive(Deserialize)]
-struct DataBlock<'a> {
-    #[serde(borrow, default)]
-    items: Option<Vec<&'a RawValue>>,
-    #[serde(default)]
-    count: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct Links {
-    #[serde(default)]
-    next: Option<Link>,
-}
-
-#[derive(Deserialize)]
-struct Link {
-    #[serde(default)]
-    href: Option<String>,
-}
-
 /// What each paging style expects to find, for error messages.
 fn expected_envelope(style: PagingStyle) -> &'static str {
     match style {
@@ -77,46 +41,201 @@ fn expected_envelope(style: PagingStyle) -> &'static str {
     }
 }
 
-/// Reads the envelope of a list response. Accepts `data.items`/`data.count`,
-/// a root `items`/`count`/`totalCount`, and ignores any other block such as
-/// `header`.
-pub fn parse_envelope(body: &str, style: PagingStyle) -> Result<ParsedPage, EnvelopeError> {
-    let envelope: Envelope = serde_json::from_str(body).map_err(|e| {
-        if e.is_data() {
-            EnvelopeError::Unexpected(format!("expected {} ({e})", expected_envelope(style)))
-        } else {
-            EnvelopeError::InvalidJson(e.to_string())
+/// The envelope's members as found, before their shape is judged.
+#[derive(Default)]
+struct Found<'a> {
+    /// Which `items` array is on the tape.
+    items: Option<ItemsAt>,
+    data_count: Option<Raw<'a>>,
+    count: Option<Raw<'a>>,
+    total_count: Option<Raw<'a>>,
+    href: Option<Raw<'a>>,
+    /// The first member of the wrong type, e.g. "`data` is a string".
+    wrong: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum ItemsAt {
+    Data,
+    Root,
+}
+
+impl Found<'_> {
+    fn wrong_type(&mut self, path: &str, raw: Raw<'_>) {
+        if raw.kind != Kind::Null && self.wrong.is_none() {
+            self.wrong = Some(format!("`{path}` is {}", kind_name(raw.kind)));
         }
-    })?;
-    let (items, count) = match (envelope.data, envelope.items) {
-        (
-            Some(DataBlock {
-                items: Some(items),
-                count,
-            }),
-            _,
-        ) => (items, count),
-        (_, Some(items)) => (items, envelope.count.or(envelope.total_count)),
-        _ => {
+    }
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Null => "null",
+        Kind::Bool(_) => "a boolean",
+        Kind::Number => "a number",
+        Kind::Str { .. } => "a string",
+        Kind::Object => "an object",
+        Kind::Array => "an array",
+    }
+}
+
+/// A count member as a number, or `None` (noting a wrong type).
+fn count_of(found: &mut Found<'_>, path: &str, raw: Option<Raw<'_>>) -> Option<u64> {
+    let raw = raw?;
+    if raw.kind != Kind::Number {
+        found.wrong_type(path, raw);
+        return None;
+    }
+    let count = raw.text.parse::<u64>().ok();
+    if count.is_none() && found.wrong.is_none() {
+        found.wrong = Some(format!("`{path}` is not a count: {}", raw.text));
+    }
+    count
+}
+
+/// Reads an `items` array onto the tape, or notes what else it is.
+fn read_items<'a>(
+    reader: &mut Reader<'a>,
+    found: &mut Found<'a>,
+    tape: &mut RecordTape,
+    at: ItemsAt,
+) -> Result<(), ScanError> {
+    if reader.next_byte() != Some(b'[') {
+        let raw = reader.value()?;
+        let path = if at == ItemsAt::Data {
+            "data.items"
+        } else {
+            "items"
+        };
+        found.wrong_type(path, raw);
+        return Ok(());
+    }
+    // `data.items` wins over a root `items`, whichever comes first.
+    if found.items == Some(ItemsAt::Data) {
+        reader.value()?;
+        return Ok(());
+    }
+    reader.records(tape)?;
+    found.items = Some(at);
+    Ok(())
+}
+
+/// Reads an object member by member, or notes what else it is.
+fn read_object<'a>(
+    reader: &mut Reader<'a>,
+    found: &mut Found<'a>,
+    path: &str,
+    mut member: impl FnMut(&mut Reader<'a>, &mut Found<'a>, &str) -> Result<(), ScanError>,
+) -> Result<(), ScanError> {
+    if reader.next_byte() != Some(b'{') {
+        let raw = reader.value()?;
+        found.wrong_type(path, raw);
+        return Ok(());
+    }
+    reader.object(|reader, key| member(reader, found, &key))
+}
+
+/// Reads the envelope of a list response onto `records` (a recycled tape,
+/// or an empty one). Accepts `data.items`/`data.count`, a root
+/// `items`/`count`/`totalCount` and `links.next.href`, and ignores any
+/// other block such as `header`. The whole body is checked as JSON: a body
+/// cut short is [`EnvelopeError::InvalidJson`].
+pub fn parse_envelope(
+    body: &str,
+    style: PagingStyle,
+    mut records: RecordTape,
+) -> Result<ParsedPage, EnvelopeError> {
+    let mut reader = Reader::new(body);
+    let mut found = Found::default();
+    let walked = if reader.next_byte() == Some(b'{') {
+        read_object(
+            &mut reader,
+            &mut found,
+            "",
+            |reader, found, key| match key {
+                "data" => read_object(reader, found, "data", |reader, found, key| match key {
+                    "items" => read_items(reader, found, &mut records, ItemsAt::Data),
+                    "count" => {
+                        found.data_count = Some(reader.value()?);
+                        Ok(())
+                    }
+                    _ => reader.value().map(drop),
+                }),
+                "items" => read_items(reader, found, &mut records, ItemsAt::Root),
+                "count" => {
+                    found.count = Some(reader.value()?);
+                    Ok(())
+                }
+                "totalCount" => {
+                    found.total_count = Some(reader.value()?);
+                    Ok(())
+                }
+                "links" => read_object(reader, found, "links", |reader, found, key| match key {
+                    "next" => read_object(reader, found, "links.next", |reader, found, key| {
+                        match key {
+                            "href" => found.href = Some(reader.value()?),
+                            _ => drop(reader.value()?),
+                        }
+                        Ok(())
+                    }),
+                    _ => reader.value().map(drop),
+                }),
+                _ => reader.value().map(drop),
+            },
+        )
+    } else {
+        reader.value().map(|raw| {
+            found.wrong = Some(format!("the body is {}", kind_name(raw.kind)));
+        })
+    };
+    walked
+        .and_then(|()| reader.end())
+        .map_err(|e| EnvelopeError::InvalidJson(e.to_string()))?;
+    let expected = expected_envelope(style);
+    let data_count = found.data_count.take();
+    let data_count = count_of(&mut found, "data.count", data_count);
+    let root_count = found.count.take();
+    let root_count = count_of(&mut found, "count", root_count);
+    let total_count = found.total_count.take();
+    let total_count = count_of(&mut found, "totalCount", total_count);
+    let next_href = match found.href {
+        Some(Raw {
+            kind: Kind::Str { escaped },
+            text,
+        }) => {
+            let inner = text
+                .get(1..text.len().saturating_sub(1))
+                .unwrap_or_default();
+            Some(if escaped {
+                json::unescape(text).map_err(|e| EnvelopeError::InvalidJson(e.to_string()))?
+            } else {
+                inner.to_owned()
+            })
+        }
+        Some(raw) => {
+            found.wrong_type("links.next.href", raw);
+            None
+        }
+        None => None,
+    };
+    if let Some(wrong) = found.wrong {
+        return Err(EnvelopeError::Unexpected(format!(
+            "expected {expected} ({wrong})"
+        )));
+    }
+    let count = match found.items {
+        Some(ItemsAt::Data) => data_count,
+        Some(ItemsAt::Root) => root_count.or(total_count),
+        None => {
             return Err(EnvelopeError::Unexpected(format!(
-                "expected {}, found no `items` array",
-                expected_envelope(style)
+                "expected {expected}, found no `items` array"
             )));
         }
     };
-    let base = body.as_ptr() as usize;
-    let items = items
-        .iter()
-        .map(|raw| {
-            let text = raw.get();
-            let start = text.as_ptr() as usize - base;
-            start..start + text.len()
-        })
-        .collect();
     Ok(ParsedPage {
-        items,
+        records,
         count,
-        next_href: envelope.links.and_then(|l| l.next).and_then(|n| n.href),
+        next_href,
     })
 }
 
@@ -286,25 +405,80 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    fn parse(body: &str) -> Result<ParsedPage, EnvelopeError> {
+        parse_envelope(body, PagingStyle::V3, RecordTape::default())
+    }
+
     #[test]
     fn reads_every_v3_envelope_variant() {
         let data = r#"{"header":{"generated":"x"},"data":{"items":[{"id":1},{"id":2}],"count":2}}"#;
-        let page = parse_envelope(data, PagingStyle::V3).unwrap_or_else(|_| panic!("data"));
+        let page = parse(data).unwrap_or_else(|_| panic!("data"));
         assert_eq!(page.count, Some(2));
-        assert_eq!(&data[page.items[1].clone()], r#"{"id":2}"#);
+        assert_eq!(page.records.text(data, 1), r#"{"id":2}"#);
         let root = r#"{"items":[{"id":1}]}"#;
-        let page = parse_envelope(root, PagingStyle::V3).unwrap_or_else(|_| panic!("root"));
-        assert_eq!(page.items.len(), 1);
+        let page = parse(root).unwrap_or_else(|_| panic!("root"));
+        assert_eq!(page.records.len(), 1);
         assert_eq!(page.count, None);
+        // `data.items` wins over a root `items`, in either order; nulls
+        // are as good as absent.
+        for body in [
+            r#"{"items":[{"id":9}],"data":{"items":[{"id":1},{"id":2}],"count":2},"count":null}"#,
+            r#"{"data":{"count":2,"items":[{"id":1},{"id":2}]},"items":[{"id":9}]}"#,
+        ] {
+            let page = parse(body).unwrap_or_else(|e| panic!("{body}: {e:?}"));
+            assert_eq!(page.records.len(), 2, "{body}");
+            assert_eq!(page.records.text(body, 0), r#"{"id":1}"#, "{body}");
+            assert_eq!(page.count, Some(2), "{body}");
+        }
+        let cursor =
+            r#"{"items":[],"totalCount":0,"links":{"next":{"href":"https:\/\/a.example\/x?c=1"}}}"#;
+        let page = parse(cursor).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(page.count, Some(0));
+        assert_eq!(page.next_href.as_deref(), Some("https://a.example/x?c=1"));
     }
 
     #[test]
     fn tells_broken_json_from_wrong_shape() {
         assert!(matches!(
-            parse_envelope(r#"{"data":{"items":[{"id":1},"#, PagingStyle::V3),
+            parse(r#"{"data":{"items":[{"id":1},"#),
             Err(EnvelopeError::InvalidJson(_))
         ));
-        match parse_envelope(r#"{"data":{"id":1}}"#, PagingStyle::V3) {
+        for cut in [
+            r#"{"data":{"items":[{"id":1}],"count":1}"#,
+            r#"<html>502 Bad Gateway</html>"#,
+            r#"{"items":[{"id":"a\qb"}]}"#,
+            "",
+        ] {
+            assert!(
+                matches!(parse(cut), Err(EnvelopeError::InvalidJson(_))),
+                "{cut}"
+            );
+        }
+        for (body, wrong) in [
+            (r#"[{"id":1}]"#, "the body is an array"),
+            (r#"{"data":"x"}"#, "`data` is a string"),
+            (
+                r#"{"data":{"items":{"id":1}}}"#,
+                "`data.items` is an object",
+            ),
+            (r#"{"items":[],"count":"12"}"#, "`count` is a string"),
+            (
+                r#"{"items":[],"totalCount":-1}"#,
+                "`totalCount` is not a count: -1",
+            ),
+            (
+                r#"{"items":[],"links":{"next":{"href":3}}}"#,
+                "`links.next.href` is a number",
+            ),
+        ] {
+            match parse(body) {
+                Err(EnvelopeError::Unexpected(m)) => {
+                    assert!(m.ends_with(&format!("({wrong})")), "{body}: {m}");
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        match parse(r#"{"data":{"id":1}}"#) {
             Err(EnvelopeError::Unexpected(m)) => assert_eq!(
                 m,
                 r#"expected a list envelope {"data": {"items": [...], "count": N}} or {"items": [...]}, found no `items` array"#

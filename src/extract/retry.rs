@@ -15,6 +15,7 @@ use url::Url;
 use super::client::StreamCounters;
 use super::paging::{EnvelopeError, ParsedPage, parse_envelope};
 use super::{ExtractError, Extractor, LUCCA_API_VERSION, StreamPlan, display_url};
+use crate::json::RecordTape;
 use crate::pipeline::PagingStyle;
 
 /// Limits on retrying one page.
@@ -288,7 +289,7 @@ async fn try_once(
             };
         }
     };
-    match parse_envelope(&body, plan.style) {
+    match parse_envelope(&body, plan.style, RecordTape::default()) {
         Ok(page) => Attempt::Done(body, page),
         Err(EnvelopeError::InvalidJson(e)) => Attempt::Retry {
             reason: format!("the response body is not valid JSON ({e})"),

@@ -3,7 +3,6 @@
 //! straight from the page body (no JSON tree per record).
 
 mod column;
-mod json;
 pub mod temporal;
 
 use std::borrow::Cow;
@@ -13,9 +12,9 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 
+use crate::json::{self, Kind, Raw};
 pub use column::{ColumnBuilder, ColumnType, Scalar};
 use hmac::{Hmac, Mac};
-use json::{Kind, Raw};
 
 use crate::extract::Page;
 use crate::pipeline::{
@@ -699,8 +698,18 @@ impl StreamTransform {
             number: page.number,
             url: &page.url,
         };
-        for (index, record) in page.records().enumerate() {
-            self.push_record(record, index, &at)?;
+        let mut pairs = Vec::with_capacity(16);
+        for index in 0..page.len() {
+            let is_object = page
+                .records
+                .members(&page.body, index, &mut pairs)
+                .map_err(|e| self.bad_record(index, &at, e.to_string()))?;
+            if !is_object {
+                // Not an object: the reader says what it is instead.
+                pairs = json::object_members(page.records.text(&page.body, index))
+                    .map_err(|e| self.bad_record(index, &at, e.to_string()))?;
+            }
+            self.push_record(&pairs, index, &at)?;
         }
         if self.rows_pending >= self.warmup_rows {
             return self.emit();
@@ -713,22 +722,20 @@ impl StreamTransform {
         self.emit()
     }
 
-    fn push_record(
+    fn push_record<'a>(
         &mut self,
-        record: &str,
+        pairs: &[(Cow<'a, str>, Raw<'a>)],
         index: usize,
         at: &PageRef,
     ) -> Result<(), TransformError> {
-        let pairs =
-            json::object_members(record).map_err(|e| self.bad_record(index, at, e.to_string()))?;
         let mut ctx = RecordCtx {
-            pairs: &pairs,
+            pairs,
             index,
             at,
             arrays: Vec::new(),
         };
         self.row += 1;
-        self.fill_object(0, &pairs, &mut ctx)?;
+        self.fill_object(0, pairs, &mut ctx)?;
         self.end_row();
         if !ctx.arrays.is_empty() {
             let keys: Vec<Scalar> = self

@@ -8,17 +8,19 @@ use arrow::datatypes::{DataType, TimeUnit};
 
 use super::*;
 use crate::extract::paging::parse_envelope;
+use crate::json::RecordTape;
 use crate::pipeline::PagingStyle;
 
 fn page(json: &str) -> Page {
     let body = json.to_owned();
-    let parsed = parse_envelope(&body, PagingStyle::V3).unwrap_or_else(|_| panic!("envelope"));
-    Page {
-        number: 1,
-        url: "http://127.0.0.1/api/v3/users?paging=0,1000".into(),
+    let parsed = parse_envelope(&body, PagingStyle::V3, RecordTape::default())
+        .unwrap_or_else(|_| panic!("envelope"));
+    Page::new(
+        1,
+        "http://127.0.0.1/api/v3/users?paging=0,1000".into(),
         body,
-        items: parsed.items,
-    }
+        parsed.records,
+    )
 }
 
 fn field(name: &str, children: &[&str]) -> FieldNode {
