@@ -993,6 +993,7 @@ fn tenant_extractor(
         http,
         retry: settings.retry(source),
         stop: stop.clone(),
+        pool: Arc::default(),
     };
     Ok((extractor, rejection))
 }

@@ -5,6 +5,7 @@
 pub mod budget;
 pub mod client;
 pub mod paging;
+pub mod pool;
 mod retry;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use url::Url;
 pub use budget::RequestBudget;
 pub use client::{KeyRejection, StreamCounters, Timeouts, build_client};
 use paging::{NextPage, Pager};
+pub use pool::PagePool;
 pub use retry::RetrySettings;
 
 use crate::json::RecordTape;
@@ -163,6 +165,8 @@ pub struct Page {
     pub body: String,
     /// Where each record and its members sit in `body`.
     pub records: RecordTape,
+    /// Where `body` and `records` go back when the page is dropped.
+    pool: Option<Arc<PagePool>>,
 }
 
 impl Page {
@@ -173,6 +177,7 @@ impl Page {
             url,
             body,
             records,
+            pool: None,
         }
     }
 
@@ -188,6 +193,17 @@ impl Page {
     /// The JSON text of each record.
     pub fn records(&self) -> impl Iterator<Item = &str> {
         (0..self.records.len()).map(|i| self.records.text(&self.body, i))
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.give(
+                std::mem::take(&mut self.body),
+                std::mem::take(&mut self.records),
+            );
+        }
     }
 }
 
@@ -287,6 +303,8 @@ pub struct Extractor {
     pub retry: RetrySettings,
     /// Cancelled on 401 or on a signal: no request leaves after that.
     pub stop: CancellationToken,
+    /// Buffers of transformed pages, which later pages are read into.
+    pub pool: Arc<PagePool>,
 }
 
 #[derive(Deserialize)]
@@ -417,7 +435,8 @@ impl Extractor {
                 records = records.len(),
                 "page read"
             );
-            let page = Page::new(number, shown, body, records);
+            let mut page = Page::new(number, shown, body, records);
+            page.pool = Some(Arc::clone(&self.pool));
             if pages.send(page).await.is_err() {
                 // The transform stopped; its own error says why.
                 return Err(ExtractError::Stopped {

@@ -145,6 +145,7 @@ pub fn parse_envelope(
     style: PagingStyle,
     mut records: RecordTape,
 ) -> Result<ParsedPage, EnvelopeError> {
+    records.clear();
     let mut reader = Reader::new(body);
     let mut found = Found::default();
     let walked = if reader.next_byte() == Some(b'{') {

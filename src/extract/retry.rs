@@ -15,7 +15,6 @@ use url::Url;
 use super::client::StreamCounters;
 use super::paging::{EnvelopeError, ParsedPage, parse_envelope};
 use super::{ExtractError, Extractor, LUCCA_API_VERSION, StreamPlan, display_url};
-use crate::json::RecordTape;
 use crate::pipeline::PagingStyle;
 
 /// Limits on retrying one page.
@@ -264,7 +263,8 @@ async fn try_once(
             return Attempt::Fail(fatal_status(plan, shown, status, detail));
         }
     }
-    let body = match response.bytes().await {
+    let buffers = extractor.pool.take();
+    let body = match read_body(response, buffers.body).await {
         Ok(body) => body,
         Err(e) => {
             return Attempt::Retry {
@@ -276,7 +276,7 @@ async fn try_once(
     };
     // Checked once here: the transform then reads every record as text
     // without checking it again.
-    let body = match String::from_utf8(Vec::from(body)) {
+    let body = match String::from_utf8(body) {
         Ok(body) => body,
         Err(e) => {
             return Attempt::Retry {
@@ -289,7 +289,7 @@ async fn try_once(
             };
         }
     };
-    match parse_envelope(&body, plan.style, RecordTape::default()) {
+    match parse_envelope(&body, plan.style, buffers.records) {
         Ok(page) => Attempt::Done(body, page),
         Err(EnvelopeError::InvalidJson(e)) => Attempt::Retry {
             reason: format!("the response body is not valid JSON ({e})"),
@@ -303,6 +303,19 @@ async fn try_once(
             message,
         }),
     }
+}
+
+/// Reads a response body into `body` (an emptied buffer of an earlier
+/// page), reserving what `Content-Length` announces, within reason.
+async fn read_body(mut response: reqwest::Response, mut body: Vec<u8>) -> reqwest::Result<Vec<u8>> {
+    if let Some(announced) = response.content_length() {
+        let announced = usize::try_from(announced).unwrap_or(usize::MAX);
+        body.reserve(announced.min(64 << 20).saturating_sub(body.len()));
+    }
+    while let Some(chunk) = response.chunk().await? {
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn fatal_status(
