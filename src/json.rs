@@ -5,8 +5,8 @@
 //! members of every record are noted on a [`RecordTape`] as byte offsets.
 //! The transform then reads the records from the tape without walking
 //! their text again; it uses the reader itself only for nested objects
-//! and arrays. Strings are skipped with `memchr`; errors name the byte
-//! where the text breaks.
+//! and arrays. Strings are skipped eight bytes at a time; errors name the
+//! byte where the text breaks.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -28,6 +28,37 @@ const STRING_STOP: [bool; 256] = {
     stop[b'\\' as usize] = true;
     stop
 };
+
+/// The offset of the first byte of `bytes` in [`STRING_STOP`], found eight
+/// bytes at a time: one pass finds the closing quote, an escape or a
+/// control character. In each test the lowest flagged byte is exact (a
+/// borrow only runs upwards from a byte that matches), so the lowest of the
+/// three is the first stop.
+fn string_stop(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = bytes.chunks_exact(8);
+    for (index, chunk) in chunks.by_ref().enumerate() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        let quote = word ^ (ONES * u64::from(b'"'));
+        let backslash = word ^ (ONES * u64::from(b'\\'));
+        let found = (quote.wrapping_sub(ONES) & !quote
+            | backslash.wrapping_sub(ONES) & !backslash
+            | word.wrapping_sub(ONES * 0x20) & !word)
+            & HIGH;
+        if found != 0 {
+            return Some(index * 8 + (found.trailing_zeros() / 8) as usize);
+        }
+    }
+    let rest = bytes.len() - chunks.remainder().len();
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| STRING_STOP[usize::from(b)])
+        .map(|offset| rest + offset)
+}
 
 /// What kind of JSON value a [`Raw`] holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -361,12 +392,7 @@ impl<'a> Reader<'a> {
         self.pos += 1;
         let mut escaped = false;
         loop {
-            // Byte by byte: the strings of HR records are short, and one
-            // pass finds the end and any control character together.
-            let Some(offset) = self.bytes[self.pos..]
-                .iter()
-                .position(|&b| STRING_STOP[usize::from(b)])
-            else {
+            let Some(offset) = string_stop(&self.bytes[self.pos..]) else {
                 self.pos = self.bytes.len();
                 return Err(self.error("unterminated string"));
             };
@@ -596,6 +622,25 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.into_owned(), v.kind, v.text.to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn string_stop_finds_the_first_stop_byte_at_any_offset() {
+        let plain = "aé€z~\u{7f}\u{80}\u{ff}".as_bytes();
+        for stop in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+            for len in 0..40 {
+                let mut bytes: Vec<u8> = plain.iter().copied().cycle().take(len).collect();
+                assert_eq!(string_stop(&bytes), None, "{bytes:?}");
+                bytes.push(stop);
+                // Stops after the first must not hide it, nor bytes that
+                // borrow in the arithmetic (0x00, 0x20, 0x21, 0xff) fake one.
+                bytes.extend_from_slice(&[0x00, b'"', 0x20, 0x21, 0xff, b'\\', 0x01]);
+                let expected = bytes.iter().position(|&b| STRING_STOP[usize::from(b)]);
+                assert_eq!(string_stop(&bytes), expected, "{bytes:?}");
+                assert_eq!(expected, Some(len));
+            }
+        }
+        assert_eq!(string_stop(b" !#[]~\x7f"), None);
     }
 
     #[test]
