@@ -122,13 +122,20 @@ impl DuckdbLoad {
     }
 
     fn sql(&self, context: &str, sql: &str) -> Result<(), LoadError> {
+        let started = std::time::Instant::now();
         self.conn()?
             .execute_batch(sql)
             .map_err(|e| LoadError::Duckdb {
                 path: self.live.clone(),
                 context: context.to_owned(),
                 source: e,
-            })
+            })?;
+        tracing::debug!(
+            file = %self.live.display(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "duckdb: {context}"
+        );
+        Ok(())
     }
 
     /// Appends a batch to the stream's stage table, creating it or adding
