@@ -1228,6 +1228,7 @@ struct RecordCtx<'p, 'a> {
 }
 
 /// The value of a raw JSON value that is not an object.
+#[inline]
 fn scalar(raw: Raw<'_>) -> Result<Scalar<'_>, serde_json::Error> {
     let text = raw.text;
     Ok(match raw.kind {
