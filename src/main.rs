@@ -151,6 +151,10 @@ enum Command {
         /// the few derived from the first users.
         #[arg(long)]
         time_entries: Option<u32>,
+        /// Delay every response by this many milliseconds, as a tenant far
+        /// from the client would (0: none).
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
     },
 }
 
@@ -326,6 +330,7 @@ async fn dispatch(command: Command, settings: Settings) -> u8 {
             api_key,
             cache_pages,
             time_entries,
+            latency_ms,
         } => match serve_sandbox(
             sandbox::SandboxConfig {
                 api_key,
@@ -335,6 +340,10 @@ async fn dispatch(command: Command, settings: Settings) -> u8 {
                 },
                 cache_pages,
                 time_entries,
+                faults: sandbox::Faults {
+                    latency: std::time::Duration::from_millis(latency_ms),
+                    ..sandbox::Faults::default()
+                },
                 ..sandbox::SandboxConfig::default()
             },
             port,
