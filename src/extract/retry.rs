@@ -276,7 +276,7 @@ async fn try_once(
     };
     // Checked once here: the transform then reads every record as text
     // without checking it again.
-    let body = match utf8_body(body) {
+    let body = match String::from_utf8(body) {
         Ok(body) => body,
         Err(e) => {
             return Attempt::Retry {
@@ -302,19 +302,6 @@ async fn try_once(
             page: number,
             message,
         }),
-    }
-}
-
-/// The body as text, if it is UTF-8. simdutf8 checks a page several times
-/// faster than std (std's check was 4.5% of a 1M-record run's CPU, on the
-/// extractor's thread, between a page and the request for the next); std
-/// only runs again to word the error of an invalid body.
-fn utf8_body(body: Vec<u8>) -> Result<String, std::string::FromUtf8Error> {
-    if simdutf8::basic::from_utf8(&body).is_ok() {
-        // SAFETY: the bytes were just checked to be UTF-8.
-        Ok(unsafe { String::from_utf8_unchecked(body) })
-    } else {
-        String::from_utf8(body)
     }
 }
 
@@ -437,27 +424,5 @@ mod tests {
                 Some(Retryable::Fatal)
             ));
         }
-    }
-
-    #[test]
-    fn a_body_is_text_only_when_every_byte_is_utf8() {
-        let long = "{\"id\":\"416\",\"name\":\"Zoé Müller\"}".repeat(40);
-        for text in ["", "{}", "é", long.as_str()] {
-            assert_eq!(
-                utf8_body(text.as_bytes().to_vec()).ok().as_deref(),
-                Some(text)
-            );
-        }
-        // One bad byte anywhere (in the vector loop or the tail), or a
-        // character cut at the end: refused, with std's description.
-        for at in [0, 1, 63, 64, 65, long.len() - 1] {
-            let mut bytes = long.as_bytes().to_vec();
-            bytes[at] = 0xff;
-            let error = utf8_body(bytes).err().map(|e| e.utf8_error().valid_up_to());
-            assert_eq!(error, Some(at));
-        }
-        let mut cut = long.as_bytes().to_vec();
-        cut.extend_from_slice(&"é".as_bytes()[..1]);
-        assert!(utf8_body(cut).is_err());
     }
 }

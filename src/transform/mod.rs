@@ -308,37 +308,11 @@ enum Node {
 /// The node at `hint` if it has this key, else a scan.
 fn find_key(exact: &[(Box<str>, NodeId)], key: &str, hint: usize) -> Option<NodeId> {
     if let Some((k, id)) = exact.get(hint)
-        && same_key(k, key)
+        && **k == *key
     {
         return Some(*id);
     }
-    exact
-        .iter()
-        .find(|(k, _)| same_key(k, key))
-        .map(|(_, id)| *id)
-}
-
-/// `a == b` for object keys, compared eight bytes at a time in registers:
-/// `==` on `str` calls libc's memcmp, whose call cost dominates for keys
-/// this short (it was 2.6% of a 1M-record run's CPU, once per member).
-#[inline]
-fn same_key(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let (mut words_a, mut words_b) = (a.chunks_exact(8), b.chunks_exact(8));
-    for (x, y) in (&mut words_a).zip(&mut words_b) {
-        let word = |w: &[u8]| <[u8; 8]>::try_from(w).map(u64::from_ne_bytes).ok();
-        if word(x) != word(y) {
-            return false;
-        }
-    }
-    words_a
-        .remainder()
-        .iter()
-        .zip(words_b.remainder())
-        .all(|(x, y)| x == y)
+    exact.iter().find(|(k, _)| **k == *key).map(|(_, id)| *id)
 }
 
 /// A child table: the items of one array of objects.

@@ -354,33 +354,3 @@ fn a_bad_value_fails_by_default_and_is_nulled_and_counted_on_request() {
     assert_eq!(dates.data_type(), &DataType::Date32);
     assert_eq!(dates.null_count(), 1);
 }
-
-#[test]
-fn keys_compare_equal_only_when_every_byte_matches() {
-    let keys = [
-        "",
-        "a",
-        "id",
-        "mail",
-        "manager",
-        "lastName",
-        "firstName",
-        "legalEntityId",
-        "dtContractStart",
-        "employeeNumberXYZ",
-        "é",
-    ];
-    for a in keys {
-        for b in keys {
-            assert_eq!(same_key(a, b), a == b, "{a:?} vs {b:?}");
-        }
-        // Same length, one byte off, at each position.
-        for at in 0..a.len() {
-            let mut other = a.as_bytes().to_vec();
-            other[at] ^= 1;
-            if let Ok(other) = std::str::from_utf8(&other) {
-                assert!(!same_key(a, other), "{a:?} vs {other:?}");
-            }
-        }
-    }
-}
