@@ -1,7 +1,9 @@
 //! End-to-end benchmark: `cargo bench --bench e2e -- --help`. Serves N
 //! synthetic users from the sandbox on loopback and measures the fetch
 //! bound, `lucca-sync run` into DuckDB and into Parquet, peak RSS, requests
-//! and the sandbox's CPU share; prints a Markdown table, optionally JSON.
+//! and the sandbox's CPU share; prints a Markdown table and which of the
+//! issue's targets the figures meet, optionally as JSON (`rows`,
+//! `targets`).
 
 mod harness;
 
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use harness::{BenchConfig, run_bench, table};
+use harness::{BenchConfig, run_bench, table, target_list, targets};
 
 /// End-to-end benchmark of lucca-sync against the sandbox.
 #[derive(Parser)]
@@ -54,9 +56,13 @@ async fn main() -> ExitCode {
     let _ = std::fs::remove_dir_all(&work_dir);
     match result {
         Ok(rows) => {
-            print!("{}", table(&rows));
+            let checks = targets(&rows);
+            print!("{}\nTargets:\n\n{}", table(&rows), target_list(&checks));
             if let Some(path) = args.json {
-                let json = serde_json::to_string_pretty(&rows).unwrap_or_default();
+                let json = serde_json::to_string_pretty(
+                    &serde_json::json!({ "rows": rows, "targets": checks }),
+                )
+                .unwrap_or_default();
                 if let Err(e) = std::fs::write(&path, json) {
                     eprintln!("{}: {e}", path.display());
                     return ExitCode::FAILURE;

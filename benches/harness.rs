@@ -432,3 +432,114 @@ pub fn table(rows: &[BenchRow]) -> String {
     }
     out
 }
+
+/// One of the benchmark issue's targets, checked against a run's rows.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TargetCheck {
+    /// The target, as the issue states it.
+    pub target: String,
+    /// What it was checked on (destination, records).
+    pub case: String,
+    /// The measured figure, worded.
+    pub measured: String,
+    pub met: bool,
+}
+
+/// The targets the rows can judge:
+/// - at zero latency, end-to-end >= 60% of the fetch bound (each
+///   destination, each N);
+/// - peak RSS at the largest N <= 1.25x that at the smallest, and under
+///   200 MB (each destination, when several N were measured);
+/// - requests <= ceil(N / page size) + 1 per stream;
+/// - with latency, end-to-end within 10% of requests x latency (the
+///   streams run concurrently: the longest stream's requests).
+pub fn targets(rows: &[BenchRow]) -> Vec<TargetCheck> {
+    let runs: Vec<&BenchRow> = rows
+        .iter()
+        .filter(|r| r.scenario != "fetch bound")
+        .collect();
+    let mut checks = Vec::new();
+    for r in &runs {
+        let case = format!("{}, {} records per stream", r.scenario, r.records);
+        if r.latency_ms == 0 {
+            let ratio = r.ratio_to_fetch_bound.unwrap_or(0.0);
+            checks.push(TargetCheck {
+                target: ">= 60% of the fetch bound".into(),
+                case: case.clone(),
+                measured: format!("{:.0}%", ratio * 100.0),
+                met: ratio >= 0.60,
+            });
+        } else {
+            let requests = r.requests.iter().map(|s| s.requests).max().unwrap_or(0);
+            let floor = requests as f64 * r.latency_ms as f64 / 1000.0;
+            let over = r.seconds / floor - 1.0;
+            checks.push(TargetCheck {
+                target: "within 10% of requests x latency".into(),
+                case: case.clone(),
+                measured: format!(
+                    "{:.2} s against {requests} x {} ms = {floor:.2} s: {:+.1}%",
+                    r.seconds,
+                    r.latency_ms,
+                    over * 100.0
+                ),
+                met: over <= 0.10,
+            });
+        }
+        let extra: Vec<String> = r
+            .requests
+            .iter()
+            .filter(|s| s.requests > s.min_requests + 1)
+            .map(|s| format!("{} {} (min {})", s.stream, s.requests, s.min_requests))
+            .collect();
+        checks.push(TargetCheck {
+            target: "requests <= ceil(N / page size) + 1 per stream".into(),
+            case,
+            measured: if extra.is_empty() {
+                "every stream".into()
+            } else {
+                extra.join(", ")
+            },
+            met: extra.is_empty(),
+        });
+    }
+    let mut scenarios: Vec<&str> = runs.iter().map(|r| r.scenario.as_str()).collect();
+    scenarios.dedup();
+    for scenario in scenarios {
+        let of: Vec<&&BenchRow> = runs.iter().filter(|r| r.scenario == scenario).collect();
+        let (Some(small), Some(large)) = (
+            of.iter().min_by_key(|r| r.records),
+            of.iter().max_by_key(|r| r.records),
+        ) else {
+            continue;
+        };
+        let (Some(low), Some(high)) = (small.peak_rss_mb, large.peak_rss_mb) else {
+            continue;
+        };
+        if small.records == large.records {
+            continue;
+        }
+        checks.push(TargetCheck {
+            target: "peak RSS at the largest N <= 1.25x the smallest, < 200 MB".into(),
+            case: format!("{scenario}, {} -> {} records", small.records, large.records),
+            measured: format!("{low:.1} -> {high:.1} MB ({:.2}x)", high / low),
+            met: high <= 1.25 * low && high < 200.0,
+        });
+    }
+    checks
+}
+
+/// The checks as a Markdown list.
+pub fn target_list(checks: &[TargetCheck]) -> String {
+    let mut out = String::new();
+    for c in checks {
+        let _ = writeln!(
+            out,
+            "- {}: {} ({}): {}",
+            if c.met { "met" } else { "MISSED" },
+            c.target,
+            c.case,
+            c.measured
+        );
+    }
+    out
+}

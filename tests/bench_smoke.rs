@@ -6,7 +6,7 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{BenchConfig, run_bench, table};
+use harness::{BenchConfig, BenchRow, StreamRequests, run_bench, table, targets};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_benchmark_runs_and_reports_every_scenario() {
@@ -40,4 +40,112 @@ async fn the_benchmark_runs_and_reports_every_scenario() {
     }
     assert!(rows[0].peak_rss_mb.unwrap_or_default() > 1.0);
     assert!(table(&rows).contains("| fetch bound | 2500 |"));
+    // Every run is judged (speed is reported, never asserted here).
+    let checks = targets(&rows);
+    let judged = |prefix: &str| {
+        checks
+            .iter()
+            .filter(|c| c.target.starts_with(prefix))
+            .count()
+    };
+    assert_eq!(judged(">= 60% of the fetch bound"), 2, "{checks:?}");
+    assert_eq!(judged("requests <="), 2, "{checks:?}");
+    assert!(
+        checks
+            .iter()
+            .filter(|c| c.target.starts_with("requests <="))
+            .all(|c| c.met),
+        "{checks:?}"
+    );
+}
+
+fn row(scenario: &str, records: u32, latency_ms: u64, seconds: f64, rss: f64) -> BenchRow {
+    BenchRow {
+        scenario: scenario.into(),
+        records,
+        latency_ms,
+        seconds,
+        records_per_sec: 0.0,
+        ratio_to_fetch_bound: Some(0.5),
+        peak_rss_mb: Some(rss),
+        cpu_secs: Some(1.0),
+        requests: vec![
+            StreamRequests {
+                stream: "users".into(),
+                requests: u64::from(records).div_ceil(1000),
+                min_requests: u64::from(records).div_ceil(1000),
+            },
+            StreamRequests {
+                stream: "timeentries".into(),
+                requests: u64::from(records).div_ceil(1000) + 2,
+                min_requests: u64::from(records).div_ceil(1000),
+            },
+        ],
+        sandbox_cpu_share: 0.01,
+    }
+}
+
+#[test]
+fn the_targets_are_judged_as_the_issue_states_them() {
+    let verdicts = |rows: &[BenchRow]| -> Vec<(String, String, bool)> {
+        targets(rows)
+            .into_iter()
+            .map(|c| (c.target, c.measured, c.met))
+            .collect()
+    };
+    let latency = verdicts(&[
+        row("run -> parquet", 100_000, 50, 5.30, 40.0),
+        row("run -> duckdb", 100_000, 50, 5.70, 80.0),
+    ]);
+    let within: Vec<_> = latency
+        .iter()
+        .filter(|(t, _, _)| t.starts_with("within 10%"))
+        .collect();
+    assert_eq!(within.len(), 2, "{latency:?}");
+    // The longest stream's requests count: 102 x 50 ms = 5.1 s.
+    assert!(
+        within[0].2 && within[0].1.contains("102 x 50 ms = 5.10 s: +3.9%"),
+        "{latency:?}"
+    );
+    assert!(
+        !within[1].2 && within[1].1.ends_with(": +11.8%"),
+        "{latency:?}"
+    );
+    // Two extra requests on a stream: missed.
+    assert!(
+        latency
+            .iter()
+            .filter(|(t, _, _)| t.starts_with("requests <="))
+            .all(|(_, measured, met)| !met && measured.contains("timeentries 102 (min 100)")),
+        "{latency:?}"
+    );
+    // Zero latency: half the fetch bound misses 60%; RSS from 100k to 1M.
+    let zero = verdicts(&[
+        row("run -> parquet", 100_000, 0, 0.2, 50.0),
+        row("run -> parquet", 1_000_000, 0, 1.7, 62.0),
+        row("run -> duckdb", 100_000, 0, 0.5, 90.0),
+        row("run -> duckdb", 1_000_000, 0, 3.6, 120.0),
+    ]);
+    let fetch: Vec<_> = zero
+        .iter()
+        .filter(|(t, _, _)| t.starts_with(">= 60%"))
+        .collect();
+    assert_eq!(fetch.len(), 4);
+    assert!(
+        fetch
+            .iter()
+            .all(|(_, measured, met)| !met && measured == "50%")
+    );
+    let rss: Vec<_> = zero
+        .iter()
+        .filter(|(t, _, _)| t.starts_with("peak RSS"))
+        .map(|(_, measured, met)| (measured.as_str(), *met))
+        .collect();
+    assert_eq!(
+        rss,
+        [
+            ("50.0 -> 62.0 MB (1.24x)", true),
+            ("90.0 -> 120.0 MB (1.33x)", false)
+        ]
+    );
 }
