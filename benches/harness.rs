@@ -502,8 +502,13 @@ pub fn targets(rows: &[BenchRow]) -> Vec<TargetCheck> {
             met: extra.is_empty(),
         });
     }
-    let mut scenarios: Vec<&str> = runs.iter().map(|r| r.scenario.as_str()).collect();
-    scenarios.dedup();
+    // Rows come by N, then destination: each destination once, in order.
+    let mut scenarios: Vec<&str> = Vec::new();
+    for r in &runs {
+        if !scenarios.contains(&r.scenario.as_str()) {
+            scenarios.push(&r.scenario);
+        }
+    }
     for scenario in scenarios {
         let of: Vec<&&BenchRow> = runs.iter().filter(|r| r.scenario == scenario).collect();
         let (Some(small), Some(large)) = (

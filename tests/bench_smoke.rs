@@ -60,6 +60,12 @@ async fn the_benchmark_runs_and_reports_every_scenario() {
 }
 
 fn row(scenario: &str, records: u32, latency_ms: u64, seconds: f64, rss: f64) -> BenchRow {
+    let min_requests = u64::from(records).div_ceil(1000);
+    let stream = |name: &str, extra: u64| StreamRequests {
+        stream: name.into(),
+        requests: min_requests + extra,
+        min_requests,
+    };
     BenchRow {
         scenario: scenario.into(),
         records,
@@ -69,18 +75,7 @@ fn row(scenario: &str, records: u32, latency_ms: u64, seconds: f64, rss: f64) ->
         ratio_to_fetch_bound: Some(0.5),
         peak_rss_mb: Some(rss),
         cpu_secs: Some(1.0),
-        requests: vec![
-            StreamRequests {
-                stream: "users".into(),
-                requests: u64::from(records).div_ceil(1000),
-                min_requests: u64::from(records).div_ceil(1000),
-            },
-            StreamRequests {
-                stream: "timeentries".into(),
-                requests: u64::from(records).div_ceil(1000) + 2,
-                min_requests: u64::from(records).div_ceil(1000),
-            },
-        ],
+        requests: vec![stream("users", 0), stream("timeentries", 2)],
         sandbox_cpu_share: 0.01,
     }
 }
@@ -148,4 +143,18 @@ fn the_targets_are_judged_as_the_issue_states_them() {
             ("90.0 -> 120.0 MB (1.33x)", false)
         ]
     );
+    // In the harness's own order (by N, then destination): still one RSS
+    // check per destination.
+    let interleaved = verdicts(&[
+        row("run -> duckdb", 100_000, 0, 0.5, 90.0),
+        row("run -> parquet", 100_000, 0, 0.2, 50.0),
+        row("run -> duckdb", 1_000_000, 0, 3.6, 120.0),
+        row("run -> parquet", 1_000_000, 0, 1.7, 62.0),
+    ]);
+    let rss: Vec<&str> = interleaved
+        .iter()
+        .filter(|(t, _, _)| t.starts_with("peak RSS"))
+        .map(|(_, measured, _)| measured.as_str())
+        .collect();
+    assert_eq!(rss, ["90.0 -> 120.0 MB (1.33x)", "50.0 -> 62.0 MB (1.24x)"]);
 }
