@@ -25,6 +25,20 @@ use crate::pipeline::WriteMode;
 /// still ship. A file created by an earlier lucca-sync keeps its format.
 pub const STORAGE_COMPATIBILITY: &str = "v1.0.0";
 
+/// Rows per row group of the tables lucca-sync writes (DuckDB's default is
+/// 122,880). DuckDB compresses a row group when it is full, or else at the
+/// commit, and rewrites a whole row group that gains rows: with its default,
+/// a table of up to 122,880 rows was compressed only after the last page,
+/// about 0.2 s per 100,000 users. A quarter of that size lets each full row
+/// group be compressed while the next pages are still on the way, so the
+/// run ends about 0.15 s sooner against a distant tenant (README,
+/// Benchmarks); the file is about 8% larger and opens in DuckDB 1.0.
+pub const ROW_GROUP_ROWS: u32 = 30_720;
+
+/// The catalog name of the working copy in lucca-sync's DuckDB instance
+/// (readers of the file see it under their own name).
+const WORKING_COPY: &str = "lucca_sync_working_copy";
+
 /// `'text'` with inner quotes doubled.
 fn sql_string(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
@@ -101,10 +115,21 @@ impl DuckdbLoad {
             .map_err(duck_err("set the storage compatibility version"))?
             .with("memory_limit", &options.duckdb_memory_limit)
             .map_err(duck_err("set memory_limit (setting duckdb_memory_limit)"))?
+            // Write each row group out as soon as it is full, not five at
+            // a time: the commit then only has the last one left.
+            .with("write_buffer_row_group_count", "1")
+            .map_err(duck_err("set write_buffer_row_group_count"))?
             .threads(1)
             .map_err(duck_err("set threads"))?;
+        // The row group size is an option of ATTACH only, hence an
+        // in-memory instance that attaches the working copy.
         let conn =
-            Connection::open_with_flags(&temp, config).map_err(duck_err("open a working copy"))?;
+            Connection::open_in_memory_with_flags(config).map_err(duck_err("start DuckDB"))?;
+        conn.execute_batch(&format!(
+            "ATTACH {} AS {WORKING_COPY} (ROW_GROUP_SIZE {ROW_GROUP_ROWS}); USE {WORKING_COPY};",
+            sql_string(&temp.to_string_lossy())
+        ))
+        .map_err(duck_err("open a working copy"))?;
         Ok(DuckdbLoad {
             live: live.to_path_buf(),
             temp,
@@ -365,7 +390,7 @@ impl DuckdbLoad {
         let mut stmt = conn
             .prepare(
                 "SELECT table_name, column_name FROM information_schema.columns \
-                 WHERE table_schema = 'main'",
+                 WHERE table_catalog = current_database() AND table_schema = 'main'",
             )
             .map_err(err)?;
         let rows = stmt
@@ -417,7 +442,8 @@ impl DuckdbLoad {
         let mut stmt = conn
             .prepare(
                 "SELECT column_name, data_type FROM information_schema.columns \
-                 WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
+                 WHERE table_catalog = current_database() AND table_schema = 'main' \
+                 AND table_name = ? ORDER BY ordinal_position",
             )
             .map_err(err)?;
         let rows = stmt
