@@ -460,6 +460,44 @@ async fn duckdb_tables_and_columns_carry_comments_from_the_pipeline() {
     server.shutdown().await;
 }
 
+/// DuckDB writes row groups of 30,720 rows (so that each is compressed
+/// while the next pages arrive) and stores mostly distinct text with FSST,
+/// text with few values with a dictionary, without analysing the others.
+#[tokio::test(flavor = "multi_thread")]
+async fn duckdb_row_groups_and_text_encodings_follow_the_data() {
+    let server = sandbox(SandboxConfig::default().with_users(UserData::Synthetic(32_000))).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (destination, db) = duckdb_destination(dir.path());
+    let pipeline = users_pipeline(dir.path(), &destination, "");
+    let run = lucca_sync(
+        &["run", pipeline.to_str().unwrap_or_default()],
+        &server.base_url(),
+        KEY,
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    assert_eq!(query_i64(&db, "select count(*) from users"), 32_000);
+    assert_eq!(
+        query_string(
+            &db,
+            "select string_agg(count::varchar, ',' order by row_group_id) from \
+             (select distinct row_group_id, count from pragma_storage_info('users'))"
+        ),
+        "30720,1280"
+    );
+    let ddl = query_string(
+        &db,
+        "select sql from duckdb_tables() where table_name = 'users'",
+    );
+    assert!(ddl.contains("mail VARCHAR USING COMPRESSION FSST"), "{ddl}");
+    assert!(
+        ddl.contains("department_name VARCHAR USING COMPRESSION Dictionary"),
+        "{ddl}"
+    );
+    assert!(ddl.contains("id BIGINT,"), "{ddl}");
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn parquet_partitions_are_hive_directories_and_merge_keeps_one_row_per_key() {
     let server = sandbox(SandboxConfig {

@@ -5,10 +5,12 @@ pub mod duckdb;
 mod lock;
 pub mod parquet;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use chrono::{DateTime, Utc};
 
 use crate::pipeline::{DestinationSpec, WriteMode};
@@ -337,6 +339,30 @@ impl Load {
             Load::Duckdb(d) => d.abandon(),
             Load::Parquet(p) => p.abandon(),
         }
+    }
+}
+
+/// The share of distinct values among a text or 64-bit column's non-null
+/// values, judged on at least 100 values (`None` below that, or for other
+/// types). Both loaders judge a stream's first batch with it, to spare the
+/// encodings that cannot pay off: a dictionary for mostly distinct values
+/// (ids, e-mails, timestamps), anything but a dictionary for a handful of
+/// departments.
+pub(crate) fn distinct_share(column: &dyn Array) -> Option<f64> {
+    fn share<T: std::hash::Hash + Eq>(values: impl Iterator<Item = T>) -> Option<f64> {
+        let values: Vec<T> = values.collect();
+        let count = values.len();
+        let distinct = values.into_iter().collect::<HashSet<T>>().len();
+        (count >= 100).then(|| distinct as f64 / count as f64)
+    }
+    if let Some(text) = column.as_string_opt::<i32>() {
+        share(text.iter().flatten())
+    } else if let Some(ints) = column.as_primitive_opt::<Int64Type>() {
+        share(ints.iter().flatten())
+    } else if let Some(times) = column.as_primitive_opt::<TimestampMicrosecondType>() {
+        share(times.iter().flatten())
+    } else {
+        None
     }
 }
 

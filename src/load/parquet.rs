@@ -20,9 +20,7 @@ use std::sync::Arc;
 use arrow::array::{
     Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array, new_null_array,
 };
-use arrow::datatypes::{
-    DataType, Field, FieldRef, Int64Type, Schema, SchemaRef, TimestampMicrosecondType,
-};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
@@ -30,8 +28,8 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
 use super::{
-    LoadError, RUN_ID_COLUMN, RunRecord, StreamCommit, lock::DestinationLock, run_history_batch,
-    sync_dir,
+    LoadError, RUN_ID_COLUMN, RunRecord, StreamCommit, distinct_share, lock::DestinationLock,
+    run_history_batch, sync_dir,
 };
 use crate::pipeline::WriteMode;
 
@@ -126,31 +124,12 @@ fn properties(sample: &RecordBatch) -> Result<WriterProperties, parquet::errors:
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_created_by(concat!("lucca-sync ", env!("CARGO_PKG_VERSION")).to_owned());
     for (field, column) in sample.schema().fields().iter().zip(sample.columns()) {
-        if mostly_distinct(column.as_ref()) {
+        if distinct_share(column.as_ref()).is_some_and(|share| share > 0.5) {
             builder = builder
                 .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
         }
     }
     Ok(builder.build())
-}
-
-/// Whether more than half of a text or 64-bit column's non-null values are
-/// distinct (judged on at least 100 values).
-fn mostly_distinct(column: &dyn Array) -> bool {
-    fn judge<T: std::hash::Hash + Eq>(values: impl Iterator<Item = T>) -> bool {
-        let values: Vec<T> = values.collect();
-        let count = values.len();
-        count >= 100 && values.into_iter().collect::<HashSet<T>>().len() * 2 > count
-    }
-    if let Some(text) = column.as_string_opt::<i32>() {
-        judge(text.iter().flatten())
-    } else if let Some(ints) = column.as_primitive_opt::<Int64Type>() {
-        judge(ints.iter().flatten())
-    } else if let Some(times) = column.as_primitive_opt::<TimestampMicrosecondType>() {
-        judge(times.iter().flatten())
-    } else {
-        false
-    }
 }
 
 fn io_err(action: &str, path: &Path) -> impl FnOnce(std::io::Error) -> LoadError + use<> {
