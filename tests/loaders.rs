@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use lucca_sync::sandbox::{Faults, Mutation, SandboxConfig, UserData};
+use lucca_sync::sandbox::{Faults, Mutation, Sandbox, SandboxConfig, UserData};
 
 use common::*;
 
@@ -430,9 +430,12 @@ async fn every_run_is_recorded_and_a_count_mismatch_is_flagged() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn duckdb_tables_and_columns_carry_comments_from_the_pipeline() {
-    let server = sandbox(SandboxConfig::default()).await;
+/// Runs the users pipeline against a sandbox into a new DuckDB file and
+/// checks that it succeeded; the directory lives as long as the result.
+async fn users_into_duckdb(
+    config: SandboxConfig,
+) -> (Sandbox, tempfile::TempDir, std::path::PathBuf) {
+    let server = sandbox(config).await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (destination, db) = duckdb_destination(dir.path());
     let pipeline = users_pipeline(dir.path(), &destination, "");
@@ -443,6 +446,12 @@ async fn duckdb_tables_and_columns_carry_comments_from_the_pipeline() {
     )
     .await;
     assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    (server, dir, db)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duckdb_tables_and_columns_carry_comments_from_the_pipeline() {
+    let (server, _dir, db) = users_into_duckdb(SandboxConfig::default()).await;
     assert_eq!(
         query_string(
             &db,
@@ -465,17 +474,8 @@ async fn duckdb_tables_and_columns_carry_comments_from_the_pipeline() {
 /// text with few values with a dictionary, without analysing the others.
 #[tokio::test(flavor = "multi_thread")]
 async fn duckdb_row_groups_and_text_encodings_follow_the_data() {
-    let server = sandbox(SandboxConfig::default().with_users(UserData::Synthetic(32_000))).await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let (destination, db) = duckdb_destination(dir.path());
-    let pipeline = users_pipeline(dir.path(), &destination, "");
-    let run = lucca_sync(
-        &["run", pipeline.to_str().unwrap_or_default()],
-        &server.base_url(),
-        KEY,
-    )
-    .await;
-    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let (server, _dir, db) =
+        users_into_duckdb(SandboxConfig::default().with_users(UserData::Synthetic(32_000))).await;
     assert_eq!(query_i64(&db, "select count(*) from users"), 32_000);
     assert_eq!(
         query_string(
