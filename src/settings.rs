@@ -47,12 +47,13 @@ pub struct Settings {
     /// Largest backoff interval, milliseconds.
     pub retry_backoff_max_ms: u64,
     /// Memory DuckDB may use while loading (its `memory_limit`, e.g.
-    /// `32MB`, the default): keeps the process flat however big the tables;
-    /// DuckDB evicts loaded blocks to the file beyond it. Below the size of
-    /// an uncompressed row group of the widest table (about 20 MB for 13
-    /// columns), DuckDB spills each row group to a temporary file
-    /// (zstd-compressed) and reads it back before writing it: at 16 MB a 1M
-    /// row load took 15% longer.
+    /// `16MB`, the default): keeps the process flat however big the tables;
+    /// DuckDB evicts loaded blocks to the file beyond it. The row groups in
+    /// progress must fit (30,720 rows: about 5 MB for 13 columns, one per
+    /// stream loading at the time); below that DuckDB spills them to a
+    /// temporary file next to the database and reads them back, which made
+    /// a 1M row load 15% slower. Raise it for wide tables or many large
+    /// streams in one pipeline.
     pub duckdb_memory_limit: String,
 }
 
@@ -67,7 +68,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("max_retry_after_secs", "120"),
     ("retry_backoff_min_ms", "1000"),
     ("retry_backoff_max_ms", "60000"),
-    ("duckdb_memory_limit", "32MB"),
+    ("duckdb_memory_limit", "16MB"),
 ];
 
 /// The `LUCCA_SYNC_*` variables that name a setting. Others with the prefix

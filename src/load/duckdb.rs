@@ -115,6 +115,10 @@ impl DuckdbLoad {
             .map_err(duck_err("set the storage compatibility version"))?
             .with("memory_limit", &options.duckdb_memory_limit)
             .map_err(duck_err("set memory_limit (setting duckdb_memory_limit)"))?
+            // Spilled buffers go next to the working copy (an in-memory
+            // instance would put them in `./.tmp`, wherever the run is).
+            .with("temp_directory", spill_path(&temp).to_string_lossy())
+            .map_err(duck_err("set temp_directory"))?
             // Write each row group out as soon as it is full, not five at
             // a time: the commit then only has the last one left.
             .with("write_buffer_row_group_count", "1")
@@ -527,6 +531,7 @@ impl DuckdbLoad {
         drop(self.conn.take());
         let _ = fs::remove_file(&self.temp);
         let _ = fs::remove_file(wal_path(&self.temp));
+        let _ = fs::remove_dir_all(spill_path(&self.temp));
     }
 }
 
@@ -593,6 +598,11 @@ fn wal_path(db: &Path) -> PathBuf {
     sibling(db, ".wal")
 }
 
+/// Where DuckDB spills buffers that exceed its memory limit.
+fn spill_path(db: &Path) -> PathBuf {
+    sibling(db, ".tmp")
+}
+
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(suffix);
@@ -613,8 +623,54 @@ fn remove_leftovers(live: &Path) {
         for entry in entries.flatten() {
             if entry.file_name().to_string_lossy().starts_with(&prefix) {
                 tracing::info!(file = %entry.path().display(), "removing the working copy of an interrupted run");
-                let _ = fs::remove_file(entry.path());
+                // The working copy, its WAL, or DuckDB's spill directory.
+                let _ = match entry.file_type() {
+                    Ok(kind) if kind.is_dir() => fs::remove_dir_all(entry.path()),
+                    _ => fs::remove_file(entry.path()),
+                };
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setting(load: &DuckdbLoad, name: &str) -> String {
+        load.conn()
+            .and_then(|conn| {
+                conn.query_row(&format!("SELECT current_setting('{name}')"), [], |row| {
+                    row.get::<_, String>(0)
+                })
+                .map_err(|source| LoadError::Duckdb {
+                    path: load.live.clone(),
+                    context: name.to_owned(),
+                    source,
+                })
+            })
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn duckdb_spills_next_to_the_working_copy_within_the_memory_limit() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let live = dir.path().join("hr.duckdb");
+        let options = LoadOptions {
+            duckdb_memory_limit: "16MB".into(),
+        };
+        let load = DuckdbLoad::open(&live, "r1", &options).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            setting(&load, "temp_directory"),
+            dir.path().join("hr.duckdb.tmp-r1.tmp").to_string_lossy()
+        );
+        assert_eq!(setting(&load, "memory_limit"), "15.2 MiB");
+        load.abandon();
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("hr.duckdb.lock")]);
     }
 }
