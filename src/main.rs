@@ -484,7 +484,11 @@ async fn run_all(
                 if let Some(progress) = &options.progress {
                     progress.finish();
                 }
-                report_error(&format!("pipeline `{}`: {e}", pipeline.spec.name));
+                // Every RunError but a pipeline file's own names the pipeline.
+                report_error(&match &e {
+                    run::RunError::Pipeline(_) => format!("pipeline `{}`: {e}", pipeline.spec.name),
+                    _ => e.to_string(),
+                });
                 summaries.push(PipelineSummary::failed(&pipeline.spec.name, e.to_string()));
                 let code = match e {
                     run::RunError::KeyRejected { .. } => exit::KEY_REJECTED,

@@ -639,7 +639,13 @@ async fn a_second_run_on_the_same_destination_fails_fast() {
     let second = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(second.status.code(), Some(1), "{}", text(&second.stderr));
-    assert!(text(&second.stderr).contains("another lucca-sync run is writing this destination"));
+    let error = text(&second.stderr);
+    assert!(error.contains("another lucca-sync run is writing this destination"));
+    assert_eq!(
+        error.matches("pipeline `t`").count(),
+        1,
+        "named once: {error}"
+    );
     let first = first
         .wait_with_output()
         .await

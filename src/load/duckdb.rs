@@ -55,6 +55,9 @@ pub struct DuckdbLoad {
     /// once, compressed, into the working copy, instead of into its WAL
     /// at every append and again at each checkpoint.
     in_transaction: bool,
+    /// The error that rolled the working copy back and closed it: what
+    /// comes after fails with it as the reason.
+    closed_by: Option<String>,
     _lock: DestinationLock,
 }
 
@@ -140,6 +143,7 @@ impl DuckdbLoad {
             conn: Some(conn),
             stages: HashMap::new(),
             in_transaction: false,
+            closed_by: None,
             _lock: lock,
         })
     }
@@ -147,7 +151,29 @@ impl DuckdbLoad {
     fn conn(&self) -> Result<&Connection, LoadError> {
         self.conn.as_ref().ok_or_else(|| LoadError::Closed {
             path: self.live.clone(),
+            reason: self.closed_by.clone().unwrap_or_default(),
         })
+    }
+
+    /// After a failed statement: if DuckDB aborted the open transaction
+    /// (any error inside one does), everything staged in it since the last
+    /// commit is gone, other streams' rows included, so the working copy is
+    /// rolled back and closed and the run fails as a whole, naming this
+    /// first error rather than DuckDB's "transaction is aborted".
+    fn close_if_aborted(&mut self, error: LoadError) -> LoadError {
+        let aborted = self.in_transaction
+            && self
+                .conn
+                .as_ref()
+                .is_some_and(|conn| conn.execute_batch("SELECT 1;").is_err());
+        if aborted {
+            if let Some(conn) = self.conn.take() {
+                let _ = conn.execute_batch("ROLLBACK;");
+            }
+            self.in_transaction = false;
+            self.closed_by = Some(error.to_string());
+        }
+        error
     }
 
     fn sql(&self, context: &str, sql: &str) -> Result<(), LoadError> {
@@ -170,6 +196,11 @@ impl DuckdbLoad {
     /// Appends a batch to the stream's stage table, creating it or adding
     /// the batch's new columns first.
     pub fn write(&mut self, stream: &str, batch: &RecordBatch) -> Result<(), LoadError> {
+        self.stage(stream, batch)
+            .map_err(|error| self.close_if_aborted(error))
+    }
+
+    fn stage(&mut self, stream: &str, batch: &RecordBatch) -> Result<(), LoadError> {
         if !self.in_transaction {
             self.sql("begin a transaction", "BEGIN TRANSACTION;")?;
             self.in_transaction = true;
@@ -354,8 +385,10 @@ impl DuckdbLoad {
             // The rollback also takes back what other streams staged since
             // the last commit: the working copy is closed, so that the run
             // fails as a whole and the live file stays as it was.
-            let _ = self.sql("roll back", "ROLLBACK;");
-            self.conn = None;
+            if let Some(conn) = self.conn.take() {
+                let _ = conn.execute_batch("ROLLBACK;");
+            }
+            self.closed_by = Some(e.to_string());
             return Err(e);
         }
         Ok(stage.rows)
@@ -652,14 +685,67 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    #[test]
-    fn duckdb_spills_next_to_the_working_copy_within_the_memory_limit() {
+    /// A load of run `r1` into `hr.duckdb` in a new directory.
+    fn open_in_tempdir(memory_limit: &str) -> (tempfile::TempDir, PathBuf, DuckdbLoad) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let live = dir.path().join("hr.duckdb");
         let options = LoadOptions {
-            duckdb_memory_limit: "16MB".into(),
+            duckdb_memory_limit: memory_limit.into(),
         };
         let load = DuckdbLoad::open(&live, "r1", &options).unwrap_or_else(|e| panic!("{e}"));
+        (dir, live, load)
+    }
+
+    #[test]
+    fn after_duckdb_aborts_the_transaction_every_later_step_names_the_first_error() {
+        // Far less memory than one batch of 10,000 rows of 1 KB needs, and
+        // a file where DuckDB would spill the rest.
+        let (_dir, live, mut load) = open_in_tempdir("1MB");
+        fs::write(spill_path(&load.temp), b"").unwrap_or_else(|e| panic!("{e}"));
+        let wide = RecordBatch::try_from_iter([(
+            "text",
+            std::sync::Arc::new(arrow::array::StringArray::from_iter_values(
+                (0..10_000).map(|i| format!("{i:01000}")),
+            )) as arrow::array::ArrayRef,
+        )])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let first = match load.write("a", &wide) {
+            Err(e) => e.to_string(),
+            Ok(()) => panic!("10 MB of rows fitted in 1 MB without spilling"),
+        };
+        assert!(first.contains("append rows of stream `a`"), "{first}");
+        let commit = StreamCommit {
+            pipeline: "p".into(),
+            run_id: "r1".into(),
+            write_mode: WriteMode::Replace,
+            primary_key: Vec::new(),
+            state: None,
+            table_comment: String::new(),
+            column_comments: Vec::new(),
+            partition_by: Vec::new(),
+            parent: None,
+        };
+        let later = match load.commit_stream("b", &commit) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("a stream was committed after the transaction was aborted"),
+        };
+        assert_eq!(
+            later,
+            format!(
+                "{}: not written: an earlier error rolled this run's changes back: {first}",
+                live.display()
+            )
+        );
+        match load.publish(&[]) {
+            Err(e) => assert_eq!(e.to_string(), later),
+            Ok(()) => panic!("the run was published"),
+        }
+        assert!(!live.exists(), "the live file was written");
+    }
+
+    #[test]
+    fn duckdb_spills_next_to_the_working_copy_within_the_memory_limit() {
+        let (dir, _, load) = open_in_tempdir("16MB");
         assert_eq!(
             setting(&load, "temp_directory"),
             dir.path().join("hr.duckdb.tmp-r1.tmp").to_string_lossy()

@@ -52,9 +52,12 @@ pub enum LoadError {
         lock.display()
     )]
     Busy { lock: PathBuf },
-    /// Internal: the working copy was already closed.
-    #[error("{}: the working copy is already closed", path.display())]
-    Closed { path: PathBuf },
+    /// An earlier DuckDB error rolled the run's working copy back.
+    #[error(
+        "{}: not written: an earlier error rolled this run's changes back: {reason}",
+        path.display()
+    )]
+    Closed { path: PathBuf, reason: String },
 }
 
 /// Table of the incremental cursors (DuckDB).
