@@ -685,10 +685,11 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// A load of run `r1` into `hr.duckdb` in a new directory.
+    /// A load of run `r1` into `l'hr.duckdb` (a quote, as in SQL strings)
+    /// in a new directory.
     fn open_in_tempdir(memory_limit: &str) -> (tempfile::TempDir, PathBuf, DuckdbLoad) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let live = dir.path().join("hr.duckdb");
+        let live = dir.path().join("l'hr.duckdb");
         let options = LoadOptions {
             duckdb_memory_limit: memory_limit.into(),
         };
@@ -714,18 +715,7 @@ mod tests {
             Ok(()) => panic!("10 MB of rows fitted in 1 MB without spilling"),
         };
         assert!(first.contains("append rows of stream `a`"), "{first}");
-        let commit = StreamCommit {
-            pipeline: "p".into(),
-            run_id: "r1".into(),
-            write_mode: WriteMode::Replace,
-            primary_key: Vec::new(),
-            state: None,
-            table_comment: String::new(),
-            column_comments: Vec::new(),
-            partition_by: Vec::new(),
-            parent: None,
-        };
-        let later = match load.commit_stream("b", &commit) {
+        let later = match load.commit_stream("b", &replace()) {
             Err(e) => e.to_string(),
             Ok(_) => panic!("a stream was committed after the transaction was aborted"),
         };
@@ -743,12 +733,47 @@ mod tests {
         assert!(!live.exists(), "the live file was written");
     }
 
+    /// How a stream of `replace` mode is committed.
+    fn replace() -> StreamCommit {
+        StreamCommit {
+            pipeline: "p".into(),
+            run_id: "r1".into(),
+            write_mode: WriteMode::Replace,
+            primary_key: Vec::new(),
+            state: None,
+            table_comment: String::new(),
+            column_comments: Vec::new(),
+            partition_by: Vec::new(),
+            parent: None,
+        }
+    }
+
+    #[test]
+    fn a_run_publishes_a_file_whose_name_has_a_quote() {
+        let (_dir, live, mut load) = open_in_tempdir("16MB");
+        let batch = RecordBatch::try_from_iter([(
+            "id",
+            std::sync::Arc::new(arrow::array::Int64Array::from(vec![1, 2, 3]))
+                as arrow::array::ArrayRef,
+        )])
+        .unwrap_or_else(|e| panic!("{e}"));
+        load.write("users", &batch)
+            .unwrap_or_else(|e| panic!("{e}"));
+        load.commit_stream("users", &replace())
+            .unwrap_or_else(|e| panic!("{e}"));
+        load.publish(&[]).unwrap_or_else(|e| panic!("{e}"));
+        let rows: i64 = Connection::open(&live)
+            .and_then(|conn| conn.query_row("SELECT sum(id) FROM users", [], |row| row.get(0)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rows, 6);
+    }
+
     #[test]
     fn duckdb_spills_next_to_the_working_copy_within_the_memory_limit() {
         let (dir, _, load) = open_in_tempdir("16MB");
         assert_eq!(
             setting(&load, "temp_directory"),
-            dir.path().join("hr.duckdb.tmp-r1.tmp").to_string_lossy()
+            dir.path().join("l'hr.duckdb.tmp-r1.tmp").to_string_lossy()
         );
         assert_eq!(setting(&load, "memory_limit"), "15.2 MiB");
         load.abandon();
@@ -757,6 +782,6 @@ mod tests {
             .flatten()
             .map(|e| e.file_name())
             .collect();
-        assert_eq!(left, vec![std::ffi::OsString::from("hr.duckdb.lock")]);
+        assert_eq!(left, vec![std::ffi::OsString::from("l'hr.duckdb.lock")]);
     }
 }
