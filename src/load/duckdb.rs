@@ -593,10 +593,11 @@ fn comment_sql(stream: &str, columns: &[String], commit: &StreamCommit) -> Strin
 
 /// The columns of a stage table whose first rows are `sample`. DuckDB
 /// analyses every text column with each of its encodings before it picks
-/// one, and that analysis took a quarter of a 1M-record load: a column whose
-/// sample is mostly distinct (e-mails, logins) is stored with FSST, one with
-/// few distinct values (departments) with a dictionary; the others are left
-/// to DuckDB. Either falls back to no compression when it does not fit.
+/// one, about a quarter of the loader thread's time in a 1M-record load: a
+/// column whose sample is mostly distinct (e-mails, logins) is declared
+/// FSST, one with few distinct values (departments) dictionary, and DuckDB
+/// only weighs that one against no compression; the others are left to
+/// DuckDB.
 fn column_defs(sample: &RecordBatch) -> String {
     sample
         .schema()
