@@ -251,7 +251,7 @@ pub fn run_history_batch(records: &[RunRecord]) -> Result<RecordBatch, arrow::er
 /// How the loaders use the machine.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// DuckDB's `memory_limit` while loading, e.g. `16MB`.
+    /// DuckDB's `memory_limit` while loading, e.g. `32MB`.
     pub duckdb_memory_limit: String,
 }
 
