@@ -434,11 +434,12 @@ async fn every_run_is_recorded_and_a_count_mismatch_is_flagged() {
 /// checks that it succeeded; the directory lives as long as the result.
 async fn users_into_duckdb(
     config: SandboxConfig,
+    stream_extra: &str,
 ) -> (Sandbox, tempfile::TempDir, std::path::PathBuf) {
     let server = sandbox(config).await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (destination, db) = duckdb_destination(dir.path());
-    let pipeline = users_pipeline(dir.path(), &destination, "");
+    let pipeline = users_pipeline(dir.path(), &destination, stream_extra);
     let run = lucca_sync(
         &["run", pipeline.to_str().unwrap_or_default()],
         &server.base_url(),
@@ -451,7 +452,7 @@ async fn users_into_duckdb(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn duckdb_tables_and_columns_carry_comments_from_the_pipeline() {
-    let (server, _dir, db) = users_into_duckdb(SandboxConfig::default()).await;
+    let (server, _dir, db) = users_into_duckdb(SandboxConfig::default(), "").await;
     assert_eq!(
         query_string(
             &db,
@@ -474,28 +475,36 @@ async fn duckdb_tables_and_columns_carry_comments_from_the_pipeline() {
 /// text with few values with a dictionary, without analysing the others.
 #[tokio::test(flavor = "multi_thread")]
 async fn duckdb_row_groups_and_text_encodings_follow_the_data() {
-    let (server, _dir, db) =
-        users_into_duckdb(SandboxConfig::default().with_users(UserData::Synthetic(32_000))).await;
-    assert_eq!(query_i64(&db, "select count(*) from users"), 32_000);
-    assert_eq!(
-        query_string(
+    // A replaced table is the renamed stage table; a merged one is created
+    // from it and must keep its encodings.
+    for write_mode in ["replace", "merge"] {
+        let (server, _dir, db) = users_into_duckdb(
+            SandboxConfig::default().with_users(UserData::Synthetic(32_000)),
+            &format!("    write_mode: {write_mode}\n"),
+        )
+        .await;
+        assert_eq!(query_i64(&db, "select count(*) from users"), 32_000);
+        assert_eq!(
+            query_string(
+                &db,
+                "select string_agg(count::varchar, ',' order by row_group_id) from \
+                 (select distinct row_group_id, count from pragma_storage_info('users'))"
+            ),
+            "30720,1280",
+            "{write_mode}"
+        );
+        let ddl = query_string(
             &db,
-            "select string_agg(count::varchar, ',' order by row_group_id) from \
-             (select distinct row_group_id, count from pragma_storage_info('users'))"
-        ),
-        "30720,1280"
-    );
-    let ddl = query_string(
-        &db,
-        "select sql from duckdb_tables() where table_name = 'users'",
-    );
-    assert!(ddl.contains("mail VARCHAR USING COMPRESSION FSST"), "{ddl}");
-    assert!(
-        ddl.contains("department_name VARCHAR USING COMPRESSION Dictionary"),
-        "{ddl}"
-    );
-    assert!(ddl.contains("id BIGINT,"), "{ddl}");
-    server.shutdown().await;
+            "select sql from duckdb_tables() where table_name = 'users'",
+        );
+        assert!(ddl.contains("mail VARCHAR USING COMPRESSION FSST"), "{ddl}");
+        assert!(
+            ddl.contains("department_name VARCHAR USING COMPRESSION Dictionary"),
+            "{ddl}"
+        );
+        assert!(ddl.contains("id BIGINT,"), "{ddl}");
+        server.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, TimeUnit};
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::datatypes::{DataType, Field, TimeUnit};
 use duckdb::Connection;
 
 use super::{
@@ -64,6 +64,9 @@ pub struct DuckdbLoad {
 struct StageTable {
     name: String,
     columns: Vec<String>,
+    /// The encodings declared for its columns (see [`column_defs`]), which
+    /// a table created from it in `append` or `merge` mode keeps.
+    encodings: HashMap<String, &'static str>,
     rows: u64,
 }
 
@@ -208,12 +211,29 @@ impl DuckdbLoad {
         let schema = batch.schema();
         if !self.stages.contains_key(stream) {
             let name = format!("_lucca_sync_stage_{stream}");
+            let encodings: HashMap<String, &'static str> = schema
+                .fields()
+                .iter()
+                .zip(batch.columns())
+                .filter_map(|(f, column)| Some((f.name().clone(), encoding(f, column)?)))
+                .collect();
+            let columns = schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    column_def(
+                        f.name(),
+                        &sql_type(f.data_type()),
+                        encodings.get(f.name()).copied(),
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
             self.sql(
                 &format!("create the stage table of stream `{stream}`"),
                 &format!(
-                    "DROP TABLE IF EXISTS {q}; CREATE TABLE {q} ({cols});",
+                    "DROP TABLE IF EXISTS {q}; CREATE TABLE {q} ({columns});",
                     q = quote_ident(&name),
-                    cols = column_defs(batch)
                 ),
             )?;
             let columns = schema.fields().iter().map(|f| f.name().clone()).collect();
@@ -222,6 +242,7 @@ impl DuckdbLoad {
                 StageTable {
                     name,
                     columns,
+                    encodings,
                     rows: 0,
                 },
             );
@@ -274,6 +295,11 @@ impl DuckdbLoad {
     /// table in, `append` adds its rows tagged with the run id, `merge`
     /// upserts them on the primary key.
     pub fn commit_stream(&mut self, stream: &str, commit: &StreamCommit) -> Result<u64, LoadError> {
+        self.commit_staged(stream, commit)
+            .map_err(|error| self.close_if_aborted(error))
+    }
+
+    fn commit_staged(&mut self, stream: &str, commit: &StreamCommit) -> Result<u64, LoadError> {
         let table = quote_ident(stream);
         let parent_rows = self.parent_rows_filter(commit);
         let Some(stage) = self.stages.remove(stream) else {
@@ -320,11 +346,19 @@ impl DuckdbLoad {
                         ),
                     )?;
                 }
-                sql.push_str(&format!(
-                    "CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM {stage_name} LIMIT 0;"
-                ));
                 let existing = self.table_columns(stream)?;
-                for (name, ty) in self.table_columns(&stage.name)? {
+                let staged = self.table_columns(&stage.name)?;
+                if existing.is_empty() {
+                    // The stage's columns, with the encodings judged on its
+                    // first batch: later runs append and merge into them.
+                    let columns = staged
+                        .iter()
+                        .map(|(name, ty)| column_def(name, ty, stage.encodings.get(name).copied()))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    sql.push_str(&format!("CREATE TABLE {table} ({columns});"));
+                }
+                for (name, ty) in staged {
                     if !existing.iter().any(|(n, _)| *n == name) && !existing.is_empty() {
                         sql.push_str(&format!(
                             "ALTER TABLE {table} ADD COLUMN {} {ty};",
@@ -591,33 +625,30 @@ fn comment_sql(stream: &str, columns: &[String], commit: &StreamCommit) -> Strin
     sql
 }
 
-/// The columns of a stage table whose first rows are `sample`. DuckDB
-/// analyses every text column with each of its encodings before it picks
-/// one, about a quarter of the loader thread's time in a 1M-record load: a
-/// column whose sample is mostly distinct (e-mails, logins) is declared
-/// FSST, one with few distinct values (departments) dictionary, and DuckDB
-/// only weighs that one against no compression; the others are left to
-/// DuckDB.
-fn column_defs(sample: &RecordBatch) -> String {
-    sample
-        .schema()
-        .fields()
-        .iter()
-        .zip(sample.columns())
-        .map(|(f, column)| {
-            let compression = match (f.data_type(), distinct_share(column.as_ref())) {
-                (DataType::Utf8, Some(share)) if share > 0.5 => " USING COMPRESSION fsst",
-                (DataType::Utf8, Some(share)) if share < 0.1 => " USING COMPRESSION dictionary",
-                _ => "",
-            };
-            format!(
-                "{} {}{compression}",
-                quote_ident(f.name()),
-                sql_type(f.data_type())
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+/// The encoding to declare for a column whose first values are `sample`.
+/// DuckDB analyses every text column with each of its encodings before it
+/// picks one, about a quarter of the loader thread's time in a 1M-record
+/// load: a column whose sample is mostly distinct (e-mails, logins) is
+/// declared FSST, one with few distinct values (departments) dictionary,
+/// and DuckDB only weighs that one against no compression; the others are
+/// left to DuckDB.
+fn encoding(field: &Field, sample: &ArrayRef) -> Option<&'static str> {
+    match (field.data_type(), distinct_share(sample.as_ref())) {
+        (DataType::Utf8, Some(share)) if share > 0.5 => Some("fsst"),
+        (DataType::Utf8, Some(share)) if share < 0.1 => Some("dictionary"),
+        _ => None,
+    }
+}
+
+/// A column definition: `"name" TYPE [USING COMPRESSION encoding]`.
+fn column_def(name: &str, sql_type: &str, encoding: Option<&str>) -> String {
+    match encoding {
+        Some(encoding) => format!(
+            "{} {sql_type} USING COMPRESSION {encoding}",
+            quote_ident(name)
+        ),
+        None => format!("{} {sql_type}", quote_ident(name)),
+    }
 }
 
 fn lock_path(live: &Path) -> PathBuf {
