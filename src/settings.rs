@@ -49,12 +49,14 @@ pub struct Settings {
     /// Memory DuckDB may use while loading (its `memory_limit`, e.g.
     /// `32MB`, the default): keeps the process flat however big the tables;
     /// DuckDB evicts loaded blocks to the file and spills the rest to a
-    /// temporary file next to the database beyond it. The row groups in
-    /// progress (30,720 rows: about 5 MB for 13 columns, one per stream
-    /// loading at the time) fit in 16 MB, but publishing a `merge` stream of
-    /// 1M records (a join and a deduplication over the whole stream) ran out
-    /// of memory below 32 MB, and took 8.7 s at 32 MB against 5.9 s at
-    /// 64 MB: raise it for large merges, wide tables or many large streams.
+    /// temporary file next to the database beyond it. While rows stream in,
+    /// DuckDB gets half of it: it only needs the row groups being filled
+    /// (30,720 rows: about 5 MB for 13 columns, one per stream loading at
+    /// the time), and would fill the rest with blocks it already wrote.
+    /// Publishing an `append` or `merge` stream gets all of it: a `merge`
+    /// of 1M records (a join and a deduplication over the whole stream) ran
+    /// out of memory below 32 MB, and took 8.7 s at 32 MB against 5.9 s at
+    /// 64 MB. Raise it for large merges, wide tables or many large streams.
     pub duckdb_memory_limit: String,
 }
 

@@ -487,8 +487,9 @@ async fn duckdb_row_groups_and_text_encodings_follow_the_data() {
         assert_eq!(
             query_string(
                 &db,
-                "select string_agg(count::varchar, ',' order by row_group_id) from \
-                 (select distinct row_group_id, count from pragma_storage_info('users'))"
+                "select string_agg(rows::varchar, ',' order by row_group_id) from \
+                 (select row_group_id, sum(count) as rows from pragma_storage_info('users') \
+                 where column_name = 'id' and segment_type = 'BIGINT' group by row_group_id)"
             ),
             "30720,1280",
             "{write_mode}"
