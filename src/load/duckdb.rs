@@ -581,8 +581,19 @@ impl DuckdbLoad {
     }
 
     /// Makes the run visible: the run history and its view, then
-    /// checkpoint, close, fsync, rename over the live file.
+    /// checkpoint, close, fsync, rename over the live file. If any of it
+    /// fails, the working copy is removed and the live file stays as it was.
     pub fn publish(mut self, history: &[RunRecord]) -> Result<(), LoadError> {
+        match self.publish_working_copy(history) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.abandon();
+                Err(e)
+            }
+        }
+    }
+
+    fn publish_working_copy(&mut self, history: &[RunRecord]) -> Result<(), LoadError> {
         if self.in_transaction {
             self.sql("commit", "COMMIT;")?;
             self.in_transaction = false;
@@ -802,11 +813,13 @@ mod tests {
                 live.display()
             )
         );
+        let working_copy = load.temp.clone();
         match load.publish(&[]) {
             Err(e) => assert_eq!(e.to_string(), later),
             Ok(()) => panic!("the run was published"),
         }
         assert!(!live.exists(), "the live file was written");
+        assert!(!working_copy.exists(), "the working copy was left behind");
     }
 
     /// How a stream of `replace` mode is committed.
