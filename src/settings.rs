@@ -53,10 +53,10 @@ pub struct Settings {
     /// DuckDB gets half of it: it only needs the row groups being filled
     /// (30,720 rows: about 5 MB for 13 columns, one per stream loading at
     /// the time), and would fill the rest with blocks it already wrote.
-    /// Publishing an `append` or `merge` stream gets all of it: a `merge`
-    /// of 1M records (a join and a deduplication over the whole stream) ran
-    /// out of memory below 32 MB, and took 8.7 s at 32 MB against 5.9 s at
-    /// 64 MB. Raise it for large merges, wide tables or many large streams.
+    /// Publishing an `append` or `merge` stream gets all of it: merging 1M
+    /// records into a table of 1M (a join over both) ran out of memory at
+    /// 16 MB and took 5.0 s of the run at 32 MB (4.8 s at 64 MB). Raise it
+    /// for larger merges, wide tables or many large streams.
     pub duckdb_memory_limit: String,
 }
 

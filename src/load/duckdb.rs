@@ -432,10 +432,21 @@ impl DuckdbLoad {
                         .map(|c| quote_ident(c))
                         .collect::<Vec<_>>()
                         .join(", ");
+                    // A key staged twice (a record that moved between pages)
+                    // keeps its last version. The window that picks it holds
+                    // every column of the stream: a 1M-record merge spent
+                    // 4.5 of its 7.8 s there, so it only runs when a key
+                    // is staged twice.
+                    let last_version = if self.has_duplicate_keys(&stage_name, &partition)? {
+                        format!(
+                            " QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY rowid DESC) = 1"
+                        )
+                    } else {
+                        String::new()
+                    };
                     sql.push_str(&format!(
                         "DELETE FROM {table} t WHERE EXISTS (SELECT 1 FROM {stage_name} s WHERE {matches});\
-                         INSERT INTO {table} BY NAME SELECT * FROM {stage_name} \
-                         QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY rowid DESC) = 1;"
+                         INSERT INTO {table} BY NAME SELECT * FROM {stage_name}{last_version};"
                     ));
                 } else {
                     sql.push_str(&format!(
@@ -470,6 +481,25 @@ impl DuckdbLoad {
             return Err(e);
         }
         Ok(stage.rows)
+    }
+
+    /// Whether a stage table holds some key (the quoted, comma-separated
+    /// `key` columns) more than once.
+    fn has_duplicate_keys(&self, stage: &str, key: &str) -> Result<bool, LoadError> {
+        self.conn()?
+            .query_row(
+                &format!(
+                    "SELECT count(*) FROM (SELECT 1 FROM {stage} GROUP BY {key} HAVING count(*) > 1)"
+                ),
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|keys| keys > 0)
+            .map_err(|source| LoadError::Duckdb {
+                path: self.live.clone(),
+                context: format!("look for keys staged twice in {stage}"),
+                source,
+            })
     }
 
     /// For a merged child table whose parent staged rows: the SQL condition
@@ -855,6 +885,48 @@ mod tests {
             .and_then(|conn| conn.query_row("SELECT sum(id) FROM users", [], |row| row.get(0)))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rows, 6);
+    }
+
+    #[test]
+    fn a_merge_keeps_the_last_version_of_a_key_staged_twice() {
+        for (ids, names, expected) in [
+            (vec![1, 2, 2], vec!["a", "b", "c"], "1=a,2=c"),
+            (vec![1, 2, 3], vec!["a", "b", "c"], "1=a,2=b,3=c"),
+        ] {
+            let (_dir, live, mut load) = open_in_tempdir("16MB");
+            let batch = RecordBatch::try_from_iter([
+                (
+                    "id",
+                    std::sync::Arc::new(arrow::array::Int64Array::from(ids))
+                        as arrow::array::ArrayRef,
+                ),
+                (
+                    "name",
+                    std::sync::Arc::new(arrow::array::StringArray::from(names)) as _,
+                ),
+            ])
+            .unwrap_or_else(|e| panic!("{e}"));
+            load.write("users", &batch)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let merge = StreamCommit {
+                write_mode: WriteMode::Merge,
+                primary_key: vec!["id".into()],
+                ..replace()
+            };
+            load.commit_stream("users", &merge)
+                .unwrap_or_else(|e| panic!("{e}"));
+            load.publish(&[]).unwrap_or_else(|e| panic!("{e}"));
+            let rows: String = Connection::open(&live)
+                .and_then(|conn| {
+                    conn.query_row(
+                        "SELECT string_agg(id || '=' || name, ',' ORDER BY id) FROM users",
+                        [],
+                        |row| row.get(0),
+                    )
+                })
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(rows, expected);
+        }
     }
 
     #[test]
