@@ -132,49 +132,12 @@ impl DuckdbLoad {
         if live.exists() {
             fs::copy(live, &temp).map_err(|e| io("copy the database to", &temp, e))?;
         }
-        let duck_err = |context: &str| {
-            let path = live.to_path_buf();
-            let context = context.to_owned();
-            move |source| LoadError::Duckdb {
-                path,
-                context,
-                source,
+        let (conn, held_back_memory) = match start_duckdb(live, &temp, options) {
+            Ok(started) => started,
+            Err(e) => {
+                remove_working_copy(&temp);
+                return Err(e);
             }
-        };
-        let config = duckdb::Config::default()
-            .with("storage_compatibility_version", STORAGE_COMPATIBILITY)
-            .map_err(duck_err("set the storage compatibility version"))?
-            .with("memory_limit", &options.duckdb_memory_limit)
-            .map_err(duck_err("set memory_limit (setting duckdb_memory_limit)"))?
-            // Spilled buffers go next to the working copy (an in-memory
-            // instance would put them in `./.tmp`, wherever the run is).
-            .with("temp_directory", spill_path(&temp).to_string_lossy())
-            .map_err(duck_err("set temp_directory"))?
-            // Write each row group out as soon as it is full, not five at
-            // a time: the commit then only has the last one left.
-            .with("write_buffer_row_group_count", "1")
-            .map_err(duck_err("set write_buffer_row_group_count"))?
-            .threads(1)
-            .map_err(duck_err("set threads"))?;
-        // The row group size is an option of ATTACH only, hence an
-        // in-memory instance that attaches the working copy.
-        let conn =
-            Connection::open_in_memory_with_flags(config).map_err(duck_err("start DuckDB"))?;
-        conn.execute_batch(&format!(
-            "ATTACH {} AS {WORKING_COPY} (ROW_GROUP_SIZE {ROW_GROUP_ROWS}); USE {WORKING_COPY};",
-            sql_string(&temp.to_string_lossy())
-        ))
-        .map_err(duck_err("open a working copy"))?;
-        // Staging only needs the row groups being filled; beyond that
-        // DuckDB would keep blocks it already wrote, which the run never
-        // reads back (1M records per stream: 16 MB more at the peak).
-        let held_back_memory = match half_of(&options.duckdb_memory_limit) {
-            Some(half) => {
-                conn.execute_batch(&format!("SET memory_limit = {};", sql_string(&half)))
-                    .map_err(duck_err("set memory_limit while staging"))?;
-                Some(options.duckdb_memory_limit.clone())
-            }
-            None => None,
         };
         Ok(DuckdbLoad {
             live: live.to_path_buf(),
@@ -681,9 +644,7 @@ impl DuckdbLoad {
     /// Leaves the live file untouched and removes the working copy.
     pub fn abandon(mut self) {
         drop(self.conn.take());
-        let _ = fs::remove_file(&self.temp);
-        let _ = fs::remove_file(wal_path(&self.temp));
-        let _ = fs::remove_dir_all(spill_path(&self.temp));
+        remove_working_copy(&self.temp);
     }
 }
 
@@ -734,6 +695,66 @@ fn column_def(name: &str, sql_type: &str, encoding: Option<&str>) -> String {
         ),
         None => format!("{} {sql_type}", quote_ident(name)),
     }
+}
+
+/// Starts lucca-sync's DuckDB instance on the working copy `temp` of
+/// `live`; also returns the memory limit held back while staging.
+fn start_duckdb(
+    live: &Path,
+    temp: &Path,
+    options: &LoadOptions,
+) -> Result<(Connection, Option<String>), LoadError> {
+    let duck_err = |context: &str| {
+        let path = live.to_path_buf();
+        let context = context.to_owned();
+        move |source| LoadError::Duckdb {
+            path,
+            context,
+            source,
+        }
+    };
+    let config = duckdb::Config::default()
+        .with("storage_compatibility_version", STORAGE_COMPATIBILITY)
+        .map_err(duck_err("set the storage compatibility version"))?
+        .with("memory_limit", &options.duckdb_memory_limit)
+        .map_err(duck_err("set memory_limit (setting duckdb_memory_limit)"))?
+        // Spilled buffers go next to the working copy (an in-memory
+        // instance would put them in `./.tmp`, wherever the run is).
+        .with("temp_directory", spill_path(temp).to_string_lossy())
+        .map_err(duck_err("set temp_directory"))?
+        // Write each row group out as soon as it is full, not five at
+        // a time: the commit then only has the last one left.
+        .with("write_buffer_row_group_count", "1")
+        .map_err(duck_err("set write_buffer_row_group_count"))?
+        .threads(1)
+        .map_err(duck_err("set threads"))?;
+    // The row group size is an option of ATTACH only, hence an
+    // in-memory instance that attaches the working copy.
+    let conn = Connection::open_in_memory_with_flags(config).map_err(duck_err("start DuckDB"))?;
+    conn.execute_batch(&format!(
+        "ATTACH {} AS {WORKING_COPY} (ROW_GROUP_SIZE {ROW_GROUP_ROWS}); USE {WORKING_COPY};",
+        sql_string(&temp.to_string_lossy())
+    ))
+    .map_err(duck_err("open a working copy"))?;
+    // Staging only needs the row groups being filled; beyond that
+    // DuckDB would keep blocks it already wrote, which the run never
+    // reads back (1M records per stream: 16 MB more at the peak).
+    let held_back_memory = match half_of(&options.duckdb_memory_limit) {
+        Some(half) => {
+            conn.execute_batch(&format!("SET memory_limit = {};", sql_string(&half)))
+                .map_err(duck_err("set memory_limit while staging"))?;
+            Some(options.duckdb_memory_limit.clone())
+        }
+        None => None,
+    };
+    Ok((conn, held_back_memory))
+}
+
+/// Removes a working copy, its WAL and DuckDB's spill directory.
+fn remove_working_copy(temp: &Path) {
+    let _ = fs::remove_file(temp);
+    let _ = fs::remove_file(wal_path(temp));
+    let _ = fs::remove_dir_all(spill_path(temp));
 }
 
 fn lock_path(live: &Path) -> PathBuf {
@@ -927,6 +948,28 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(rows, expected);
         }
+    }
+
+    #[test]
+    fn a_destination_that_cannot_open_leaves_no_working_copy() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let live = dir.path().join("hr.duckdb");
+        fs::write(&live, b"the previous data").unwrap_or_else(|e| panic!("{e}"));
+        let options = LoadOptions {
+            duckdb_memory_limit: "a lot".into(),
+        };
+        match DuckdbLoad::open(&live, "r1", &options) {
+            Err(e) => assert!(e.to_string().contains("duckdb_memory_limit"), "{e}"),
+            Ok(_) => panic!("DuckDB took a memory limit of `a lot`"),
+        }
+        assert!(
+            !temp_path(&live, "r1").exists(),
+            "the working copy was left behind"
+        );
+        assert_eq!(
+            fs::read(&live).unwrap_or_default(),
+            b"the previous data".to_vec()
+        );
     }
 
     #[test]
