@@ -738,7 +738,7 @@ fn start_duckdb(
     .map_err(duck_err("open a working copy"))?;
     // Staging only needs the row groups being filled; beyond that
     // DuckDB would keep blocks it already wrote, which the run never
-    // reads back (1M records per stream: 16 MB more at the peak).
+    // reads back (1M records per stream: 12 MB more at the peak).
     let held_back_memory = match half_of(&options.duckdb_memory_limit) {
         Some(half) => {
             conn.execute_batch(&format!("SET memory_limit = {};", sql_string(&half)))
