@@ -80,6 +80,15 @@ fn row(scenario: &str, records: u32, latency_ms: u64, seconds: f64, rss: f64) ->
     }
 }
 
+/// The (measured, met) of the checks whose target starts with `prefix`.
+fn judged<'a>(checks: &'a [(String, String, bool)], prefix: &str) -> Vec<(&'a str, bool)> {
+    checks
+        .iter()
+        .filter(|(target, _, _)| target.starts_with(prefix))
+        .map(|(_, measured, met)| (measured.as_str(), *met))
+        .collect()
+}
+
 #[test]
 fn the_targets_are_judged_as_the_issue_states_them() {
     let verdicts = |rows: &[BenchRow]| -> Vec<(String, String, bool)> {
@@ -92,26 +101,22 @@ fn the_targets_are_judged_as_the_issue_states_them() {
         row("run -> parquet", 100_000, 50, 5.30, 40.0),
         row("run -> duckdb", 100_000, 50, 5.70, 80.0),
     ]);
-    let within: Vec<_> = latency
-        .iter()
-        .filter(|(t, _, _)| t.starts_with("within 10%"))
-        .collect();
+    let within = judged(&latency, "within 10%");
     assert_eq!(within.len(), 2, "{latency:?}");
     // The longest stream's requests count: 102 x 50 ms = 5.1 s.
     assert!(
-        within[0].2 && within[0].1.contains("102 x 50 ms = 5.10 s: +3.9%"),
+        within[0].1 && within[0].0.contains("102 x 50 ms = 5.10 s: +3.9%"),
         "{latency:?}"
     );
     assert!(
-        !within[1].2 && within[1].1.ends_with(": +11.8%"),
+        !within[1].1 && within[1].0.ends_with(": +11.8%"),
         "{latency:?}"
     );
     // Two extra requests on a stream: missed.
     assert!(
-        latency
+        judged(&latency, "requests <=")
             .iter()
-            .filter(|(t, _, _)| t.starts_with("requests <="))
-            .all(|(_, measured, met)| !met && measured.contains("timeentries 102 (min 100)")),
+            .all(|(measured, met)| !met && measured.contains("timeentries 102 (min 100)")),
         "{latency:?}"
     );
     // Zero latency: half the fetch bound misses 60%; RSS from 100k to 1M.
@@ -121,23 +126,15 @@ fn the_targets_are_judged_as_the_issue_states_them() {
         row("run -> duckdb", 100_000, 0, 0.5, 90.0),
         row("run -> duckdb", 1_000_000, 0, 3.6, 120.0),
     ]);
-    let fetch: Vec<_> = zero
-        .iter()
-        .filter(|(t, _, _)| t.starts_with(">= 60%"))
-        .collect();
+    let fetch = judged(&zero, ">= 60%");
     assert_eq!(fetch.len(), 4);
     assert!(
         fetch
             .iter()
-            .all(|(_, measured, met)| !met && measured == "50%")
+            .all(|(measured, met)| !met && *measured == "50%")
     );
-    let rss: Vec<_> = zero
-        .iter()
-        .filter(|(t, _, _)| t.starts_with("peak RSS"))
-        .map(|(_, measured, met)| (measured.as_str(), *met))
-        .collect();
     assert_eq!(
-        rss,
+        judged(&zero, "peak RSS"),
         [
             ("50.0 -> 62.0 MB (1.24x)", true),
             ("90.0 -> 120.0 MB (1.33x)", false)
@@ -151,10 +148,9 @@ fn the_targets_are_judged_as_the_issue_states_them() {
         row("run -> duckdb", 1_000_000, 0, 3.6, 120.0),
         row("run -> parquet", 1_000_000, 0, 1.7, 62.0),
     ]);
-    let rss: Vec<&str> = interleaved
-        .iter()
-        .filter(|(t, _, _)| t.starts_with("peak RSS"))
-        .map(|(_, measured, _)| measured.as_str())
+    let rss: Vec<&str> = judged(&interleaved, "peak RSS")
+        .into_iter()
+        .map(|(measured, _)| measured)
         .collect();
     assert_eq!(rss, ["90.0 -> 120.0 MB (1.33x)", "50.0 -> 62.0 MB (1.24x)"]);
 }

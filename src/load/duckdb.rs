@@ -15,8 +15,9 @@ use arrow::datatypes::{DataType, Field, TimeUnit};
 use duckdb::Connection;
 
 use super::{
-    LATEST_RUNS_VIEW, LoadError, LoadOptions, RUN_ID_COLUMN, RUNS_TABLE, RunRecord, STATE_TABLE,
-    StreamCommit, distinct_share, lock::DestinationLock, run_history_batch, sync_dir,
+    LATEST_RUNS_VIEW, LoadError, LoadOptions, MOSTLY_DISTINCT, RUN_ID_COLUMN, RUNS_TABLE,
+    RunRecord, STATE_TABLE, StreamCommit, distinct_share, lock::DestinationLock, run_history_batch,
+    sync_dir,
 };
 use crate::pipeline::WriteMode;
 
@@ -170,13 +171,19 @@ impl DuckdbLoad {
                 .as_ref()
                 .is_some_and(|conn| conn.execute_batch("SELECT 1;").is_err());
         if aborted {
-            if let Some(conn) = self.conn.take() {
-                let _ = conn.execute_batch("ROLLBACK;");
-            }
-            self.in_transaction = false;
-            self.closed_by = Some(error.to_string());
+            self.roll_back_and_close(&error);
         }
         error
+    }
+
+    /// Rolls back what is staged since the last commit and closes the
+    /// working copy; later steps fail naming `error`.
+    fn roll_back_and_close(&mut self, error: &LoadError) {
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.execute_batch("ROLLBACK;");
+        }
+        self.in_transaction = false;
+        self.closed_by = Some(error.to_string());
     }
 
     fn sql(&self, context: &str, sql: &str) -> Result<(), LoadError> {
@@ -217,7 +224,7 @@ impl DuckdbLoad {
                 .zip(batch.columns())
                 .filter_map(|(f, column)| Some((f.name().clone(), encoding(f, column)?)))
                 .collect();
-            let columns = schema
+            let definitions = schema
                 .fields()
                 .iter()
                 .map(|f| {
@@ -232,7 +239,7 @@ impl DuckdbLoad {
             self.sql(
                 &format!("create the stage table of stream `{stream}`"),
                 &format!(
-                    "DROP TABLE IF EXISTS {q}; CREATE TABLE {q} ({columns});",
+                    "DROP TABLE IF EXISTS {q}; CREATE TABLE {q} ({definitions});",
                     q = quote_ident(&name),
                 ),
             )?;
@@ -437,10 +444,7 @@ impl DuckdbLoad {
             // The rollback also takes back what other streams staged since
             // the last commit: the working copy is closed, so that the run
             // fails as a whole and the live file stays as it was.
-            if let Some(conn) = self.conn.take() {
-                let _ = conn.execute_batch("ROLLBACK;");
-            }
-            self.closed_by = Some(e.to_string());
+            self.roll_back_and_close(&e);
             return Err(e);
         }
         Ok(stage.rows)
@@ -680,7 +684,7 @@ fn comment_sql(stream: &str, columns: &[String], commit: &StreamCommit) -> Strin
 /// left to DuckDB.
 fn encoding(field: &Field, sample: &ArrayRef) -> Option<&'static str> {
     match (field.data_type(), distinct_share(sample.as_ref())) {
-        (DataType::Utf8, Some(share)) if share > 0.5 => Some("fsst"),
+        (DataType::Utf8, Some(share)) if share > MOSTLY_DISTINCT => Some("fsst"),
         (DataType::Utf8, Some(share)) if share < 0.1 => Some("dictionary"),
         _ => None,
     }

@@ -345,6 +345,10 @@ impl Load {
     }
 }
 
+/// Over this share of distinct values in a first batch, a column is
+/// written without a dictionary (Parquet) or with FSST (DuckDB text).
+pub(crate) const MOSTLY_DISTINCT: f64 = 0.5;
+
 /// The share of distinct values among a text or 64-bit column's non-null
 /// values, judged on at least 100 values (`None` below that, or for other
 /// types). Both loaders judge a stream's first batch with it, to spare the
@@ -353,10 +357,9 @@ impl Load {
 /// departments.
 pub(crate) fn distinct_share(column: &dyn Array) -> Option<f64> {
     fn share<T: std::hash::Hash + Eq>(values: impl Iterator<Item = T>) -> Option<f64> {
-        let values: Vec<T> = values.collect();
-        let count = values.len();
-        let distinct = values.into_iter().collect::<HashSet<T>>().len();
-        (count >= 100).then(|| distinct as f64 / count as f64)
+        let mut count = 0usize;
+        let distinct: HashSet<T> = values.inspect(|_| count += 1).collect();
+        (count >= 100).then(|| distinct.len() as f64 / count as f64)
     }
     if let Some(text) = column.as_string_opt::<i32>() {
         share(text.iter().flatten())

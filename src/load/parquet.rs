@@ -28,8 +28,8 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
 use super::{
-    LoadError, RUN_ID_COLUMN, RunRecord, StreamCommit, distinct_share, lock::DestinationLock,
-    run_history_batch, sync_dir,
+    LoadError, MOSTLY_DISTINCT, RUN_ID_COLUMN, RunRecord, StreamCommit, distinct_share,
+    lock::DestinationLock, run_history_batch, sync_dir,
 };
 use crate::pipeline::WriteMode;
 
@@ -124,7 +124,7 @@ fn properties(sample: &RecordBatch) -> Result<WriterProperties, parquet::errors:
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_created_by(concat!("lucca-sync ", env!("CARGO_PKG_VERSION")).to_owned());
     for (field, column) in sample.schema().fields().iter().zip(sample.columns()) {
-        if distinct_share(column.as_ref()).is_some_and(|share| share > 0.5) {
+        if distinct_share(column.as_ref()).is_some_and(|share| share > MOSTLY_DISTINCT) {
             builder = builder
                 .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
         }
