@@ -11,7 +11,12 @@
 //!   and into Parquet: records/s, ratio to the fetch bound, peak RSS and CPU
 //!   time of the child, requests the server saw per stream;
 //! - the sandbox's CPU share during each (this process's CPU time over the
-//!   wall time, minus the fetch-bound client's own thread).
+//!   wall time, minus the fetch-bound client's own thread);
+//! - DuckDB alone (zero latency only): the rows lucca-sync loaded, copied
+//!   from memory into a new DuckDB file by DuckDB itself, with its defaults
+//!   and every core. A run into DuckDB cannot cost less CPU than that plus
+//!   the fetching, so a missed 60% target says when it is out of reach on
+//!   this machine's cores.
 //!
 //! The sandbox serves pre-serialized pages (`cache_pages`): one unmeasured
 //! warm-up run has it render each page once, so that the fetch bound
@@ -243,6 +248,50 @@ fn fetch_bound(streams: Vec<Vec<String>>) -> Result<(Duration, u64, Duration), S
     })
 }
 
+/// The scenario of the minimal client.
+pub const FETCH_BOUND: &str = "fetch bound";
+/// The scenario of DuckDB writing the rows of a run on its own.
+pub const DUCKDB_ALONE: &str = "duckdb write alone";
+
+/// DuckDB on its own, writing the rows lucca-sync loaded into `written`
+/// (both tables, first copied into memory) to a new file: what DuckDB's
+/// storage costs with its defaults and every core, whoever feeds it.
+/// Returns the median wall time and CPU time (of this process, where the
+/// sandbox is idle meanwhile), in seconds.
+fn duckdb_write_alone(written: &Path, work_dir: &Path, runs: usize) -> Result<(f64, f64), String> {
+    let failed = |e: duckdb::Error| format!("{DUCKDB_ALONE}: {e}");
+    let quoted = |path: &Path| path.display().to_string().replace('\'', "''");
+    let db = duckdb::Connection::open_in_memory().map_err(failed)?;
+    db.execute_batch(&format!(
+        "ATTACH '{}' AS written (READ_ONLY);
+         CREATE TEMP TABLE users AS SELECT * FROM written.users;
+         CREATE TEMP TABLE timeentries AS SELECT * FROM written.timeentries;
+         DETACH written;",
+        quoted(written)
+    ))
+    .map_err(failed)?;
+    let (mut secs, mut cpu) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let copy = work_dir.join(format!("{DUCKDB_ALONE}-{run}.duckdb").replace(' ', "-"));
+        let _ = std::fs::remove_file(&copy);
+        let cpu_before = own_cpu();
+        let started = Instant::now();
+        // DETACH checkpoints: the rows are in the file when it returns.
+        db.execute_batch(&format!(
+            "ATTACH '{}' AS copy;
+             CREATE TABLE copy.users AS SELECT * FROM temp.users;
+             CREATE TABLE copy.timeentries AS SELECT * FROM temp.timeentries;
+             DETACH copy;",
+            quoted(&copy)
+        ))
+        .map_err(failed)?;
+        secs.push(started.elapsed().as_secs_f64());
+        cpu.push(own_cpu().saturating_sub(cpu_before).as_secs_f64());
+        let _ = std::fs::remove_file(&copy);
+    }
+    Ok((median(&mut secs), median(&mut cpu)))
+}
+
 /// Runs every scenario of `config`.
 pub async fn run_bench(config: &BenchConfig) -> Result<Vec<BenchRow>, String> {
     let mut rows = Vec::new();
@@ -353,7 +402,33 @@ pub async fn run_bench(config: &BenchConfig) -> Result<Vec<BenchRow>, String> {
                 sandbox_cpu_share: median(&mut shares),
             });
         }
-        let (mut secs, mut shares) = (Vec::new(), Vec::new());
+        if config.latency.is_zero() {
+            let written = config
+                .work_dir
+                .join(format!("{n}-run->duckdb"))
+                .join("out/bench.duckdb");
+            let floor = tokio::task::spawn_blocking({
+                let work_dir = config.work_dir.clone();
+                let runs = config.runs;
+                move || duckdb_write_alone(&written, &work_dir, runs)
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            let (seconds, cpu) = floor;
+            rows.push(BenchRow {
+                scenario: DUCKDB_ALONE.into(),
+                records: n,
+                latency_ms: 0,
+                seconds,
+                records_per_sec: total as f64 / seconds,
+                ratio_to_fetch_bound: None,
+                peak_rss_mb: None,
+                cpu_secs: Some(cpu),
+                requests: Vec::new(),
+                sandbox_cpu_share: 0.0,
+            });
+        }
+        let (mut secs, mut shares, mut client) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..config.runs {
             let cpu_before = own_cpu();
             let urls = replay.clone();
@@ -367,6 +442,7 @@ pub async fn run_bench(config: &BenchConfig) -> Result<Vec<BenchRow>, String> {
                 ));
             }
             secs.push(elapsed.as_secs_f64());
+            client.push(client_cpu.as_secs_f64());
             let sandbox_cpu = own_cpu()
                 .saturating_sub(cpu_before)
                 .saturating_sub(client_cpu);
@@ -378,14 +454,14 @@ pub async fn run_bench(config: &BenchConfig) -> Result<Vec<BenchRow>, String> {
             row.ratio_to_fetch_bound = Some(row.records_per_sec / bound);
         }
         rows.push(BenchRow {
-            scenario: "fetch bound".into(),
+            scenario: FETCH_BOUND.into(),
             records: n,
             latency_ms: config.latency.as_millis() as u64,
             seconds,
             records_per_sec: bound,
             ratio_to_fetch_bound: Some(1.0),
             peak_rss_mb: None,
-            cpu_secs: None,
+            cpu_secs: Some(median(&mut client)),
             requests: STREAMS
                 .iter()
                 .zip(&replay)
@@ -413,7 +489,7 @@ pub fn table(rows: &[BenchRow]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} ms | {:.2} | {:.0} | {} | {} | {} | {} | {:.0}% |",
+            "| {} | {} | {} ms | {:.2} | {:.0} | {} | {} | {} | {} | {} |",
             r.scenario,
             r.records,
             r.latency_ms,
@@ -427,7 +503,11 @@ pub fn table(rows: &[BenchRow]) -> String {
                 .map(|s| format!("{} {} ({})", s.stream, s.requests, s.min_requests))
                 .collect::<Vec<_>>()
                 .join(", "),
-            r.sandbox_cpu_share * 100.0,
+            if r.requests.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.0}%", r.sandbox_cpu_share * 100.0)
+            },
         );
     }
     out
@@ -456,18 +536,23 @@ pub struct TargetCheck {
 pub fn targets(rows: &[BenchRow]) -> Vec<TargetCheck> {
     let runs: Vec<&BenchRow> = rows
         .iter()
-        .filter(|r| r.scenario != "fetch bound")
+        .filter(|r| r.scenario.starts_with("run -> "))
         .collect();
     let mut checks = Vec::new();
     for r in &runs {
         let case = format!("{}, {} records per stream", r.scenario, r.records);
         if r.latency_ms == 0 {
             let ratio = r.ratio_to_fetch_bound.unwrap_or(0.0);
+            let met = ratio >= FETCH_BOUND_SHARE;
+            let mut measured = format!("{:.0}%", ratio * 100.0);
+            if let Some(why) = out_of_reach(rows, r).filter(|_| !met) {
+                measured += &format!("; {why}");
+            }
             checks.push(TargetCheck {
                 target: ">= 60% of the fetch bound".into(),
                 case: case.clone(),
-                measured: format!("{:.0}%", ratio * 100.0),
-                met: ratio >= 0.60,
+                measured,
+                met,
             });
         } else {
             let requests = r.requests.iter().map(|s| s.requests).max().unwrap_or(0);
@@ -531,6 +616,39 @@ pub fn targets(rows: &[BenchRow]) -> Vec<TargetCheck> {
         });
     }
     checks
+}
+
+/// The share of the fetch bound's records/s a run must reach.
+const FETCH_BOUND_SHARE: f64 = 0.60;
+
+/// Why `run` cannot reach 60% of the fetch bound on this machine, when
+/// the figures prove it: the CPU time that the destination's storage needs
+/// on its own (DuckDB alone) plus the CPU time of fetching the pages (the
+/// minimal client and the sandbox) exceeds what the cores give in the
+/// time the target allows. `None` when the target is within reach.
+fn out_of_reach(rows: &[BenchRow], run: &BenchRow) -> Option<String> {
+    let of = |scenario: &str| {
+        rows.iter()
+            .find(|r| r.scenario == scenario && r.records == run.records && r.latency_ms == 0)
+    };
+    let bound = of(FETCH_BOUND)?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let allowed = bound.seconds / FETCH_BOUND_SHARE;
+    let fetch_cpu = bound.cpu_secs? + bound.sandbox_cpu_share * bound.seconds;
+    let storage_cpu = match run.scenario.as_str() {
+        "run -> duckdb" => Some(of(DUCKDB_ALONE)?.cpu_secs?),
+        _ => None,
+    };
+    let needed = storage_cpu.unwrap_or(0.0) + fetch_cpu;
+    (needed > cores as f64 * allowed).then(|| {
+        let storage = storage_cpu
+            .map(|cpu| format!("DuckDB alone writes these rows in {cpu:.2} CPU s, "))
+            .unwrap_or_default();
+        format!(
+            "out of reach on {cores} cores: {storage}fetching them takes {fetch_cpu:.2} CPU s \
+             (client + sandbox), {needed:.2} in all > {cores} x {allowed:.2} s"
+        )
+    })
 }
 
 /// The checks as a Markdown list.

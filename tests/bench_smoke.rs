@@ -6,7 +6,9 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{BenchConfig, BenchRow, StreamRequests, run_bench, table, targets};
+use harness::{
+    BenchConfig, BenchRow, DUCKDB_ALONE, FETCH_BOUND, StreamRequests, run_bench, table, targets,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_benchmark_runs_and_reports_every_scenario() {
@@ -24,11 +26,14 @@ async fn the_benchmark_runs_and_reports_every_scenario() {
     let scenarios: Vec<&str> = rows.iter().map(|r| r.scenario.as_str()).collect();
     assert_eq!(
         scenarios,
-        ["run -> duckdb", "run -> parquet", "fetch bound"],
+        ["run -> duckdb", "run -> parquet", DUCKDB_ALONE, FETCH_BOUND],
         "{}",
         table(&rows)
     );
-    for row in &rows {
+    // DuckDB on its own, and the minimal client, report their CPU time.
+    assert!(rows[2].cpu_secs.unwrap_or_default() > 0.0, "{:?}", rows[2]);
+    assert!(rows[3].cpu_secs.unwrap_or_default() > 0.0, "{:?}", rows[3]);
+    for row in rows.iter().filter(|r| r.scenario != DUCKDB_ALONE) {
         assert!(row.records_per_sec > 0.0, "{row:?}");
         let streams: Vec<&str> = row.requests.iter().map(|s| s.stream.as_str()).collect();
         assert_eq!(streams, ["users", "timeentries"], "{row:?}");
@@ -153,4 +158,48 @@ fn the_targets_are_judged_as_the_issue_states_them() {
         .map(|(measured, _)| measured)
         .collect();
     assert_eq!(rss, ["90.0 -> 120.0 MB (1.33x)", "50.0 -> 62.0 MB (1.24x)"]);
+}
+
+#[test]
+fn a_missed_share_of_the_fetch_bound_says_when_it_is_out_of_reach() {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    // The bound took 0.6 s: 60% of it allows 1.0 s, `cores` CPU seconds.
+    let mut bound = row(FETCH_BOUND, 100_000, 0, 0.6, 0.0);
+    bound.cpu_secs = Some(0.5);
+    bound.sandbox_cpu_share = 0.2;
+    let mut alone = row(DUCKDB_ALONE, 100_000, 0, 1.0, 0.0);
+    alone.cpu_secs = Some(cores as f64 + 0.5);
+    let mut duckdb = row("run -> duckdb", 100_000, 0, 2.0, 90.0);
+    duckdb.ratio_to_fetch_bound = Some(0.3);
+    let mut parquet = row("run -> parquet", 100_000, 0, 1.2, 50.0);
+    parquet.ratio_to_fetch_bound = Some(0.5);
+    let checks = targets(&[duckdb, parquet, alone, bound]);
+    let fetch: Vec<(&str, bool)> = checks
+        .iter()
+        .filter(|c| c.target.starts_with(">= 60%"))
+        .map(|c| (c.measured.as_str(), c.met))
+        .collect();
+    let needed = cores as f64 + 0.5 + 0.62;
+    assert_eq!(
+        fetch,
+        [
+            (
+                format!(
+                    "30%; out of reach on {cores} cores: DuckDB alone writes these rows in \
+                     {:.2} CPU s, fetching them takes 0.62 CPU s (client + sandbox), \
+                     {needed:.2} in all > {cores} x 1.00 s",
+                    cores as f64 + 0.5
+                )
+                .as_str(),
+                false
+            ),
+            // Fetching alone fits in the cores' time: within reach.
+            ("50%", false),
+        ]
+    );
+    // Only runs are judged, not the scenarios they are compared with.
+    assert_eq!(
+        checks.iter().filter(|c| c.case.contains("alone")).count(),
+        0
+    );
 }
