@@ -39,12 +39,18 @@ impl Temporal {
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
+/// The number written by the ASCII digits `s` (`None` if any byte is not
+/// one), read in one pass.
 fn digits(s: &[u8]) -> Option<u32> {
-    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(s.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')))
+    s.iter().try_fold(0u32, |n, &b| {
+        let d = b.wrapping_sub(b'0');
+        (d < 10).then(|| n * 10 + u32::from(d))
+    })
 }
+
+/// 10^(6 - n): what a fraction of `n` digits is multiplied by to count
+/// microseconds.
+const FRACTION_SCALE: [u32; 7] = [1_000_000, 100_000, 10_000, 1_000, 100, 10, 1];
 
 /// `yyyy-mm-dd` as days since 1970-01-01; `None` for a day that does not
 /// exist.
@@ -105,9 +111,9 @@ pub fn parse(text: &str) -> Option<Temporal> {
         if n == 0 {
             return None;
         }
-        for (i, d) in frac[..n].iter().enumerate().take(6) {
-            micros += u32::from(d - b'0') * 10u32.pow(5 - i as u32);
-        }
+        // Digits past the microsecond are dropped, as before.
+        let kept = n.min(6);
+        micros = digits(&frac[..kept])? * FRACTION_SCALE[kept];
         rest = &frac[n..];
     }
     let (hour, minute, second) = (digits(&t[0..2])?, digits(&t[3..5])?, digits(&t[6..8])?);
@@ -191,6 +197,12 @@ mod tests {
             "1600-02-29T12:34:56.000001",
             "1969-12-31T23:59:59.999999",
             "2024-02-29T23:59:59",
+            "2024-02-29T23:59:59.1",
+            "2024-02-29T23:59:59.12",
+            "2024-02-29T23:59:59.1234",
+            "2024-02-29T23:59:59.12345",
+            "2024-02-29T23:59:59.1234567",
+            "2024-02-29T23:59:59.123456789",
             "9999-12-31T23:59:59.999999",
         ] {
             let expected = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
