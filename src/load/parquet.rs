@@ -345,25 +345,48 @@ impl ParquetLoad {
         };
         let target = union_schema(old_files.first(), &schema, new_fields)?;
 
-        let fast_replace = commit.write_mode == WriteMode::Replace
-            && commit.partition_by.is_empty()
-            && file.parts.len() == 1;
-        if fast_replace {
+        let mut written = file.rows;
+        let merged_keys = if commit.write_mode == WriteMode::Merge && parent_keys.is_none() {
+            Some(primary_keys(&file.parts, &commit.primary_key)?)
+        } else {
+            None
+        };
+        let superseded = match &merged_keys {
+            Some((_, repeated)) if !repeated.is_empty() => {
+                let superseded = superseded_rows(&file.parts, &commit.primary_key, repeated)?;
+                let dropped: usize = superseded.iter().map(HashSet::len).sum();
+                tracing::debug!(
+                    stream,
+                    keys = repeated.len(),
+                    rows = dropped,
+                    "merge: keys staged more than once keep their last version"
+                );
+                written -= dropped as u64;
+                superseded
+            }
+            _ => Vec::new(),
+        };
+        // This run's one file is the new version as it is: a replace, or a
+        // first merge whose keys are each staged once.
+        let as_staged = match commit.write_mode {
+            WriteMode::Replace => true,
+            WriteMode::Merge => {
+                old_files.is_empty() && parent_keys.is_none() && superseded.is_empty()
+            }
+            WriteMode::Append => false,
+        };
+        if as_staged && commit.partition_by.is_empty() && file.parts.len() == 1 {
             let part = &file.parts[0];
             let to = version.join(format!("{}-0.parquet", self.run_id));
             fs::rename(part, &to).map_err(io_err("rename", part))?;
         } else {
+            let mut skip_rows = superseded.into_iter();
             let skip = if old_files.is_empty() {
                 None
             } else if parent_keys.is_some() {
                 parent_keys.clone()
-            } else if commit.write_mode == WriteMode::Merge {
-                Some((
-                    commit.primary_key.clone(),
-                    primary_keys(&file.parts, &commit.primary_key)?,
-                ))
             } else {
-                None
+                merged_keys.map(|(keys, _)| (commit.primary_key.clone(), keys))
             };
             let mut writer =
                 VersionWriter::new(&version, &self.run_id, &target, &commit.partition_by);
@@ -384,6 +407,7 @@ impl ParquetLoad {
                     sources.push(Source {
                         path: old.path.clone(),
                         skip_keys: skip.clone(),
+                        skip_rows: HashSet::new(),
                         tag: None,
                         constants: old.partition.clone(),
                     });
@@ -393,6 +417,7 @@ impl ParquetLoad {
                 sources.push(Source {
                     path: part.clone(),
                     skip_keys: None,
+                    skip_rows: skip_rows.next().unwrap_or_default(),
                     tag: new_tag.clone(),
                     constants: Vec::new(),
                 });
@@ -422,7 +447,7 @@ impl ParquetLoad {
                 .map_err(io_err("write the state file", &path))?;
         }
         self.committed.push(stream.to_owned());
-        Ok(file.rows)
+        Ok(written)
     }
 
     /// For a merged child table: its key columns and the keys of the parent
@@ -444,10 +469,8 @@ impl ParquetLoad {
                 .close()
                 .map_err(parquet_err(&part, "finish a part file"))?;
         }
-        Ok(Some((
-            link.child_key.clone(),
-            primary_keys(&parent.parts, &link.parent_key)?,
-        )))
+        let (keys, _) = primary_keys(&parent.parts, &link.parent_key)?;
+        Ok(Some((link.child_key.clone(), keys)))
     }
 
     /// The stream's published tables (its own and its child tables) with
@@ -800,6 +823,9 @@ struct Source {
     path: PathBuf,
     /// Rows whose key (these columns) is in the set are left out (merge).
     skip_keys: Option<KeysToSkip>,
+    /// Rows left out by their place in the file, counted from 0 (earlier
+    /// versions of a key staged twice).
+    skip_rows: HashSet<usize>,
     /// Adds the run id column with this value (append).
     tag: Option<String>,
     /// Columns not in the file, with their value for every row (partition
@@ -849,19 +875,26 @@ impl KeySet {
         }
     }
 
-    /// Adds the keys of a batch's rows.
+    /// Adds the keys of a batch's rows; a key already in the set goes into
+    /// `repeated` as well, in the text form of [`row_keys`].
     fn add(
         &mut self,
         batch: &RecordBatch,
         columns: &[String],
         path: &Path,
+        repeated: &mut HashSet<String>,
     ) -> Result<(), LoadError> {
         if let KeySet::Ints { values, null } = self {
             if let Some(ints) = int_key(batch, columns) {
                 for key in ints {
                     match key {
                         Some(key) => {
-                            values.insert(key);
+                            if !values.insert(key) {
+                                repeated.insert(key.to_string());
+                            }
+                        }
+                        None if *null => {
+                            repeated.insert(String::new());
                         }
                         None => *null = true,
                     }
@@ -876,7 +909,13 @@ impl KeySet {
             *self = KeySet::Text(text);
         }
         if let KeySet::Text(keys) = self {
-            keys.extend(row_keys(batch, columns, path)?);
+            for key in row_keys(batch, columns, path)? {
+                if keys.contains(&key) {
+                    repeated.insert(key);
+                } else {
+                    keys.insert(key);
+                }
+            }
         }
         Ok(())
     }
@@ -978,16 +1017,54 @@ fn row_keys(
         .collect())
 }
 
-/// Every key of the new rows of a merge.
-fn primary_keys(paths: &[PathBuf], columns: &[String]) -> Result<Arc<KeySet>, LoadError> {
+/// Every key of the new rows of a merge, and (in the text form of
+/// [`row_keys`]) the keys staged more than once.
+fn primary_keys(
+    paths: &[PathBuf],
+    columns: &[String],
+) -> Result<(Arc<KeySet>, HashSet<String>), LoadError> {
     let mut keys = KeySet::new(columns);
+    let mut repeated = HashSet::new();
     for path in paths {
         for batch in open_batches(path)? {
             let batch = batch.map_err(arrow_err(path, "read"))?;
-            keys.add(&batch, columns, path)?;
+            keys.add(&batch, columns, path, &mut repeated)?;
         }
     }
-    Ok(Arc::new(keys))
+    Ok((Arc::new(keys), repeated))
+}
+
+/// For each of a merge's staged files (in the order they were written),
+/// the rows to leave out so that a key staged more than once keeps only
+/// its last version, as in DuckDB: a record read twice in one run (it
+/// moved between pages under offset paging) is one row. Reads the files
+/// again, which only happens when some key was staged twice.
+fn superseded_rows(
+    paths: &[PathBuf],
+    columns: &[String],
+    repeated: &HashSet<String>,
+) -> Result<Vec<HashSet<usize>>, LoadError> {
+    // Every (file, row) of each repeated key, in the order written.
+    let mut places: HashMap<&str, Vec<(usize, usize)>> = HashMap::new();
+    for (file, path) in paths.iter().enumerate() {
+        let mut row = 0;
+        for batch in open_batches(path)? {
+            let batch = batch.map_err(arrow_err(path, "read"))?;
+            for key in row_keys(&batch, columns, path)? {
+                if let Some(key) = repeated.get(&key) {
+                    places.entry(key.as_str()).or_default().push((file, row));
+                }
+                row += 1;
+            }
+        }
+    }
+    let mut superseded = vec![HashSet::new(); paths.len()];
+    for rows in places.values() {
+        for &(file, row) in rows.iter().rev().skip(1) {
+            superseded[file].insert(row);
+        }
+    }
+    Ok(superseded)
 }
 
 /// The published files' columns first, then the new ones (partition columns
@@ -1033,8 +1110,16 @@ fn combine(
 ) -> Result<(), LoadError> {
     for source in sources {
         let widen = arrow_err(&source.path, "widen rows to the table's columns");
+        let mut first_row = 0;
         for batch in open_batches(&source.path)? {
             let mut batch = batch.map_err(&widen)?;
+            if !source.skip_rows.is_empty() {
+                let keep: arrow::array::BooleanArray = (first_row..first_row + batch.num_rows())
+                    .map(|row| Some(!source.skip_rows.contains(&row)))
+                    .collect();
+                first_row += batch.num_rows();
+                batch = arrow::compute::filter_record_batch(&batch, &keep).map_err(&widen)?;
+            }
             if let Some((columns, skip)) = &source.skip_keys {
                 let keep = skip.keep(&batch, columns, &source.path)?;
                 batch = arrow::compute::filter_record_batch(&batch, &keep).map_err(&widen)?;
@@ -1140,18 +1225,118 @@ mod tests {
                 .collect()
         };
         let mut keys = KeySet::new(&columns);
-        keys.add(&ints, &columns, path)
+        let mut repeated = std::collections::HashSet::new();
+        keys.add(&ints, &columns, path, &mut repeated)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(keys, KeySet::Ints { .. }));
+        assert!(repeated.is_empty());
         // 1, null and 3 were rewritten; text keys are compared by value.
         assert_eq!(kept(&keys, &ints), vec![false, false, false]);
         assert_eq!(kept(&keys, &text), vec![false, true, false, true]);
         // A text key column turns the set into text, nothing lost.
-        keys.add(&text, &columns, path)
+        keys.add(&text, &columns, path, &mut repeated)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(keys, KeySet::Text(_)));
+        // Added again: 3 and the null key (as text: empty).
+        let mut again: Vec<&str> = repeated.iter().map(String::as_str).collect();
+        again.sort();
+        assert_eq!(again, ["", "3"]);
+        keys.add(&ints, &columns, path, &mut repeated)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut again: Vec<&str> = repeated.iter().map(String::as_str).collect();
+        again.sort();
+        assert_eq!(again, ["", "1", "3"]);
         assert_eq!(kept(&keys, &ints), vec![false, false, false]);
         assert_eq!(kept(&keys, &text), vec![false, false, false, false]);
+    }
+
+    /// `id=name` of every published row of `stream`, by id.
+    fn published_rows(dir: &std::path::Path, stream: &str) -> String {
+        let mut rows = Vec::new();
+        let version = dir.join(stream);
+        let mut files: Vec<_> = std::fs::read_dir(&version)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        for path in files {
+            for batch in super::open_batches(&path).unwrap_or_else(|e| panic!("{e}")) {
+                let batch = batch.unwrap_or_else(|e| panic!("{e}"));
+                let (Some(ids), Some(names)) = (
+                    super::int_key(&batch, &["id".to_owned()]),
+                    batch.column_by_name("name"),
+                ) else {
+                    panic!("no id or name in {}", path.display());
+                };
+                let names = arrow::array::AsArray::as_string::<i32>(names.as_ref());
+                for row in 0..batch.num_rows() {
+                    rows.push((ids.value(row), names.value(row).to_owned()));
+                }
+            }
+        }
+        rows.sort();
+        let shown: Vec<String> = rows
+            .iter()
+            .map(|(id, name)| format!("{id}={name}"))
+            .collect();
+        shown.join(",")
+    }
+
+    #[test]
+    fn a_merge_keeps_the_last_version_of_a_key_staged_twice() {
+        use crate::load::StreamCommit;
+        use crate::pipeline::WriteMode;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let merge = |run_id: &str| StreamCommit {
+            pipeline: "p".into(),
+            run_id: run_id.into(),
+            write_mode: WriteMode::Merge,
+            primary_key: vec!["id".into()],
+            state: None,
+            table_comment: String::new(),
+            column_comments: Vec::new(),
+            partition_by: Vec::new(),
+            parent: None,
+        };
+        let batch = |ids: Vec<i64>, names: Vec<&str>, extra: bool| {
+            // Nullable, as the transform's columns are.
+            let mut columns: Vec<(&str, arrow::array::ArrayRef, bool)> = vec![
+                ("id", Arc::new(Int64Array::from(ids)), true),
+                ("name", Arc::new(StringArray::from(names)), true),
+            ];
+            if extra {
+                columns.push(("extra", Arc::new(StringArray::from(vec!["x"; 2])), true));
+            }
+            RecordBatch::try_from_iter_with_nullable(columns).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let run = |run_id: &str, batches: &[RecordBatch]| {
+            let mut load =
+                super::ParquetLoad::open(dir.path(), run_id).unwrap_or_else(|e| panic!("{e}"));
+            for b in batches {
+                load.write("users", b).unwrap_or_else(|e| panic!("{e}"));
+            }
+            let written = load
+                .commit_stream("users", &merge(run_id))
+                .unwrap_or_else(|e| panic!("{e}"));
+            load.publish(&[]).unwrap_or_else(|e| panic!("{e}"));
+            written
+        };
+        // The first run stages 2 twice in one file, 1 in two files (a new
+        // column starts a second file).
+        let written = run(
+            "r1",
+            &[
+                batch(vec![1, 2, 2], vec!["a", "b", "c"], false),
+                batch(vec![3, 1], vec!["d", "e"], true),
+            ],
+        );
+        assert_eq!(published_rows(dir.path(), "users"), "1=e,2=c,3=d");
+        assert_eq!(written, 3);
+        // Onto published rows: 3 is staged twice and replaces the old 3.
+        let written = run("r2", &[batch(vec![3, 4, 3], vec!["f", "g", "h"], false)]);
+        assert_eq!(published_rows(dir.path(), "users"), "1=e,2=c,3=h,4=g");
+        assert_eq!(written, 2);
     }
 
     #[test]
