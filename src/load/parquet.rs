@@ -13,6 +13,7 @@
 //! history.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -346,7 +347,7 @@ impl ParquetLoad {
         let target = union_schema(old_files.first(), &schema, new_fields)?;
 
         let mut written = file.rows;
-        let merged_keys = if commit.write_mode == WriteMode::Merge && parent_keys.is_none() {
+        let merged_keys = if commit.write_mode == WriteMode::Merge && commit.parent.is_none() {
             Some(primary_keys(&file.parts, &commit.primary_key)?)
         } else {
             None
@@ -371,7 +372,7 @@ impl ParquetLoad {
         let as_staged = match commit.write_mode {
             WriteMode::Replace => true,
             WriteMode::Merge => {
-                old_files.is_empty() && parent_keys.is_none() && superseded.is_empty()
+                old_files.is_empty() && commit.parent.is_none() && superseded.is_empty()
             }
             WriteMode::Append => false,
         };
@@ -890,11 +891,11 @@ impl KeySet {
                     match key {
                         Some(key) => {
                             if !values.insert(key) {
-                                repeated.insert(key.to_string());
+                                repeated.insert(int_key_text(Some(key)));
                             }
                         }
                         None if *null => {
-                            repeated.insert(String::new());
+                            repeated.insert(int_key_text(None));
                         }
                         None => *null = true,
                     }
@@ -902,9 +903,10 @@ impl KeySet {
                 return Ok(());
             }
             // Not an integer column after all: the text form of each key.
-            let mut text: HashSet<String> = values.iter().map(i64::to_string).collect();
+            let mut text: HashSet<String> =
+                values.iter().map(|key| int_key_text(Some(*key))).collect();
             if *null {
-                text.insert(String::new());
+                text.insert(int_key_text(None));
             }
             *self = KeySet::Text(text);
         }
@@ -932,17 +934,28 @@ impl KeySet {
                 .iter()
                 .map(|key| Some(key.map_or(!*null, |key| !values.contains(&key))))
                 .collect(),
-            (KeySet::Ints { values, null }, None) => row_keys(batch, columns, path)?
-                .iter()
-                .map(|key| {
-                    let rewritten = if key.is_empty() {
-                        *null
-                    } else {
-                        key.parse::<i64>().is_ok_and(|key| values.contains(&key))
-                    };
-                    Some(!rewritten)
+            // A published file whose key column is not an integer one
+            // (text ids): its values compared as integers.
+            (KeySet::Ints { values, null }, None) => key_columns(batch, columns, path)?
+                .first()
+                .map(|column| {
+                    column
+                        .as_string::<i32>()
+                        .iter()
+                        .map(|key| {
+                            let rewritten = match key {
+                                None => *null,
+                                Some(key) => key
+                                    .trim()
+                                    .parse::<i64>()
+                                    .is_ok_and(|key| values.contains(&key)),
+                            };
+                            Some(!rewritten)
+                        })
+                        .collect()
                 })
-                .collect(),
+                // No key column: nothing to leave out.
+                .unwrap_or_else(|| vec![true; batch.num_rows()].into()),
             (KeySet::Text(keys), _) => row_keys(batch, columns, path)?
                 .iter()
                 .map(|key| Some(!keys.contains(key)))
@@ -989,30 +1002,61 @@ fn file_schema_of(path: &Path) -> Result<SchemaRef, LoadError> {
     ))
 }
 
-/// The key of each row as text (`a|b` for composite keys).
+/// The key columns of a batch, as text.
+fn key_columns(
+    batch: &RecordBatch,
+    columns: &[String],
+    path: &Path,
+) -> Result<Vec<ArrayRef>, LoadError> {
+    columns
+        .iter()
+        .map(|c| {
+            let array = batch.column_by_name(c).ok_or_else(|| LoadError::Parquet {
+                path: path.to_path_buf(),
+                context: format!("merge on primary key column `{c}`"),
+                source: parquet::errors::ParquetError::General(format!("no column `{c}`")),
+            })?;
+            arrow::compute::cast(array, &DataType::Utf8)
+                .map_err(arrow_err(path, &format!("read primary key column `{c}`")))
+        })
+        .collect()
+}
+
+/// The text form of a key, from its columns' values (`None` for a null):
+/// each value as its length, `:` and the value, a null as `~`, so that two
+/// different keys never share it (`a|b` and `c` against `a` and `b|c`, a
+/// null against an empty string).
+fn key_text<'a>(values: impl IntoIterator<Item = Option<&'a str>>) -> String {
+    let mut text = String::new();
+    for value in values {
+        match value {
+            Some(value) => {
+                let _ = write!(text, "{}:{value}", value.len());
+            }
+            None => text.push('~'),
+        }
+    }
+    text
+}
+
+/// [`key_text`] of a one-column integer key.
+fn int_key_text(key: Option<i64>) -> String {
+    key_text([key.map(|key| key.to_string()).as_deref()])
+}
+
+/// The [`key_text`] of each row.
 fn row_keys(
     batch: &RecordBatch,
     columns: &[String],
     path: &Path,
 ) -> Result<Vec<String>, LoadError> {
-    let mut parts = Vec::new();
-    for c in columns {
-        let array = batch.column_by_name(c).ok_or_else(|| LoadError::Parquet {
-            path: path.to_path_buf(),
-            context: format!("merge on primary key column `{c}`"),
-            source: parquet::errors::ParquetError::General(format!("no column `{c}`")),
-        })?;
-        let text = arrow::compute::cast(array, &DataType::Utf8)
-            .map_err(arrow_err(path, &format!("read primary key column `{c}`")))?;
-        parts.push(text);
-    }
+    let parts = key_columns(batch, columns, path)?;
     Ok((0..batch.num_rows())
         .map(|row| {
-            parts
-                .iter()
-                .map(|a| a.as_string::<i32>().value(row).to_owned())
-                .collect::<Vec<_>>()
-                .join("|")
+            key_text(parts.iter().map(|part| {
+                let part = part.as_string::<i32>();
+                part.is_valid(row).then(|| part.value(row))
+            }))
         })
         .collect())
 }
@@ -1237,17 +1281,52 @@ mod tests {
         keys.add(&text, &columns, path, &mut repeated)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(keys, KeySet::Text(_)));
-        // Added again: 3 and the null key (as text: empty).
+        // Added again: 3 and the null key.
         let mut again: Vec<&str> = repeated.iter().map(String::as_str).collect();
         again.sort();
-        assert_eq!(again, ["", "3"]);
+        assert_eq!(again, ["1:3", "~"]);
         keys.add(&ints, &columns, path, &mut repeated)
             .unwrap_or_else(|e| panic!("{e}"));
         let mut again: Vec<&str> = repeated.iter().map(String::as_str).collect();
         again.sort();
-        assert_eq!(again, ["", "1", "3"]);
+        assert_eq!(again, ["1:1", "1:3", "~"]);
         assert_eq!(kept(&keys, &ints), vec![false, false, false]);
         assert_eq!(kept(&keys, &text), vec![false, false, false, false]);
+    }
+
+    #[test]
+    fn different_keys_never_share_their_text() {
+        let columns = vec!["a".to_owned(), "b".to_owned()];
+        let batch = RecordBatch::try_from_iter_with_nullable([
+            (
+                "a",
+                Arc::new(StringArray::from(vec![
+                    Some("x|y"),
+                    Some("x"),
+                    Some("x"),
+                    Some("x"),
+                    None,
+                ])) as _,
+                true,
+            ),
+            (
+                "b",
+                Arc::new(StringArray::from(vec![
+                    Some("z"),
+                    Some("y|z"),
+                    Some(""),
+                    None,
+                    Some(""),
+                ])) as _,
+                true,
+            ),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let keys = super::row_keys(&batch, &columns, std::path::Path::new("t.parquet"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(keys, ["3:x|y1:z", "1:x3:y|z", "1:x0:", "1:x~", "~0:"]);
+        let distinct: std::collections::HashSet<&String> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len());
     }
 
     /// `id=name` of every published row of `stream`, by id.

@@ -39,9 +39,12 @@ impl Temporal {
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
-/// The number written by the ASCII digits `s` (`None` if any byte is not
-/// one), read in one pass.
+/// The number written by the ASCII digits `s` (`None` if there are none or
+/// any byte is not one), read in one pass.
 fn digits(s: &[u8]) -> Option<u32> {
+    if s.is_empty() {
+        return None;
+    }
     s.iter().try_fold(0u32, |n, &b| {
         let d = b.wrapping_sub(b'0');
         (d < 10).then(|| n * 10 + u32::from(d))
