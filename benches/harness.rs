@@ -554,7 +554,8 @@ pub fn table(rows: &[BenchRow]) -> String {
             r.latency_ms,
             r.seconds,
             r.records_per_sec,
-            opt(r.ratio_to_fetch_bound.map(|x| x * 100.0), 0) + "%",
+            r.ratio_to_fetch_bound
+                .map_or_else(|| "-".to_owned(), |x| format!("{:.0}%", x * 100.0)),
             opt(r.peak_rss_mb, 1),
             opt(r.cpu_secs, 2),
             r.requests
