@@ -2,7 +2,8 @@
 //! command) and `tests/bench_smoke.rs` (a tiny run in `cargo test`, so the
 //! benchmark cannot rot). It serves N synthetic users and N time entries
 //! (two streams, read concurrently) from an in-process sandbox on
-//! loopback, then measures, as medians of several runs:
+//! loopback, then measures, as medians of several runs (the DuckDB loader
+//! alone: the least, as a lower bound):
 //! - the fetch bound: the exact requests `lucca-sync run` sent, replayed by a
 //!   minimal client (each stream's requests in order, the streams
 //!   concurrently, as lucca-sync reads them) that reads each body and
@@ -63,7 +64,7 @@ pub struct BenchRow {
     /// Records per stream.
     pub records: u32,
     pub latency_ms: u64,
-    /// Median wall time, seconds.
+    /// Median wall time, seconds (the least for the DuckDB loader alone).
     pub seconds: f64,
     /// Records of all streams per second.
     pub records_per_sec: f64,

@@ -954,7 +954,8 @@ impl KeySet {
                         })
                         .collect()
                 })
-                // No key column: nothing to leave out.
+                // Not reached: an integer key set has one key column, and
+                // key_columns fails when a batch lacks it.
                 .unwrap_or_else(|| vec![true; batch.num_rows()].into()),
             (KeySet::Text(keys), _) => row_keys(batch, columns, path)?
                 .iter()
