@@ -945,10 +945,9 @@ impl KeySet {
                         .map(|key| {
                             let rewritten = match key {
                                 None => *null,
-                                Some(key) => key
-                                    .trim()
-                                    .parse::<i64>()
-                                    .is_ok_and(|key| values.contains(&key)),
+                                Some(key) => {
+                                    key.parse::<i64>().is_ok_and(|key| values.contains(&key))
+                                }
                             };
                             Some(!rewritten)
                         })
