@@ -275,7 +275,6 @@ fn duckdb_loader_alone(
 ) -> Result<(f64, f64), String> {
     use lucca_sync::load::StreamCommit;
     use lucca_sync::load::duckdb::DuckdbLoad;
-    use lucca_sync::pipeline::WriteMode;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     let failed = |e: &dyn std::fmt::Display| format!("{DUCKDB_ALONE}: {e}");
@@ -321,16 +320,12 @@ fn duckdb_loader_alone(
             for batch in batches {
                 load.write(stream, batch).map_err(|e| failed(&e))?;
             }
+            // As the benchmark pipeline commits a stream: replace, on `id`.
             let commit = StreamCommit {
                 pipeline: "bench".into(),
                 run_id: "bench".into(),
-                write_mode: WriteMode::Replace,
                 primary_key: vec!["id".into()],
-                state: None,
-                table_comment: String::new(),
-                column_comments: Vec::new(),
-                partition_by: Vec::new(),
-                parent: None,
+                ..StreamCommit::default()
             };
             load.commit_stream(stream, &commit)
                 .map_err(|e| failed(&e))?;

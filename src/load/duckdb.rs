@@ -887,13 +887,7 @@ mod tests {
         StreamCommit {
             pipeline: "p".into(),
             run_id: "r1".into(),
-            write_mode: WriteMode::Replace,
-            primary_key: Vec::new(),
-            state: None,
-            table_comment: String::new(),
-            column_comments: Vec::new(),
-            partition_by: Vec::new(),
-            parent: None,
+            ..StreamCommit::default()
         }
     }
 

@@ -70,7 +70,7 @@ pub const LATEST_RUNS_VIEW: &str = "lucca_sync_latest_runs";
 pub const RUN_ID_COLUMN: &str = "_lucca_sync_run_id";
 
 /// How a completed stream is published.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct StreamCommit {
     /// Pipeline name (the state's key).
     pub pipeline: String,

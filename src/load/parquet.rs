@@ -1372,11 +1372,7 @@ mod tests {
             run_id: run_id.into(),
             write_mode: WriteMode::Merge,
             primary_key: vec!["id".into()],
-            state: None,
-            table_comment: String::new(),
-            column_comments: Vec::new(),
-            partition_by: Vec::new(),
-            parent: None,
+            ..StreamCommit::default()
         };
         let batch = |ids: Vec<i64>, names: Vec<&str>, extra: bool| {
             // Nullable, as the transform's columns are.
