@@ -12,7 +12,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 
-use crate::json::{self, Kind, Raw};
+use crate::json::{self, Kind, Raw, same_key};
 pub use column::{ColumnBuilder, ColumnType, Scalar};
 use hmac::{Hmac, Mac};
 
@@ -316,30 +316,6 @@ fn find_key(exact: &[(Box<str>, NodeId)], key: &str, hint: usize) -> Option<Node
         .iter()
         .find(|(k, _)| same_key(k.as_bytes(), key.as_bytes()))
         .map(|(_, id)| *id)
-}
-
-/// `a == b`, comparing a key of up to 16 bytes as two overlapping words
-/// instead of calling `memcmp`: the lookup of every member's key cost 3%
-/// of a run's CPU time, half of it in the call.
-#[inline]
-fn same_key(a: &[u8], b: &[u8]) -> bool {
-    fn word<const N: usize>(s: &[u8], at: usize) -> Option<[u8; N]> {
-        s.get(at..at + N).and_then(|w| w.try_into().ok())
-    }
-    let len = a.len();
-    if len != b.len() {
-        return false;
-    }
-    match len {
-        0..=3 => a.iter().zip(b).all(|(x, y)| x == y),
-        4..=7 => {
-            word::<4>(a, 0) == word::<4>(b, 0) && word::<4>(a, len - 4) == word::<4>(b, len - 4)
-        }
-        8..=16 => {
-            word::<8>(a, 0) == word::<8>(b, 0) && word::<8>(a, len - 8) == word::<8>(b, len - 8)
-        }
-        _ => a == b,
-    }
 }
 
 /// A child table: the items of one array of objects.

@@ -354,19 +354,3 @@ fn a_bad_value_fails_by_default_and_is_nulled_and_counted_on_request() {
     assert_eq!(dates.data_type(), &DataType::Date32);
     assert_eq!(dates.null_count(), 1);
 }
-
-#[test]
-fn keys_compare_exactly_at_every_length() {
-    let key = "abcdefghijklmnopqrstuvwxyz";
-    for len in 0..key.len() {
-        let a = &key.as_bytes()[..len];
-        assert!(same_key(a, a), "{len}");
-        for at in 0..len {
-            // One byte off, wherever it is, is another key.
-            let mut b = a.to_vec();
-            b[at] = b'_';
-            assert!(!same_key(a, &b), "{len} {at}");
-        }
-        assert!(!same_key(a, &key.as_bytes()[..len + 1]), "{len}");
-    }
-}
