@@ -517,8 +517,9 @@ impl<'a> Reader<'a> {
         mut member: impl FnMut(&mut Self, Cow<'a, str>) -> Result<(), ScanError>,
     ) -> Result<(), ScanError> {
         self.object_keys(
-            |_| None,
-            |reader, key| {
+            &mut (),
+            |_, _| None,
+            |reader, _, key| {
                 let key = reader.decode(key)?;
                 member(reader, key)
             },
@@ -526,13 +527,15 @@ impl<'a> Reader<'a> {
     }
 
     /// Walks the object starting at `{`: `member` gets each key's span and
-    /// must read the value that follows it. `expected(i)` may name where an
-    /// earlier object spelled its `i`-th key (quotes included, no escape):
-    /// when the same bytes are here, the key is taken without scanning it.
-    fn object_keys(
+    /// must read the value that follows it, with `state` to note it in.
+    /// `expected(state, i)` may name where an earlier object spelled its
+    /// `i`-th key (quotes included, no escape): when the same bytes are
+    /// here, the key is taken without scanning it.
+    fn object_keys<S>(
         &mut self,
-        expected: impl Fn(usize) -> Option<Span>,
-        mut member: impl FnMut(&mut Self, Key) -> Result<(), ScanError>,
+        state: &mut S,
+        expected: impl Fn(&S, usize) -> Option<Span>,
+        mut member: impl FnMut(&mut Self, &mut S, Key) -> Result<(), ScanError>,
     ) -> Result<(), ScanError> {
         self.enter()?;
         self.whitespace();
@@ -544,7 +547,7 @@ impl<'a> Reader<'a> {
         for index in 0.. {
             self.whitespace();
             let start = self.pos;
-            let known = expected(index).and_then(|span| {
+            let known = expected(state, index).and_then(|span| {
                 let spelled = self.bytes.get(span.range())?;
                 let here = self.bytes.get(start..start + spelled.len())?;
                 same_key(spelled, here).then_some(spelled.len())
@@ -567,7 +570,7 @@ impl<'a> Reader<'a> {
                 return Err(self.error("expected `:`"));
             }
             self.pos += 1;
-            member(self, key)?;
+            member(self, state, key)?;
             self.whitespace();
             match self.peek() {
                 Some(b',') => self.pos += 1,
@@ -619,16 +622,21 @@ impl<'a> Reader<'a> {
         }
         tape.clear();
         let offset = |at: usize| at as u32;
-        // The members of the last object record: the records of a page
-        // nearly always spell the same keys in the same order.
-        let mut previous_keys: Vec<Option<Span>> = Vec::new();
+        // Where the members of the last object record start: the records
+        // of a page nearly always spell the same keys in the same order.
+        let mut previous: Option<usize> = None;
         self.array(|reader| {
             reader.whitespace();
             let start = reader.pos;
             let members = if reader.peek() == Some(b'{') {
                 let first = tape.members.len();
-                let expected = |index: usize| previous_keys.get(index).copied().flatten();
-                reader.object_keys(expected, |reader, key| {
+                let expected = |tape: &RecordTape, index: usize| {
+                    let at = previous? + index;
+                    // Only that record's members, not this one's.
+                    let member = tape.members.get(at).filter(|_| at < first)?;
+                    (!member.key_escaped).then_some(member.key)
+                };
+                reader.object_keys(tape, expected, |reader, tape, key| {
                     if key.escaped {
                         reader.decode(key)?;
                     }
@@ -648,9 +656,7 @@ impl<'a> Reader<'a> {
                     });
                     Ok(())
                 })?;
-                let added = tape.members.get(first..).unwrap_or_default();
-                previous_keys.clear();
-                previous_keys.extend(added.iter().map(|m| (!m.key_escaped).then_some(m.key)));
+                previous = Some(first);
                 Some(Span {
                     start: offset(first),
                     end: offset(tape.members.len()),

@@ -1245,7 +1245,13 @@ fn scalar(raw: Raw<'_>) -> Result<Scalar<'_>, serde_json::Error> {
         Kind::Object | Kind::Array => Scalar::Json(text),
         Kind::Number => match text.parse::<i64>() {
             Ok(i) => Scalar::Int(i),
-            Err(_) => Scalar::Float(serde_json::from_str::<f64>(text)?),
+            // The reader checked the JSON number syntax, which Rust's
+            // parser accepts and rounds exactly; serde_json says why a
+            // number out of range is refused.
+            Err(_) => Scalar::Float(match text.parse::<f64>() {
+                Ok(f) if f.is_finite() => f,
+                _ => serde_json::from_str::<f64>(text)?,
+            }),
         },
     })
 }
