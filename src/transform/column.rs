@@ -207,7 +207,11 @@ impl ColumnBuilder {
             self.append_null();
             return true;
         }
-        if let (ColumnBuilder::Pending(_), Some(ty)) = (&*self, value.inferred_type()) {
+        // Only a pending column infers its type (for a string, a date
+        // parse that typed columns would otherwise pay on every value).
+        if matches!(self, ColumnBuilder::Pending(_))
+            && let Some(ty) = value.inferred_type()
+        {
             self.settle(ty);
         }
         match (self, value) {
