@@ -681,6 +681,37 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
+    /// A small deterministic generator for the mutation tests.
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, bound: usize) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((self.0 >> 33) as usize) % bound.max(1)
+        }
+
+        /// `seed` with 1 to `edits` characters deleted, inserted or
+        /// replaced (by characters of `alphabet`).
+        fn mutate(&mut self, seed: &str, alphabet: &[char], edits: usize) -> String {
+            let mut chars: Vec<char> = seed.chars().collect();
+            for _ in 0..1 + self.below(edits) {
+                let at = self.below(chars.len() + 1);
+                match self.below(3) {
+                    0 if at < chars.len() => {
+                        chars.remove(at);
+                    }
+                    1 => chars.insert(at, alphabet[self.below(alphabet.len())]),
+                    _ if at < chars.len() => chars[at] = alphabet[self.below(alphabet.len())],
+                    _ => {}
+                }
+            }
+            chars.into_iter().collect()
+        }
+    }
+
     fn kinds(text: &str) -> Vec<(String, Kind, String)> {
         object_members(text)
             .unwrap_or_else(|e| panic!("{text}: {e}"))
@@ -777,28 +808,10 @@ mod tests {
         let alphabet: Vec<char> = "{}[]\":, 0123456789.-+abefnlrstu\\/\t\u{1}"
             .chars()
             .collect();
-        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = |bound: usize| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((state >> 33) as usize) % bound.max(1)
-        };
+        let mut random = Lcg(0x9E37_79B9_7F4A_7C15);
         let mut accepted = 0;
         for _ in 0..20_000 {
-            let mut chars: Vec<char> = seed.chars().collect();
-            for _ in 0..1 + next(3) {
-                let at = next(chars.len() + 1);
-                match next(3) {
-                    0 if at < chars.len() => {
-                        chars.remove(at);
-                    }
-                    1 => chars.insert(at, alphabet[next(alphabet.len())]),
-                    _ if at < chars.len() => chars[at] = alphabet[next(alphabet.len())],
-                    _ => {}
-                }
-            }
-            let text: String = chars.into_iter().collect();
+            let text = random.mutate(seed, &alphabet, 3);
             let ours = object_members(&text).is_ok();
             let serde =
                 serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&text).is_ok();
@@ -819,26 +832,10 @@ mod tests {
     fn a_key_spelled_as_in_the_record_before_is_read_exactly() {
         let seed = r#"{"id":1,"idx":"a","k\u00e9":2,"name":"Ольга","o":{"id":3}}"#;
         let alphabet: Vec<char> = "{}\":,1adeikx\\u\t".chars().collect();
-        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = |bound: usize| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((state >> 33) as usize) % bound.max(1)
-        };
+        let mut random = Lcg(0x2545_F491_4F6C_DD1D);
         let mut accepted = 0;
         for _ in 0..20_000 {
-            let mut chars: Vec<char> = seed.chars().collect();
-            let at = next(chars.len() + 1);
-            match next(3) {
-                0 if at < chars.len() => {
-                    chars.remove(at);
-                }
-                1 => chars.insert(at, alphabet[next(alphabet.len())]),
-                _ if at < chars.len() => chars[at] = alphabet[next(alphabet.len())],
-                _ => {}
-            }
-            let record: String = chars.into_iter().collect();
+            let record = random.mutate(seed, &alphabet, 1);
             let body = format!("[{seed},{record}]");
             let mut tape = RecordTape::default();
             let ours = Reader::new(&body).records(&mut tape).is_ok();
