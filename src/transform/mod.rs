@@ -1068,18 +1068,14 @@ impl StreamTransform {
             // nothing.
             return Ok(());
         }
-        let hashed_value;
         let value = match (&self.mac, col.hashed) {
-            (Some(mac), true) => {
-                hashed_value = hashed(mac, &value);
-                &hashed_value
-            }
+            (Some(mac), true) => hashed(mac, &value),
             // Validation requires a key; without one nothing personal is
             // ever stored in clear.
-            (None, true) => &Scalar::Null,
-            (_, false) => &value,
+            (None, true) => Scalar::Null,
+            (_, false) => value,
         };
-        if !col.builder.append(value) {
+        if !col.builder.append(&value) {
             if self.policies.null_bad_values {
                 col.builder.append_null();
                 self.nulled_values += 1;
@@ -1094,7 +1090,7 @@ impl StreamTransform {
         }
         self.columns[column].last_row = row;
         if self.cursor_column == Some(column) {
-            self.track_cursor(value);
+            self.track_cursor(&value);
         }
         Ok(())
     }
