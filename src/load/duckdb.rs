@@ -394,7 +394,9 @@ impl DuckdbLoad {
                     let matches = commit
                         .primary_key
                         .iter()
-                        .map(|c| format!("s.{c} = t.{c}", c = quote_ident(c)))
+                        // A null key part is a value, as in a Parquet merge
+                        // (and the `GROUP BY` that finds keys staged twice).
+                        .map(|c| format!("s.{c} IS NOT DISTINCT FROM t.{c}", c = quote_ident(c)))
                         .collect::<Vec<_>>()
                         .join(" AND ");
                     let partition = commit
@@ -483,7 +485,13 @@ impl DuckdbLoad {
             .parent_key
             .iter()
             .zip(&link.child_key)
-            .map(|(p, c)| format!("s.{} = t.{}", quote_ident(p), quote_ident(c)))
+            .map(|(p, c)| {
+                format!(
+                    "s.{} IS NOT DISTINCT FROM t.{}",
+                    quote_ident(p),
+                    quote_ident(c)
+                )
+            })
             .collect::<Vec<_>>()
             .join(" AND ");
         Some(format!(
@@ -953,6 +961,60 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(rows, expected);
         }
+    }
+
+    #[test]
+    fn a_merge_matches_null_key_parts_as_parquet_does() {
+        // A composite key with a null part, merged by two runs: one row,
+        // as in a Parquet merge, not one more per run.
+        let (dir, live, _) = open_in_tempdir("16MB");
+        for (run, name) in [("r1", "first"), ("r2", "second")] {
+            let options = LoadOptions {
+                duckdb_memory_limit: "16MB".into(),
+            };
+            let mut load = DuckdbLoad::open(&live, run, &options).unwrap_or_else(|e| panic!("{e}"));
+            let batch = RecordBatch::try_from_iter([
+                (
+                    "owner_id",
+                    std::sync::Arc::new(arrow::array::Int64Array::from(vec![Some(1), Some(1)]))
+                        as arrow::array::ArrayRef,
+                ),
+                (
+                    "day",
+                    std::sync::Arc::new(arrow::array::StringArray::from(vec![
+                        None,
+                        Some("2026-01-01"),
+                    ])) as _,
+                ),
+                (
+                    "name",
+                    std::sync::Arc::new(arrow::array::StringArray::from(vec![name, name])) as _,
+                ),
+            ])
+            .unwrap_or_else(|e| panic!("{e}"));
+            load.write("entries", &batch)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let merge = StreamCommit {
+                write_mode: WriteMode::Merge,
+                primary_key: vec!["owner_id".into(), "day".into()],
+                run_id: run.into(),
+                ..replace()
+            };
+            load.commit_stream("entries", &merge)
+                .unwrap_or_else(|e| panic!("{e}"));
+            load.publish(&[]).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let rows: String = Connection::open(&live)
+            .and_then(|conn| {
+                conn.query_row(
+                    "SELECT string_agg(coalesce(day, '-') || '=' || name, ',' ORDER BY day NULLS FIRST) FROM entries",
+                    [],
+                    |row| row.get(0),
+                )
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rows, "-=second,2026-01-01=second");
+        drop(dir);
     }
 
     #[test]
