@@ -228,6 +228,26 @@ impl RecordTape {
             .unwrap_or_default()
     }
 
+    /// The value of record `index`'s top-level member `key`, ASCII case
+    /// ignored (`id` finds `Id`); a key written with escapes is not matched.
+    pub fn member<'a>(&self, body: &'a str, index: usize, key: &str) -> Option<Raw<'a>> {
+        let span = self.items.get(index)?.members?;
+        let bytes = body.as_bytes();
+        self.members
+            .get(span.range())?
+            .iter()
+            .find(|m| {
+                !m.key_escaped
+                    && bytes
+                        .get(m.key.start as usize + 1..(m.key.end as usize).saturating_sub(1))
+                        .is_some_and(|k| k.eq_ignore_ascii_case(key.as_bytes()))
+            })
+            .map(|m| Raw {
+                text: body.get(m.value.range()).unwrap_or_default(),
+                kind: m.kind,
+            })
+    }
+
     /// The members of record `index`, keys decoded, into `out` (emptied
     /// first). False when the record is not an object.
     pub fn members<'a>(
@@ -895,6 +915,13 @@ mod tests {
                 assert_eq!(seen(&members), seen(&alone), "{text}");
             }
         }
+        let id = |i: usize, key: &str| tape.member(body, i, key).map(|v| v.text);
+        assert_eq!(id(0, "id"), Some("1"));
+        assert_eq!(id(0, "ID"), Some("1"));
+        assert_eq!(id(0, "o"), Some(r#"{"x":[1]}"#));
+        assert_eq!(id(0, "ké"), None, "an escaped key is not matched");
+        assert_eq!(id(1, "id"), None, "not an object");
+        assert_eq!(id(3, "id"), None);
         tape.truncate(2);
         assert_eq!(tape.len(), 2);
         assert!(!tape.members(body, 1, &mut members).unwrap_or(true));

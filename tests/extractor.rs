@@ -49,7 +49,50 @@ async fn v4_paging_reads_every_page_and_stops_at_the_count() {
     let queries: Vec<String> = server.requests().iter().map(|r| r.query.clone()).collect();
     assert_eq!(queries.len(), 4, "{queries:?}");
     assert!(queries[0].contains("page=1") && queries[3].contains("page=4"));
-    assert!(queries.iter().all(|q| q.contains("fields.root=count")));
+    assert!(
+        queries[0].contains("fields.root=count%2Cnext"),
+        "{queries:?}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_serving_smaller_pages_than_asked_is_read_to_its_count() {
+    // Every page holds at most 40 records, fewer than asked (v3 1000, v4
+    // 50): the count, not a short page, says when the collection ends.
+    let server = sandbox(SandboxConfig {
+        users: UserData::Synthetic(8_000),
+        faults: Faults {
+            page_cap: Some(40),
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let establishments = "  - name: establishments\n    endpoint: /organization/structure/api/establishments\n    paging: v4\n    page_size: 50\n    fields: [id, name]\n    primary_key: id\n";
+    for (streams, table, rows) in [
+        (users_stream(""), "users", 8_000),
+        (users_stream("    page_by: offset\n"), "users", 8_000),
+        (establishments.to_owned(), "establishments", 200),
+    ] {
+        let before = server.requests().len();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (path, db) = pipeline(dir.path(), UNLIMITED, &streams);
+        let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let loaded = ids(&db, table);
+        assert_eq!(
+            (loaded.len(), loaded.first(), loaded.last()),
+            (rows as usize, Some(&1), Some(&rows)),
+            "ids 1..={rows}, each once: {streams}"
+        );
+        assert!(loaded.windows(2).all(|w| w[0] < w[1]), "{streams}");
+        assert_eq!(
+            server.requests().len() - before,
+            rows as usize / 40,
+            "one request per page of 40: {streams}"
+        );
+    }
     server.shutdown().await;
 }
 

@@ -12,14 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use reqwest_middleware::ClientWithMiddleware;
-use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
 pub use budget::RequestBudget;
 pub use client::{KeyRejection, StreamCounters, Timeouts, build_client};
-use paging::{NextPage, Pager};
+use paging::{NextPage, PageFacts, Pager};
 pub use pool::PagePool;
 pub use retry::RetrySettings;
 
@@ -91,7 +90,9 @@ impl StreamPlan {
                     if !fields_query.is_empty() {
                         q.append_pair("fields", fields_query);
                     }
-                    q.append_pair("fields.root", "count");
+                    // `next` names the next page when the endpoint pages
+                    // by opaque cursor rather than by page number.
+                    q.append_pair("fields.root", "count,next");
                 }
                 PagingStyle::Cursor => {
                     if !fields_query.is_empty() {
@@ -307,12 +308,6 @@ pub struct Extractor {
     pub pool: Arc<PagePool>,
 }
 
-#[derive(Deserialize)]
-struct RecordId {
-    #[serde(default, alias = "Id")]
-    id: Option<serde_json::Value>,
-}
-
 impl Extractor {
     /// Asks for the first page of a stream, one record long: proves the URL,
     /// the key and the key's rights with a single request. Returns the count
@@ -383,28 +378,25 @@ impl Extractor {
             let (body, parsed) = retry::fetch_page(self, plan, counters, &url, number).await?;
             let elapsed_ms = fetch_started.elapsed().as_millis() as u64;
             let shown = display_url(&url);
-            let last_id = if keyset && !parsed.records.is_empty() {
-                let last = parsed.records.text(&body, parsed.records.len() - 1);
-                serde_json::from_str::<RecordId>(last)
-                    .ok()
-                    .and_then(|r| r.id)
-                    .and_then(|v| v.as_i64())
+            let bad_response = |message| ExtractError::BadResponse {
+                stream: plan.stream.clone(),
+                url: shown.clone(),
+                page: number,
+                message,
+            };
+            let ids = if keyset {
+                paging::page_ids(&parsed.records, &body).map_err(bad_response)?
             } else {
                 None
             };
             let next = pager
-                .advance(
-                    parsed.records.len(),
-                    parsed.count,
-                    last_id,
-                    parsed.next_href.as_deref(),
-                )
-                .map_err(|message| ExtractError::BadResponse {
-                    stream: plan.stream.clone(),
-                    url: shown.clone(),
-                    page: number,
-                    message,
-                })?;
+                .advance(PageFacts {
+                    items: parsed.records.len(),
+                    count: parsed.count,
+                    ids,
+                    next: parsed.next.as_deref(),
+                })
+                .map_err(bad_response)?;
             let mut records = parsed.records;
             let mut next = next;
             if let Some(max) = plan.max_records {

@@ -15,8 +15,10 @@ pub struct ParsedPage {
     pub records: RecordTape,
     /// The total the API reported (`data.count`, `count` or `totalCount`).
     pub count: Option<u64>,
-    /// The absolute URL of the next page (cursor paging).
-    pub next_href: Option<String>,
+    /// The next page as the API names it: `links.next.href` (cursor
+    /// paging) or a root `next` (v4: a URL or an opaque page cursor).
+    /// `None` when absent or null.
+    pub next: Option<String>,
 }
 
 /// Why a body could not be read as a list envelope.
@@ -50,6 +52,8 @@ struct Found<'a> {
     count: Option<Raw<'a>>,
     total_count: Option<Raw<'a>>,
     href: Option<Raw<'a>>,
+    /// A root `next` (v4).
+    next: Option<Raw<'a>>,
     /// The first member of the wrong type, e.g. "`data` is a string".
     wrong: Option<String>,
 }
@@ -171,6 +175,10 @@ pub fn parse_envelope(
                     found.total_count = Some(reader.value()?);
                     Ok(())
                 }
+                "next" => {
+                    found.next = Some(reader.value()?);
+                    Ok(())
+                }
                 "links" => read_object(reader, found, "links", |reader, found, key| match key {
                     "next" => read_object(reader, found, "links.next", |reader, found, key| {
                         match key {
@@ -199,25 +207,14 @@ pub fn parse_envelope(
     let root_count = count_of(&mut found, "count", root_count);
     let total_count = found.total_count.take();
     let total_count = count_of(&mut found, "totalCount", total_count);
-    let next_href = match found.href {
-        Some(Raw {
-            kind: Kind::Str { escaped },
-            text,
-        }) => {
-            let inner = text
-                .get(1..text.len().saturating_sub(1))
-                .unwrap_or_default();
-            Some(if escaped {
-                json::unescape(text).map_err(|e| EnvelopeError::InvalidJson(e.to_string()))?
-            } else {
-                inner.to_owned()
-            })
-        }
-        Some(raw) => {
-            found.wrong_type("links.next.href", raw);
-            None
-        }
-        None => None,
+    let href = found.href.take();
+    let href = text_of(&mut found, "links.next.href", href, false)?;
+    let next = found.next.take();
+    // Only v4 documents a root `next`: elsewhere it is some other member.
+    let next = if style == PagingStyle::V4 {
+        text_of(&mut found, "next", next, true)?
+    } else {
+        None
     };
     if let Some(wrong) = found.wrong {
         return Err(EnvelopeError::Unexpected(format!(
@@ -236,8 +233,84 @@ pub fn parse_envelope(
     Ok(ParsedPage {
         records,
         count,
-        next_href,
+        next: href.or(next),
     })
+}
+
+/// A link or cursor member as text: a string (unescaped), or a number
+/// when `number_ok` (a page number); `None` when absent or null (noting
+/// any other type).
+fn text_of(
+    found: &mut Found<'_>,
+    path: &str,
+    raw: Option<Raw<'_>>,
+    number_ok: bool,
+) -> Result<Option<String>, EnvelopeError> {
+    match raw {
+        Some(Raw {
+            kind: Kind::Str { escaped },
+            text,
+        }) => Ok(Some(if escaped {
+            json::unescape(text).map_err(|e| EnvelopeError::InvalidJson(e.to_string()))?
+        } else {
+            text.get(1..text.len().saturating_sub(1))
+                .unwrap_or_default()
+                .to_owned()
+        })),
+        Some(Raw {
+            kind: Kind::Number,
+            text,
+        }) if number_ok => Ok(Some(text.to_owned())),
+        Some(raw) => {
+            found.wrong_type(path, raw);
+            Ok(None)
+        }
+        None => Ok(None),
+    }
+}
+
+/// The first and last `id` of a page's records, for keyset paging: each
+/// record needs an integer `id`, and the ids must rise through the page
+/// (an endpoint that ignores `orderBy=id,asc` would make keyset paging
+/// skip and repeat records). `None` for an empty page. Errors are
+/// messages for the caller to wrap.
+pub fn page_ids(records: &RecordTape, body: &str) -> Result<Option<(i64, i64)>, String> {
+    let mut ids: Option<(i64, i64)> = None;
+    for index in 0..records.len() {
+        let id = records
+            .member(body, index, "id")
+            .filter(|raw| raw.kind == Kind::Number)
+            .and_then(|raw| raw.text.parse::<i64>().ok())
+            .ok_or_else(|| {
+                "keyset paging (page_by: id) needs an integer `id` on every record; set `page_by: offset`"
+                    .to_owned()
+            })?;
+        ids = match ids {
+            None => Some((id, id)),
+            Some((_, last)) if id <= last => return Err(unsorted(id, last)),
+            Some((first, _)) => Some((first, id)),
+        };
+    }
+    Ok(ids)
+}
+
+fn unsorted(id: i64, before: i64) -> String {
+    format!(
+        "records are not sorted by id (id {id} after id {before}): the endpoint ignores orderBy=id,asc; set `page_by: offset`"
+    )
+}
+
+/// What one page says about the rest of the collection.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PageFacts<'a> {
+    /// Records on the page.
+    pub items: usize,
+    /// The count the API gave with the page.
+    pub count: Option<u64>,
+    /// The page's first and last `id` ([`page_ids`], keyset paging).
+    pub ids: Option<(i64, i64)>,
+    /// The page's link or cursor to the next one ([`ParsedPage::next`]).
+    pub next: Option<&'a str>,
 }
 
 /// Where the stream is in its collection.
@@ -249,6 +322,8 @@ enum Position {
     AfterId(Option<i64>),
     /// v4: the next 1-based page number.
     PageNumber(u64),
+    /// v4: the opaque page cursor the last page named as `next`.
+    PageCursor(String),
     /// Cursor paging: the next URL, or the first page.
     Cursor(Option<Url>),
 }
@@ -256,6 +331,7 @@ enum Position {
 /// The sequence of page URLs of one stream.
 #[derive(Debug)]
 pub struct Pager {
+    style: PagingStyle,
     base: Url,
     page_size: u32,
     position: Position,
@@ -283,6 +359,7 @@ impl Pager {
             (PagingStyle::Cursor, _) => Position::Cursor(None),
         };
         Pager {
+            style,
             base,
             page_size,
             position,
@@ -318,6 +395,11 @@ impl Pager {
                     .append_pair("limit", &size.to_string())
                     .append_pair("page", &page.to_string());
             }
+            Position::PageCursor(cursor) => {
+                url.query_pairs_mut()
+                    .append_pair("limit", &size.to_string())
+                    .append_pair("page", cursor);
+            }
             Position::Cursor(Some(next)) => return next.clone(),
             Position::Cursor(None) => {
                 url.query_pairs_mut()
@@ -327,72 +409,90 @@ impl Pager {
         url
     }
 
-    /// Moves past a page that held `items` records. `last_id` is the `id` of
-    /// the page's last record (keyset paging), `count` the API's count and
-    /// `next_href` the cursor link. Errors are messages for the caller to wrap.
-    pub fn advance(
-        &mut self,
-        items: usize,
-        count: Option<u64>,
-        last_id: Option<i64>,
-        next_href: Option<&str>,
-    ) -> Result<NextPage, String> {
-        let items = items as u64;
+    /// Moves past a page. A page shorter than asked ends the collection
+    /// only when the API gave no count or the count says nothing is left:
+    /// an endpoint may serve fewer records than asked (its own maximum).
+    /// Errors are messages for the caller to wrap.
+    pub fn advance(&mut self, page: PageFacts<'_>) -> Result<NextPage, String> {
+        let items = page.items as u64;
         let first_page = self.read == 0;
         self.read += items;
         if first_page {
-            self.total = count;
+            self.total = page.count;
         }
-        let short = items < u64::from(self.page_size);
         if items == 0 {
             return Ok(NextPage::Done);
         }
+        let short = items < u64::from(self.page_size);
         match &mut self.position {
             Position::Offset(offset) => {
                 *offset += items;
-                if short || count.is_some_and(|c| *offset >= c) {
+                if page.count.map_or(short, |c| *offset >= c) {
                     return Ok(NextPage::Done);
                 }
             }
             Position::AfterId(after) => {
-                let Some(id) = last_id else {
+                let Some((first, last)) = page.ids else {
                     return Err("keyset paging (page_by: id) needs an integer `id` on every record; set `page_by: offset`".into());
                 };
-                if after.is_some_and(|prev| id <= prev) {
-                    return Err(format!(
-                        "records are not sorted by id (id {id} after id {}): the endpoint ignores orderBy=id,asc; set `page_by: offset`",
-                        after.unwrap_or_default()
-                    ));
+                if let Some(before) = *after
+                    && first <= before
+                {
+                    return Err(unsorted(first, before));
                 }
-                *after = Some(id);
+                *after = Some(last);
                 // Each keyset request counts what is left after the filter.
-                if short || count.is_some_and(|c| c <= items) {
+                if page.count.map_or(short, |c| c <= items) {
                     return Ok(NextPage::Done);
                 }
             }
-            Position::PageNumber(page) => {
-                *page += 1;
-                if short || count.is_some_and(|c| self.read >= c) {
+            Position::PageNumber(number) => {
+                if let Some(next) = page.next {
+                    return self.follow(next);
+                }
+                if page.count.map_or(short, |c| self.read >= c) {
                     return Ok(NextPage::Done);
                 }
+                if short && self.read.is_multiple_of(items) {
+                    // The endpoint's own maximum: page on with its size.
+                    self.page_size = u32::try_from(items).unwrap_or(self.page_size);
+                    *number = self.read / items + 1;
+                } else {
+                    *number += 1;
+                }
             }
-            Position::Cursor(next) => {
-                let Some(href) = next_href else {
+            Position::PageCursor(_) | Position::Cursor(_) => {
+                let Some(next) = page.next else {
                     return Ok(NextPage::Done);
                 };
-                let url = self
-                    .base
-                    .join(href)
-                    .map_err(|e| format!("links.next.href `{href}` is not a URL: {e}"))?;
-                if url.origin() != self.base.origin() {
-                    return Err(format!(
-                        "links.next.href points to another host ({}); refusing to send the API key there",
-                        url.host_str().unwrap_or("?")
-                    ));
-                }
-                *next = Some(url);
+                return self.follow(next);
             }
         }
+        Ok(NextPage::Fetch(self.current_url()))
+    }
+
+    /// Goes to the page a `next` member names: a URL on the same host (a
+    /// link), or else an opaque v4 page cursor.
+    fn follow(&mut self, next: &str) -> Result<NextPage, String> {
+        let is_link = next.starts_with("http://")
+            || next.starts_with("https://")
+            || next.starts_with('/')
+            || next.starts_with('?');
+        if !is_link && self.style == PagingStyle::V4 {
+            self.position = Position::PageCursor(next.to_owned());
+            return Ok(NextPage::Fetch(self.current_url()));
+        }
+        let url = self
+            .base
+            .join(next)
+            .map_err(|e| format!("next page link `{next}` is not a URL: {e}"))?;
+        if url.origin() != self.base.origin() {
+            return Err(format!(
+                "next page link points to another host ({}); refusing to send the API key there",
+                url.host_str().unwrap_or("?")
+            ));
+        }
+        self.position = Position::Cursor(Some(url));
         Ok(NextPage::Fetch(self.current_url()))
     }
 }
@@ -435,7 +535,21 @@ mod tests {
             r#"{"items":[],"totalCount":0,"links":{"next":{"href":"https:\/\/a.example\/x?c=1"}}}"#;
         let page = parse(cursor).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(page.count, Some(0));
-        assert_eq!(page.next_href.as_deref(), Some("https://a.example/x?c=1"));
+        assert_eq!(page.next.as_deref(), Some("https://a.example/x?c=1"));
+        // v4 names its next page at the root: a cursor, a link or null.
+        for (body, next) in [
+            (r#"{"items":[],"count":0,"next":"b2Zm"}"#, Some("b2Zm")),
+            (r#"{"items":[],"next":"\/x?page=2"}"#, Some("/x?page=2")),
+            (r#"{"items":[],"next":3}"#, Some("3")),
+            (r#"{"items":[],"prev":null,"next":null}"#, None),
+        ] {
+            let page = parse_envelope(body, PagingStyle::V4, RecordTape::default())
+                .unwrap_or_else(|e| panic!("{body}: {e:?}"));
+            assert_eq!(page.next.as_deref(), next, "{body}");
+        }
+        let v3 = parse(r#"{"data":{"items":[],"count":0},"next":"x"}"#)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(v3.next, None, "a root `next` is v4's only");
     }
 
     #[test]
@@ -488,54 +602,151 @@ mod tests {
         }
     }
 
+    fn facts(items: usize, count: Option<u64>) -> PageFacts<'static> {
+        PageFacts {
+            items,
+            count,
+            ..PageFacts::default()
+        }
+    }
+
+    fn fetched(next: Result<NextPage, String>) -> String {
+        match next {
+            Ok(NextPage::Fetch(url)) => url.to_string(),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn offset_paging_stops_at_count() {
         let mut p = Pager::new(PagingStyle::V3, PageBy::Offset, base(), 2);
         assert!(p.current_url().as_str().ends_with("paging=0%2C2"));
-        let next = p.advance(2, Some(3), None, None);
-        assert!(matches!(next, Ok(NextPage::Fetch(u)) if u.as_str().ends_with("paging=2%2C2")));
-        assert_eq!(p.advance(1, Some(3), None, None), Ok(NextPage::Done));
+        assert!(fetched(p.advance(facts(2, Some(3)))).ends_with("paging=2%2C2"));
+        assert_eq!(p.advance(facts(1, Some(3))), Ok(NextPage::Done));
+        // Without a count, a short page is the last.
+        let mut p = Pager::new(PagingStyle::V3, PageBy::Offset, base(), 2);
+        assert_eq!(p.advance(facts(1, None)), Ok(NextPage::Done));
+    }
+
+    #[test]
+    fn a_page_shorter_than_asked_is_not_the_last_while_the_count_says_more() {
+        // An endpoint serving at most 2 records when 5 are asked.
+        let mut p = Pager::new(PagingStyle::V3, PageBy::Offset, base(), 5);
+        assert!(fetched(p.advance(facts(2, Some(5)))).ends_with("paging=2%2C5"));
+        assert!(fetched(p.advance(facts(2, Some(5)))).ends_with("paging=4%2C5"));
+        assert_eq!(p.advance(facts(1, Some(5))), Ok(NextPage::Done));
+        // Fewer records than counted (deleted meanwhile): an empty page ends it.
+        let mut p = Pager::new(PagingStyle::V3, PageBy::Offset, base(), 5);
+        let _ = p.advance(facts(3, Some(9)));
+        assert_eq!(p.advance(facts(0, Some(9))), Ok(NextPage::Done));
+
+        let mut p = Pager::new(PagingStyle::V3, PageBy::Id, base(), 5);
+        let page = PageFacts {
+            ids: Some((1, 2)),
+            ..facts(2, Some(4))
+        };
+        assert!(fetched(p.advance(page)).contains("id=greaterthan%2C2"));
+
+        // v4 at most 50 when 100 are asked: on with pages of 50.
+        let mut p = Pager::new(PagingStyle::V4, PageBy::Offset, base(), 100);
+        assert!(fetched(p.advance(facts(50, Some(120)))).ends_with("limit=50&page=2"));
+        assert!(fetched(p.advance(facts(50, Some(120)))).ends_with("limit=50&page=3"));
+        assert_eq!(p.advance(facts(20, Some(120))), Ok(NextPage::Done));
     }
 
     #[test]
     fn keyset_paging_filters_on_last_id() {
         let mut p = Pager::new(PagingStyle::V3, PageBy::Id, base(), 2);
-        let next = p.advance(2, Some(5), Some(7), None);
-        match next {
-            Ok(NextPage::Fetch(u)) => assert!(
-                u.as_str()
-                    .ends_with("orderBy=id%2Casc&id=greaterthan%2C7&paging=0%2C2"),
-                "{u}"
-            ),
-            other => panic!("{other:?}"),
-        }
+        let page = PageFacts {
+            ids: Some((3, 7)),
+            ..facts(2, Some(5))
+        };
+        assert!(
+            fetched(p.advance(page)).ends_with("orderBy=id%2Casc&id=greaterthan%2C7&paging=0%2C2")
+        );
         // Two left after id 9 and two read: done without an empty request.
-        assert_eq!(p.advance(2, Some(2), Some(9), None), Ok(NextPage::Done));
+        let page = PageFacts {
+            ids: Some((8, 9)),
+            ..facts(2, Some(2))
+        };
+        assert_eq!(p.advance(page), Ok(NextPage::Done));
         assert_eq!(p.total(), Some(5));
     }
 
     #[test]
     fn keyset_refuses_unsorted_ids() {
         let mut p = Pager::new(PagingStyle::V3, PageBy::Id, base(), 2);
-        let _ = p.advance(2, Some(9), Some(7), None);
-        assert!(p.advance(2, Some(9), Some(3), None).is_err());
+        let page = |first, last| PageFacts {
+            ids: Some((first, last)),
+            ..facts(2, Some(9))
+        };
+        let _ = p.advance(page(5, 7));
+        assert_eq!(
+            p.advance(page(7, 9)),
+            Err("records are not sorted by id (id 7 after id 7): the endpoint ignores orderBy=id,asc; set `page_by: offset`".into())
+        );
+        assert!(p.advance(facts(2, Some(9))).is_err(), "no ids");
+    }
+
+    #[test]
+    fn page_ids_must_rise_through_the_page() {
+        let ids = |body: &str| {
+            let page = parse(body).unwrap_or_else(|e| panic!("{e:?}"));
+            page_ids(&page.records, body)
+        };
+        assert_eq!(ids(r#"{"items":[]}"#), Ok(None));
+        assert_eq!(
+            ids(r#"{"items":[{"id":2},{"Id":5,"x":1},{"x":0,"id":9}]}"#),
+            Ok(Some((2, 9)))
+        );
+        assert_eq!(
+            ids(r#"{"items":[{"id":2},{"id":9},{"id":5}]}"#),
+            Err("records are not sorted by id (id 5 after id 9): the endpoint ignores orderBy=id,asc; set `page_by: offset`".into())
+        );
+        for body in [
+            r#"{"items":[{"id":1},{"x":2}]}"#,
+            r#"{"items":[{"id":"3"}]}"#,
+        ] {
+            assert!(
+                ids(body).is_err_and(|e| e.contains("integer `id` on every record")),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn v4_follows_its_next_cursor_or_link() {
+        let next = |next| PageFacts {
+            next: Some(next),
+            ..facts(2, Some(9))
+        };
+        let mut p = Pager::new(PagingStyle::V4, PageBy::Offset, base(), 2);
+        assert!(fetched(p.advance(next("b2Zm"))).ends_with("limit=2&page=b2Zm"));
+        assert!(fetched(p.advance(next("/api/x?page=c3"))).ends_with("/api/x?page=c3"));
+        assert!(p.advance(next("https://evil.example/x")).is_err());
+        // No `next` after a cursor: the last page, whatever the count.
+        let mut p = Pager::new(PagingStyle::V4, PageBy::Offset, base(), 2);
+        let _ = p.advance(next("b2Zm"));
+        assert_eq!(p.advance(facts(2, Some(9))), Ok(NextPage::Done));
+        // No `next` at all: page numbers.
+        let mut p = Pager::new(PagingStyle::V4, PageBy::Offset, base(), 2);
+        assert!(fetched(p.advance(facts(2, Some(3)))).ends_with("limit=2&page=2"));
+        assert_eq!(p.advance(facts(1, Some(3))), Ok(NextPage::Done));
     }
 
     #[test]
     fn cursor_follows_same_host_links_only() {
+        let link = |next| PageFacts {
+            next: Some(next),
+            ..facts(2, None)
+        };
         let mut p = Pager::new(PagingStyle::Cursor, PageBy::Offset, base(), 2);
-        let next = p.advance(
-            2,
-            None,
-            None,
-            Some("https://acme.ilucca.net/lucca-api/x?page=abc"),
-        );
-        assert!(matches!(next, Ok(NextPage::Fetch(u)) if u.as_str().ends_with("page=abc")));
         assert!(
-            p.advance(2, None, None, Some("https://evil.example/x"))
-                .is_err()
+            fetched(p.advance(link("https://acme.ilucca.net/lucca-api/x?page=abc")))
+                .ends_with("page=abc")
         );
+        assert!(p.advance(link("https://evil.example/x")).is_err());
         let mut p = Pager::new(PagingStyle::Cursor, PageBy::Offset, base(), 2);
-        assert_eq!(p.advance(2, None, None, None), Ok(NextPage::Done));
+        assert_eq!(p.advance(facts(2, None)), Ok(NextPage::Done));
     }
 }

@@ -195,6 +195,10 @@ pub struct Faults {
     pub mutate_after: Option<(u32, Mutation)>,
     /// Paths (exact, e.g. `/api/v3/departments`) that answer 403.
     pub forbidden_paths: Vec<String>,
+    /// Every v3 and v4 list page holds at most this many records, whatever
+    /// the request asked: an endpoint whose own maximum is below the page
+    /// size the client assumed (the count still tells the whole).
+    pub page_cap: Option<usize>,
 }
 
 /// A change of the user collection in the middle of a sync.

@@ -537,10 +537,13 @@ impl Shared {
             Kind::Derived(served) => served.filterable,
             _ => &[],
         };
-        let q = match V3Query::parse(params, filterable) {
+        let mut q = match V3Query::parse(params, filterable) {
             Ok(q) => q,
             Err(msg) => return bad_request(Style::Legacy, &msg, json!([])),
         };
+        if let Some(cap) = self.faults.page_cap {
+            q.limit = q.limit.min(cap);
+        }
         let store = self.read_store();
         let coll = match kind {
             Kind::Users => &store.users,
@@ -637,7 +640,7 @@ impl Shared {
             },
         };
         let limit = match parse_limit(params, 10, V4_MAX_LIMIT) {
-            Ok(l) => l,
+            Ok(l) => self.faults.page_cap.map_or(l, |cap| l.min(cap)),
             Err(msg) => return bad_request(Style::Legacy, &msg, json!([{"name": "limit"}])),
         };
         let page = match params.get("page").map(str::trim) {
