@@ -274,7 +274,7 @@ fn endpoints_lists_the_catalog_and_details_one() {
     let detail = text(&out.stdout);
     for line in [
         "path              /api/v3/leaves",
-        "paging            v3 (pages of up to 1000)",
+        "paging            v3 (pages of up to 10000, 1000 by default)",
         "primary key       id",
         "required filters  date, leavePeriod.ownerId",
         "params            leavePeriod.ownerId=greaterthan,0",

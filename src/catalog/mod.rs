@@ -136,7 +136,14 @@ pub fn detail_text(e: &Endpoint) -> String {
     line("path", e.path.clone());
     line(
         "paging",
-        format!("{} (pages of up to {})", e.paging_name(), e.max_page_size),
+        match e.paging.default_page_size() {
+            default if default < e.max_page_size => format!(
+                "{} (pages of up to {}, {default} by default)",
+                e.paging_name(),
+                e.max_page_size
+            ),
+            _ => format!("{} (pages of up to {})", e.paging_name(), e.max_page_size),
+        },
     );
     line("primary key", e.primary_key.fields().join(", "));
     line(

@@ -119,7 +119,10 @@ fn every_entry_validates_as_a_stream() {
             let s = &p.streams[0];
             assert_eq!(s.spec.endpoint, e.path);
             assert_eq!(s.spec.name, e.default_stream_name());
-            assert_eq!(s.page_size, e.max_page_size);
+            assert_eq!(
+                s.page_size,
+                e.max_page_size.min(e.paging.default_page_size())
+            );
             assert_eq!(s.slice.is_some(), e.slice.is_some());
             let incremental = s.spec.incremental.as_ref().map(|i| i.cursor_field.clone());
             let expected = e.cursor.clone().filter(|_| write_mode == "merge");

@@ -208,8 +208,10 @@ pub struct StreamSpec {
     /// Default: `id` when `primary_key` is `id`, else `offset`.
     #[serde(default)]
     pub page_by: Option<PageBy>,
-    /// Records asked per request. Default and maximum depend on the paging
-    /// style (v3: 1000, v4: 100, cursor: 100).
+    /// Records asked per request. Default: v3 1000, v4 100, cursor 100 (or
+    /// the catalog endpoint's maximum when smaller). Maximum: the catalog
+    /// endpoint's (users 1000, leaves 10000), else v3 10000, v4 and
+    /// cursor 1000.
     #[serde(default)]
     pub page_size: Option<u32>,
     /// Extra query parameters sent as they are, e.g. `{ formerEmployees: "true" }`.
@@ -501,8 +503,21 @@ impl PagingStyle {
         }
     }
 
-    /// Largest page size the API is known to accept for this style.
+    /// Largest page size any endpoint of this style is documented or seen
+    /// to accept: v3 leaves up to 10000, Lucca API endpoints up to 1000. An
+    /// endpoint that serves fewer than asked is still read to its count.
     pub fn max_page_size(self) -> u32 {
+        match self {
+            PagingStyle::V3 => 10_000,
+            PagingStyle::V4 => 1000,
+            PagingStyle::Cursor => 1000,
+        }
+    }
+
+    /// The page size a stream asks for unless it or its catalog endpoint
+    /// says otherwise: the largest every endpoint of the style accepts
+    /// (v3: users' 1000; v4: legal units' 100; Lucca API: 100).
+    pub fn default_page_size(self) -> u32 {
         match self {
             PagingStyle::V3 => 1000,
             PagingStyle::V4 => 100,

@@ -251,8 +251,8 @@ fn page_size_too_big() {
     assert_eq!(
         fixture_errors("page_size_too_big.yaml", &test_env),
         vec![
-            "tests/fixtures/pipelines/page_size_too_big.yaml:9:16: page_size 5000 is above the \
-             maximum of 1000 that v3 endpoints accept"
+            "tests/fixtures/pipelines/page_size_too_big.yaml:9:16: page_size 20000 is above the \
+             maximum of 10000 that v3 endpoints accept"
         ]
     );
 }
@@ -695,7 +695,7 @@ fn catalog_and_slice_errors_are_located() {
              `N months` or `N years`, e.g. `1 month`",
             "p.yaml:12:15: params must not set `startsAt`: the stream is sliced on it (see `slice`)",
             "p.yaml:13:37: slice from: `2024-02-30` is not a date: write yyyy-mm-dd",
-            "p.yaml:15:16: page_size 1001 is above the maximum of 1000 that v3 endpoints accept",
+            "p.yaml:15:16: page_size 1001 is above the maximum of 1000 that `users` accepts",
         ]
     );
 }

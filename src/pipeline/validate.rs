@@ -350,7 +350,9 @@ fn check_stream(
     let entry_max = entry
         .filter(|e| e.paging == style)
         .map_or(max, |e| e.max_page_size.min(max));
-    let page_size = stream.page_size.unwrap_or(entry_max);
+    let page_size = stream
+        .page_size
+        .unwrap_or(entry_max.min(style.default_page_size()));
     if page_size == 0 {
         c.at_value(&at("page_size"), "page_size must be at least 1".to_owned());
     } else if page_size > max {

@@ -284,8 +284,11 @@ pub(crate) struct V3Query {
     pub desc: bool,
 }
 
-/// Largest `paging` limit of the sandbox's v3 endpoints.
+/// Largest `paging` limit of the sandbox's users endpoint (Lucca's
+/// documented maximum); the other v3 endpoints take up to
+/// [`V3_MAX_LIMIT_OTHERS`] (leaves are documented up to 10000).
 pub(crate) const V3_MAX_LIMIT: usize = 1000;
+pub(crate) const V3_MAX_LIMIT_OTHERS: usize = 10_000;
 
 /// An operand of a filter on a record's field: an integer, a boolean (1 or
 /// 0), or a naive date/datetime as milliseconds.
@@ -323,8 +326,9 @@ fn record_operand(record: &Map<String, Value>, path: &str) -> Option<i64> {
 
 impl V3Query {
     /// Parses a v3 list request; `filterable` names the fields, other than
-    /// `id` and `modifiedAt`, that the endpoint filters on.
-    pub fn parse(p: &Params, filterable: &[&str]) -> Result<V3Query, String> {
+    /// `id` and `modifiedAt`, that the endpoint filters on, `max_limit` its
+    /// largest page.
+    pub fn parse(p: &Params, filterable: &[&str], max_limit: usize) -> Result<V3Query, String> {
         let (offset, limit) = match p.get("paging") {
             None => (0, V3_MAX_LIMIT),
             Some(raw) => {
@@ -342,9 +346,9 @@ impl V3Query {
                 (o, l)
             }
         };
-        if limit > V3_MAX_LIMIT {
+        if limit > max_limit {
             return Err(format!(
-                "paging: limit {limit} exceeds the maximum page size of {V3_MAX_LIMIT}"
+                "paging: limit {limit} exceeds the maximum page size of {max_limit}"
             ));
         }
         let fields = match p.get("fields").map(str::trim) {
@@ -496,7 +500,7 @@ impl V3Query {
         it: impl Iterator<Item = &'a Meta>,
         keep: impl Fn(&Meta) -> bool,
     ) -> (Vec<Meta>, usize) {
-        let mut page = Vec::with_capacity(self.limit.min(V3_MAX_LIMIT));
+        let mut page = Vec::with_capacity(self.limit.min(V3_MAX_LIMIT_OTHERS));
         let mut count = 0usize;
         if self.limit == 0 && !self.fields.count {
             return (page, 0);

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 
 use super::catalog_data::{self, Api, Derived, Served};
 use super::data::{MS_PER_DAY, Meta, NO_DATE, Store, fmt_ms};
-use super::query::{Params, Proj, V3Query, parse_fields};
+use super::query::{Params, Proj, V3_MAX_LIMIT, V3_MAX_LIMIT_OTHERS, V3Query, parse_fields};
 use super::render::{Projected, Renderer};
 use super::{Envelope, Faults, RequestRecord, SandboxConfig};
 
@@ -537,7 +537,11 @@ impl Shared {
             Kind::Derived(served) => served.filterable,
             _ => &[],
         };
-        let mut q = match V3Query::parse(params, filterable) {
+        let max_limit = match kind {
+            Kind::Users => V3_MAX_LIMIT,
+            _ => V3_MAX_LIMIT_OTHERS,
+        };
+        let mut q = match V3Query::parse(params, filterable, max_limit) {
             Ok(q) => q,
             Err(msg) => return bad_request(Style::Legacy, &msg, json!([])),
         };

@@ -924,7 +924,7 @@ fn naive_datetimes() {
 
 #[test]
 fn range_selection_matches_a_brute_force_scan() {
-    use super::query::{Params, V3Query};
+    use super::query::{Params, V3_MAX_LIMIT, V3Query};
     let store = Store::build(&UserData::Synthetic(3000), days_from_civil(2026, 1, 1)).unwrap();
     let filters = [
         "",
@@ -955,7 +955,7 @@ fn range_selection_matches_a_brute_force_scan() {
                         "paging={offset},{limit}&fields=id,collection.count&formerEmployees={former}&orderBy=id,{}{filter}",
                         if desc { "desc" } else { "asc" }
                     );
-                    let query = V3Query::parse(&Params::parse(&q), &[]).unwrap();
+                    let query = V3Query::parse(&Params::parse(&q), &[], V3_MAX_LIMIT).unwrap();
                     let (page, count) = query.select(&store.users, true);
                     let mut all: Vec<_> = store
                         .users
