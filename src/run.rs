@@ -981,7 +981,7 @@ fn tenant_extractor(
     let http = build_client(
         &pipeline.api_key()?,
         settings.timeouts(source),
-        budget,
+        Arc::clone(&budget),
         stop.clone(),
         rejection.clone(),
     )
@@ -994,6 +994,7 @@ fn tenant_extractor(
         retry: settings.retry(source),
         stop: stop.clone(),
         pool: Arc::default(),
+        budget,
     };
     Ok((extractor, rejection))
 }

@@ -229,6 +229,47 @@ async fn retry_after_is_waited_in_full_for_429_and_503() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_retry_after_holds_every_stream_of_the_tenant() {
+    // Lucca's limit is the tenant's: after one stream's 429, the other
+    // stream must not send either until Retry-After (1 s) has passed.
+    let server = sandbox(SandboxConfig {
+        users: UserData::Synthetic(5_000),
+        faults: Faults {
+            status_every: Some((429, 400)),
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // 500 pages per stream: the other stream is still reading at the 429.
+    let streams = format!(
+        "{}{}",
+        users_stream("    page_size: 10\n"),
+        users_stream("    page_size: 10\n").replace("name: users", "name: users_again")
+    );
+    let (path, db) = pipeline(dir.path(), UNLIMITED, &streams);
+    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(ids(&db, "users_again").len(), 5_000);
+    let requests = server.requests();
+    let throttled = requests
+        .iter()
+        .find(|r| r.status == 429)
+        .unwrap_or_else(|| panic!("no 429: {requests:?}"));
+    // A request already on its way when the 429 left may still arrive.
+    let window =
+        throttled.at + Duration::from_millis(20)..throttled.at + Duration::from_millis(950);
+    let sent_meanwhile: Vec<_> = requests.iter().filter(|r| window.contains(&r.at)).collect();
+    assert!(
+        sent_meanwhile.is_empty(),
+        "sent during the Retry-After of request {}: {sent_meanwhile:?}",
+        throttled.n
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_retry_after_above_the_cap_fails_the_stream_and_says_so() {
     let server = sandbox(SandboxConfig {
         faults: Faults {

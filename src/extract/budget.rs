@@ -14,10 +14,14 @@ use tokio::time::Instant;
 /// in the first minute (a full bucket, then the refill); this budget instead
 /// gives each request its own slot, `60 s / N` after the previous one. Every
 /// attempt takes a slot, retries included.
+///
+/// A `Retry-After` answer pauses the whole budget: Lucca's limit is the
+/// tenant's, so no stream of the run sends before the time the server named.
 #[derive(Debug)]
 pub struct RequestBudget {
     interval: Option<Duration>,
     next_slot: Mutex<Option<Instant>>,
+    paused_until: std::sync::Mutex<Option<Instant>>,
 }
 
 /// Margin added to each slot so that a server counting in a closed 60-second
@@ -33,11 +37,33 @@ impl RequestBudget {
         RequestBudget {
             interval,
             next_slot: Mutex::new(None),
+            paused_until: std::sync::Mutex::new(None),
         }
     }
 
-    /// Waits for the next free slot. Slots are handed out in call order.
+    /// Holds every request to this tenant for `wait` from now (a
+    /// `Retry-After`); a longer pause already set stays.
+    pub fn pause_for(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut paused = self
+            .paused_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if paused.is_none_or(|t| t < until) {
+            *paused = Some(until);
+        }
+    }
+
+    /// Waits for the end of any pause, then for the next free slot. Slots
+    /// are handed out in call order.
     pub async fn acquire(&self) {
+        let paused = *self
+            .paused_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(until) = paused {
+            tokio::time::sleep_until(until).await;
+        }
         let Some(interval) = self.interval else {
             return;
         };
@@ -80,6 +106,26 @@ mod tests {
         }
         // Evenly spaced: the first minute does not hold a burst.
         assert!(sent[1] - sent[0] >= Duration::from_millis(1200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_holds_every_request_until_it_ends() {
+        for per_minute in [None, Some(600)] {
+            let budget = RequestBudget::new(per_minute);
+            budget.acquire().await;
+            let start = Instant::now();
+            budget.pause_for(Duration::from_secs(3));
+            budget.pause_for(Duration::from_secs(1));
+            budget.acquire().await;
+            assert_eq!(
+                Instant::now() - start,
+                Duration::from_secs(3),
+                "{per_minute:?}"
+            );
+            budget.acquire().await;
+            let spacing = per_minute.map_or(Duration::ZERO, |_| Duration::from_millis(102));
+            assert_eq!(Instant::now() - start, Duration::from_secs(3) + spacing);
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -306,6 +306,9 @@ pub struct Extractor {
     pub stop: CancellationToken,
     /// Buffers of transformed pages, which later pages are read into.
     pub pool: Arc<PagePool>,
+    /// The tenant's request budget (also inside `http`), which a
+    /// `Retry-After` pauses for every stream.
+    pub budget: Arc<RequestBudget>,
 }
 
 impl Extractor {

@@ -163,7 +163,11 @@ pub(super) async fn fetch_page(
                     cap: settings.max_retry_after.as_secs(),
                 });
             }
-            Some(asked) => asked,
+            Some(asked) => {
+                // The limit is the tenant's: every stream waits as asked.
+                extractor.budget.pause_for(asked);
+                asked
+            }
             None => match policy.should_retry(started, attempt - 1) {
                 RetryDecision::Retry { execute_after } => execute_after
                     .duration_since(SystemTime::now())
