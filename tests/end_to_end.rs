@@ -180,6 +180,48 @@ async fn users_land_in_parquet() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_first_run_that_reads_no_record_leaves_an_empty_table_of_the_declared_columns() {
+    let server = sandbox(SandboxConfig::default().with_users(UserData::Synthetic(0))).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (destination, db) = duckdb_destination(dir.path());
+    let pipeline = users_pipeline(dir.path(), &destination, "");
+    let out = lucca_sync(
+        &["run", pipeline.to_str().unwrap_or_default()],
+        &server.base_url(),
+        KEY,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(query_i64(&db, "SELECT count(*) FROM users"), 0);
+    assert_eq!(
+        query_string(
+            &db,
+            "SELECT string_agg(column_name, ',' ORDER BY ordinal_position) \
+             FROM information_schema.columns WHERE table_name = 'users'"
+        ),
+        "id,first_name,last_name,mail,birth_date,dt_contract_start,dt_contract_end,\
+         modified_at,department_id,department_name,manager_id,manager_name,legal_entity_id"
+    );
+
+    let (destination, out_dir) = parquet_destination(dir.path());
+    let pipeline = users_pipeline(dir.path(), &destination, "");
+    let out = lucca_sync(
+        &["run", pipeline.to_str().unwrap_or_default()],
+        &server.base_url(),
+        KEY,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let files = parquet_files(&out_dir.join("users"));
+    assert_eq!(files.len(), 1, "{files:?}");
+    let file = File::open(&files[0]).unwrap_or_else(|e| panic!("{e}"));
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(builder.metadata().file_metadata().num_rows(), 0);
+    assert_eq!(builder.schema().fields().len(), 13);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_rejected_key_stops_at_once_with_exit_3_and_touches_nothing() {
     let server = sandbox(SandboxConfig::default()).await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

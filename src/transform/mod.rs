@@ -19,7 +19,7 @@ use hmac::{Hmac, Mac};
 use crate::extract::Page;
 use crate::pipeline::{
     ArrayPolicy, ColumnSpec, DeclaredType, FieldNode, Naming, OnBadValue, OnSchemaChange,
-    PiiPolicy, Secret, StreamSpec,
+    PiiPolicy, Secret, StreamSpec, WriteMode,
 };
 
 /// Rows buffered per batch. The first batch waits for this many rows, so
@@ -173,6 +173,11 @@ pub struct ColumnPolicies {
     /// Top-level fields of the primary key, carried by child tables. Empty:
     /// arrays of objects stay JSON text.
     pub child_keys: Vec<String>,
+    /// A first run that reads no record still creates the table, with the
+    /// declared columns (`replace` streams: their table is made anew by
+    /// each run, while an `append` or `merge` table keeps the types of its
+    /// first rows, which an empty run cannot know).
+    pub empty_first_table: bool,
 }
 
 impl Default for ColumnPolicies {
@@ -187,6 +192,7 @@ impl Default for ColumnPolicies {
             on_schema_change: OnSchemaChange::default(),
             existing: HashMap::new(),
             child_keys: Vec::new(),
+            empty_first_table: false,
         }
     }
 }
@@ -225,6 +231,7 @@ impl ColumnPolicies {
             on_schema_change: stream.on_schema_change,
             existing: HashMap::new(),
             child_keys,
+            empty_first_table: stream.write_mode == WriteMode::Replace,
         }
     }
 
@@ -720,9 +727,24 @@ impl StreamTransform {
         Ok(Vec::new())
     }
 
-    /// Emits whatever is still buffered (at least the stream's schema, once).
+    /// Emits whatever is still buffered. A `replace` stream that read no
+    /// record and has no table yet gets an empty batch of its declared
+    /// columns, so that its first run leaves an empty table (`count(*)` =
+    /// 0), not none.
     pub fn finish(&mut self) -> Result<Vec<TableBatch>, TransformError> {
-        self.emit()
+        let mut out = self.emit()?;
+        let first_run = !self.policies.existing.contains_key(&self.table);
+        let wanted = out.is_empty() && self.schema.is_none() && first_run;
+        if wanted
+            && self.policies.empty_first_table
+            && let Some(batch) = self.emit_own(true)?
+        {
+            out.push(TableBatch {
+                table: self.table.clone(),
+                batch,
+            });
+        }
+        Ok(out)
     }
 
     fn push_record<'a>(
@@ -1174,7 +1196,7 @@ impl StreamTransform {
 
     fn emit(&mut self) -> Result<Vec<TableBatch>, TransformError> {
         let mut out = Vec::new();
-        if let Some(batch) = self.emit_own()? {
+        if let Some(batch) = self.emit_own(false)? {
             out.push(TableBatch {
                 table: self.table.clone(),
                 batch,
@@ -1186,9 +1208,11 @@ impl StreamTransform {
         Ok(out)
     }
 
-    fn emit_own(&mut self) -> Result<Option<RecordBatch>, TransformError> {
+    /// The buffered rows as a batch; `None` when there are none, unless
+    /// `even_empty` (and some column is declared).
+    fn emit_own(&mut self, even_empty: bool) -> Result<Option<RecordBatch>, TransformError> {
         let rows = self.rows_pending;
-        if rows == 0 {
+        if rows == 0 && !(even_empty && self.columns.iter().any(|c| !c.dead)) {
             return Ok(None);
         }
         let mut fields = Vec::new();
