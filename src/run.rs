@@ -674,7 +674,9 @@ fn transform_stream(
     if let Some(field) = cursor_field {
         transform = transform.with_cursor_field(field);
     }
+    let mut records = 0;
     while let Some(page) = pages.blocking_recv() {
+        records += page.len();
         for batch in transform.push_page(&page)? {
             if load.blocking_send(LoadMsg::Batch(index, batch)).is_err() {
                 return Ok(TransformOutput::default());
@@ -690,6 +692,19 @@ fn transform_stream(
             nulled_values = transform.nulled_values(),
             "{} values did not fit their column and were stored as NULL (on_bad_value: null)",
             transform.nulled_values()
+        );
+    }
+    if let Some(field) = cursor_field
+        && records > 0
+        && transform.max_cursor().is_none()
+    {
+        tracing::warn!(
+            stream,
+            cursor_field = field,
+            records,
+            "none of the {records} records read had a date, datetime or integer `{field}`: \
+             no cursor is stored, so the next run reads every record again \
+             (check how the endpoint spells it: Lucca also writes `modifiedOn`)"
         );
     }
     Ok(TransformOutput {

@@ -70,6 +70,27 @@ fn stored_cursor(out: &Path, parquet: bool) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_incremental_cursor_the_records_lack_is_reported() {
+    // The endpoint spells it `modifiedAt`; the pipeline says `modifiedOn`.
+    let server = sandbox(SandboxConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (destination, _) = duckdb_destination(dir.path());
+    let extra = "    write_mode: merge\n    incremental: { cursor_field: modifiedOn }\n";
+    let path = pipeline(dir.path(), &destination, extra, "unlimited");
+    let yaml = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&path, yaml.replace("modifiedAt]", "modifiedOn]"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let run = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let stderr = text(&run.stderr);
+    assert!(
+        stderr.contains("had a date, datetime or integer `modifiedOn`: no cursor is stored"),
+        "{stderr}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn incremental_merge_updates_changed_rows_without_duplicates_and_keeps_state_with_data() {
     for parquet in [false, true] {
         let server = sandbox(SandboxConfig {
