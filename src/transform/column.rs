@@ -198,6 +198,36 @@ impl ColumnBuilder {
         }
     }
 
+    /// Turns the column into the wider type that also holds `value`, its
+    /// values kept: BIGINT to DOUBLE for a number with a fraction (`1`
+    /// then `2.5`), DATE to TIMESTAMP for a datetime. False when there is
+    /// no such type.
+    pub fn widen(&mut self, value: &Scalar<'_>) -> bool {
+        match (&mut *self, value) {
+            (ColumnBuilder::Int64(ints), Scalar::Float(_)) => {
+                let ints = ints.finish();
+                let mut floats = Float64Builder::with_capacity(ints.len());
+                for int in &ints {
+                    floats.append_option(int.map(|i| i as f64));
+                }
+                *self = ColumnBuilder::Float64(floats);
+                true
+            }
+            (ColumnBuilder::Date(days), Scalar::Str(s))
+                if matches!(temporal::parse(s), Some(Temporal::Naive(_))) =>
+            {
+                let days = days.finish();
+                let mut micros = TimestampMicrosecondBuilder::with_capacity(days.len());
+                for day in &days {
+                    micros.append_option(day.map(|d| i64::from(d) * 86_400_000_000));
+                }
+                *self = ColumnBuilder::Timestamp(micros);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Appends a value, inferring the type of a pending column from it.
     /// Returns false, appending nothing, when the value does not fit the
     /// column's type.

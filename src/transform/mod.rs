@@ -173,11 +173,11 @@ pub struct ColumnPolicies {
     /// Top-level fields of the primary key, carried by child tables. Empty:
     /// arrays of objects stay JSON text.
     pub child_keys: Vec<String>,
-    /// A first run that reads no record still creates the table, with the
-    /// declared columns (`replace` streams: their table is made anew by
-    /// each run, while an `append` or `merge` table keeps the types of its
-    /// first rows, which an empty run cannot know).
-    pub empty_first_table: bool,
+    /// Each run makes the table anew (`replace`), so its column types may
+    /// be chosen afresh: a first run that reads no record creates it with
+    /// the declared columns, and the first batch may widen a type. An
+    /// `append` or `merge` table keeps the types of its first rows.
+    pub replaces_table: bool,
 }
 
 impl Default for ColumnPolicies {
@@ -192,7 +192,7 @@ impl Default for ColumnPolicies {
             on_schema_change: OnSchemaChange::default(),
             existing: HashMap::new(),
             child_keys: Vec::new(),
-            empty_first_table: false,
+            replaces_table: false,
         }
     }
 }
@@ -231,7 +231,7 @@ impl ColumnPolicies {
             on_schema_change: stream.on_schema_change,
             existing: HashMap::new(),
             child_keys,
-            empty_first_table: stream.write_mode == WriteMode::Replace,
+            replaces_table: stream.write_mode == WriteMode::Replace,
         }
     }
 
@@ -368,6 +368,9 @@ pub struct StreamTransform {
     changes: Vec<SchemaChange>,
     /// A new field under `on_schema_change: fail`: (path, column).
     drift_failure: Option<(String, String)>,
+    /// By object node: the column of the scalars met where other records
+    /// have that object.
+    object_values: HashMap<NodeId, usize>,
 }
 
 /// The page being read, for error messages.
@@ -400,6 +403,7 @@ impl StreamTransform {
             declaring: false,
             changes: Vec::new(),
             drift_failure: None,
+            object_values: HashMap::new(),
         };
         t.lay_out(String::new());
         t
@@ -409,6 +413,7 @@ impl StreamTransform {
     /// policies. `root_path` prefixes paths (a child table's array path).
     fn lay_out(&mut self, root_path: String) {
         self.columns.clear();
+        self.object_values.clear();
         self.nodes = vec![Node::Object {
             exact: Vec::new(),
             folded: HashMap::new(),
@@ -736,7 +741,7 @@ impl StreamTransform {
         let first_run = !self.policies.existing.contains_key(&self.table);
         let wanted = out.is_empty() && self.schema.is_none() && first_run;
         if wanted
-            && self.policies.empty_first_table
+            && self.policies.replaces_table
             && let Some(batch) = self.emit_own(true)?
         {
             out.push(TableBatch {
@@ -939,6 +944,41 @@ impl StreamTransform {
         }
     }
 
+    /// The column of the scalars met at an object node, named after the
+    /// object (`extended_data_e_x` beside `extended_data_e_x_id`): the
+    /// flattened columns keep the records that had an object.
+    fn object_value_column(&mut self, node: NodeId) -> usize {
+        if let Some(column) = self.object_values.get(&node) {
+            return *column;
+        }
+        let (path, name) = match &self.nodes[node] {
+            Node::Object { path, name, .. } => (path.clone(), name.clone()),
+            _ => (String::new(), String::new()),
+        };
+        let name = if self.columns.iter().any(|c| c.name == name) {
+            self.unique_name(&name)
+        } else {
+            name
+        };
+        let column = self.columns.len();
+        let mut builder = ColumnBuilder::Pending(0);
+        for _ in 0..self.rows_pending {
+            builder.append_null();
+        }
+        let drift = self.drift(&name, &path);
+        self.columns.push(Column {
+            name,
+            path,
+            builder,
+            last_row: self.row.wrapping_sub(1),
+            dead: drift,
+            hashed: false,
+        });
+        self.apply_policy(column);
+        self.object_values.insert(node, column);
+        column
+    }
+
     /// Turns an object node whose value is an array (kept as JSON) into
     /// one JSON column.
     fn object_to_json_column(&mut self, node: NodeId) -> usize {
@@ -1026,9 +1066,10 @@ impl StreamTransform {
                             self.set_value(column, key, raw, ctx)?;
                         }
                     } else if text != "null" {
-                        // A scalar where an object was declared.
-                        let path = self.object_path(child);
-                        return Err(self.bad_value(ctx, &path, &path, ColumnType::Json, text));
+                        // A scalar where other records have an object
+                        // (`extendedData` values may be either).
+                        let column = self.object_value_column(child);
+                        self.set_value(column, key, raw, ctx)?;
                     }
                 }
                 Node::Leaf(column) => {
@@ -1097,7 +1138,23 @@ impl StreamTransform {
             (None, true) => Scalar::Null,
             (_, false) => value,
         };
-        if !col.builder.append(&value) {
+        // Before the first batch fixes the schema, an inferred type may
+        // widen (BIGINT to DOUBLE, DATE to TIMESTAMP) unless a table of
+        // this stream already holds it. Asked only of a value that does
+        // not fit.
+        let may_widen = |name: &str| {
+            self.schema.is_none()
+                && (self.policies.replaces_table
+                    || !self.policies.existing.contains_key(&self.table))
+                && self
+                    .policies
+                    .columns
+                    .get(name)
+                    .is_none_or(|spec| spec.data_type.is_none())
+        };
+        let fits = col.builder.append(&value)
+            || (may_widen(&col.name) && col.builder.widen(&value) && col.builder.append(&value));
+        if !fits {
             if self.policies.null_bad_values {
                 col.builder.append_null();
                 self.nulled_values += 1;
@@ -1147,14 +1204,6 @@ impl StreamTransform {
         match &self.nodes[node] {
             Node::Object { depth, .. } => *depth,
             Node::Leaf(_) | Node::Array(_) => 0,
-        }
-    }
-
-    fn object_path(&self, node: NodeId) -> String {
-        match &self.nodes[node] {
-            Node::Object { path, .. } => path.clone(),
-            Node::Leaf(c) => self.columns[*c].path.clone(),
-            Node::Array(c) => self.children[*c].transform.root_path().to_owned(),
         }
     }
 

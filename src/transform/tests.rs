@@ -354,3 +354,81 @@ fn a_bad_value_fails_by_default_and_is_nulled_and_counted_on_request() {
     assert_eq!(dates.data_type(), &DataType::Date32);
     assert_eq!(dates.null_count(), 1);
 }
+
+#[test]
+fn a_scalar_where_other_records_have_an_object_gets_the_objects_own_column() {
+    // `extendedData` values may be scalars or objects, in either order.
+    let json = r#"{"data":{"items":[
+      {"id":1,"extendedData":{"e_x":{"id":5,"name":"obj"}}},
+      {"id":2,"extendedData":{"e_x":"A"}},
+      {"id":3,"extendedData":{"e_x":{"id":6}}},
+      {"id":4,"extendedData":{"e_x":null}}
+    ]}}"#;
+    let b = run(&[], json);
+    let ints = |name: &str| -> Vec<Option<i64>> {
+        b.column_by_name(name)
+            .unwrap_or_else(|| panic!("{name}"))
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .iter()
+            .collect()
+    };
+    let texts = |name: &str| -> Vec<Option<String>> {
+        b.column_by_name(name)
+            .unwrap_or_else(|| panic!("{name}"))
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(ints("extended_data_e_x_id"), [Some(5), None, Some(6), None]);
+    assert_eq!(
+        texts("extended_data_e_x_name"),
+        [Some("obj".into()), None, None, None]
+    );
+    assert_eq!(
+        texts("extended_data_e_x"),
+        [None, Some("A".into()), None, None]
+    );
+}
+
+#[test]
+fn an_inferred_type_widens_for_a_later_value_of_the_first_batch() {
+    let json = r#"{"data":{"items":[
+      {"id":1,"amount":1,"day":"2020-01-01"},
+      {"id":2,"amount":2.5,"day":"2020-01-02T10:30:00"},
+      {"id":3,"amount":null,"day":null}
+    ]}}"#;
+    let b = run(&[], json);
+    let amount = b
+        .column_by_name("amount")
+        .unwrap_or_else(|| panic!("amount"))
+        .as_primitive::<arrow::datatypes::Float64Type>();
+    assert_eq!(
+        amount.iter().collect::<Vec<_>>(),
+        [Some(1.0), Some(2.5), None]
+    );
+    let day = b
+        .column_by_name("day")
+        .unwrap_or_else(|| panic!("day"))
+        .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+    assert_eq!(
+        day.iter().collect::<Vec<_>>(),
+        [
+            Some(1_577_836_800_000_000),
+            Some(1_577_961_000_000_000),
+            None
+        ]
+    );
+
+    // A declared type does not widen, and neither does a type an existing
+    // append or merge table holds.
+    let mut declared = StreamTransform::new("users", &[]).with_policies(policies(
+        &[("amount", Some(DeclaredType::Bigint), PiiPolicy::Keep)],
+        None,
+    ));
+    assert!(declared.push_page(&page(json)).is_err());
+    let mut existing = ColumnPolicies::default();
+    existing.existing.insert("users".into(), HashSet::new());
+    let mut kept = StreamTransform::new("users", &[]).with_policies(existing);
+    assert!(kept.push_page(&page(json)).is_err());
+}
