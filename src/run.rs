@@ -945,6 +945,13 @@ fn stream_plan(
         stream.page_size,
         since,
     )
+    .map(|plan| {
+        if stream.primary_key == ["id"] {
+            plan.sorted_by_id()
+        } else {
+            plan
+        }
+    })
     .map_err(|e| {
         RunError::Pipeline(PipelineError::new(
             &pipeline.path,

@@ -50,7 +50,7 @@ async fn v4_paging_reads_every_page_and_stops_at_the_count() {
     assert_eq!(queries.len(), 4, "{queries:?}");
     assert!(queries[0].contains("page=1") && queries[3].contains("page=4"));
     assert!(
-        queries[0].contains("fields.root=count%2Cnext"),
+        queries[0].contains("fields.root=count%2Cnext") && queries[0].contains("sort=%2Bid"),
         "{queries:?}"
     );
     server.shutdown().await;
@@ -387,6 +387,10 @@ async fn offset_paging_walks_the_collection_by_offset() {
             "{query}"
         );
         assert!(!query.contains("greaterthan"), "{query}");
+        assert!(
+            query.contains("orderBy=id%2Casc"),
+            "a stable order: {query}"
+        );
     }
     server.shutdown().await;
 }

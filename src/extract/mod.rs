@@ -118,6 +118,22 @@ impl StreamPlan {
         })
     }
 
+    /// The plan asking offset (v3) and page-number (v4) paging to sort by
+    /// `id` (`orderBy=id,asc`, `sort=+id`), so that each request cuts the
+    /// collection at the same places; not when `params` sorts already.
+    /// Keyset and cursor paging order by themselves.
+    pub fn sorted_by_id(mut self) -> Self {
+        let (name, value) = match (self.style, self.page_by) {
+            (PagingStyle::V3, PageBy::Offset) => ("orderBy", "id,asc"),
+            (PagingStyle::V4, _) => ("sort", "+id"),
+            _ => return self,
+        };
+        if !self.base.query_pairs().any(|(k, _)| k == name) {
+            self.base.query_pairs_mut().append_pair(name, value);
+        }
+        self
+    }
+
     /// The plan reading one window after the other, each filtered with
     /// `{field}={filter}` (e.g. `date=between,...`).
     pub fn with_windows(mut self, field: &str, filters: Vec<String>) -> Self {
