@@ -1152,8 +1152,13 @@ impl StreamTransform {
                     .get(name)
                     .is_none_or(|spec| spec.data_type.is_none())
         };
+        // An integer past i64 is read as a float: not a reason to widen.
+        let past_i64 = matches!(value, Scalar::Float(_)) && !raw.text.contains(['.', 'e', 'E']);
         let fits = col.builder.append(&value)
-            || (may_widen(&col.name) && col.builder.widen(&value) && col.builder.append(&value));
+            || (!past_i64
+                && may_widen(&col.name)
+                && col.builder.widen(&value)
+                && col.builder.append(&value));
         if !fits {
             if self.policies.null_bad_values {
                 col.builder.append_null();
@@ -1164,7 +1169,13 @@ impl StreamTransform {
                     col.name.clone(),
                     col.builder.column_type().unwrap_or(ColumnType::Utf8),
                 );
-                return Err(self.bad_value(ctx, &path, &name, ty, &value.shown()));
+                // A number is shown as written: past i64 it was read as a
+                // float, which would round it.
+                let shown = match value {
+                    Scalar::Float(_) if !col.hashed => raw.text.to_owned(),
+                    _ => value.shown(),
+                };
+                return Err(self.bad_value(ctx, &path, &name, ty, &shown));
             }
         }
         self.columns[column].last_row = row;

@@ -432,3 +432,17 @@ fn an_inferred_type_widens_for_a_later_value_of_the_first_batch() {
     let mut kept = StreamTransform::new("users", &[]).with_policies(existing);
     assert!(kept.push_page(&page(json)).is_err());
 }
+
+#[test]
+fn a_number_that_does_not_fit_is_shown_as_written() {
+    let json = r#"{"data":{"items":[{"id":1,"n":5},{"id":2,"n":18446744073709551615}]}}"#;
+    let mut t = StreamTransform::new("users", &[]);
+    match t.push_page(&page(json)) {
+        Err(e) => assert!(
+            e.to_string()
+                .contains("value 18446744073709551615 does not fit column `n` of type Int64"),
+            "{e}"
+        ),
+        Ok(_) => panic!("accepted a number past i64"),
+    }
+}
