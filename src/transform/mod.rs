@@ -614,31 +614,14 @@ impl StreamTransform {
                 Some(renamed) => renamed.clone(),
                 None => self.unique_name(&base_name),
             };
-            let column = self.columns.len();
-            let mut builder = ColumnBuilder::Pending(0);
-            for _ in 0..self.rows_pending {
-                builder.append_null();
-            }
-            if object {
-                builder.settle(ColumnType::Json);
-            }
-            if self
+            let is_cursor = self
                 .cursor_path
                 .as_deref()
-                .is_some_and(|c| c == child_path.to_lowercase())
-            {
+                .is_some_and(|c| c == child_path.to_lowercase());
+            let column = self.add_column(name, child_path, object.then_some(ColumnType::Json));
+            if is_cursor {
                 self.cursor_column = Some(column);
             }
-            let drift = self.drift(&name, &child_path);
-            self.columns.push(Column {
-                name,
-                path: child_path,
-                builder,
-                // Not set in the current record yet.
-                last_row: self.row.wrapping_sub(1),
-                dead: drift,
-                hashed: false,
-            });
             self.apply_policy(column);
             self.nodes.push(Node::Leaf(column));
         }
@@ -960,22 +943,34 @@ impl StreamTransform {
         } else {
             name
         };
+        let column = self.add_column(name, path, None);
+        self.apply_policy(column);
+        self.object_values.insert(node, column);
+        column
+    }
+
+    /// A column met after the stream's first rows: null in the rows
+    /// buffered so far, of type `ty` or inferred, subject to
+    /// `on_schema_change`.
+    fn add_column(&mut self, name: String, path: String, ty: Option<ColumnType>) -> usize {
         let column = self.columns.len();
         let mut builder = ColumnBuilder::Pending(0);
         for _ in 0..self.rows_pending {
             builder.append_null();
+        }
+        if let Some(ty) = ty {
+            builder.settle(ty);
         }
         let drift = self.drift(&name, &path);
         self.columns.push(Column {
             name,
             path,
             builder,
+            // Not set in the current record yet.
             last_row: self.row.wrapping_sub(1),
             dead: drift,
             hashed: false,
         });
-        self.apply_policy(column);
-        self.object_values.insert(node, column);
         column
     }
 
@@ -988,21 +983,7 @@ impl StreamTransform {
             Node::Array(_) => (String::new(), String::new()),
         };
         self.retire_columns_under(&path);
-        let column = self.columns.len();
-        let mut builder = ColumnBuilder::Pending(0);
-        for _ in 0..self.rows_pending {
-            builder.append_null();
-        }
-        builder.settle(ColumnType::Json);
-        let drift = self.drift(&name, &path);
-        self.columns.push(Column {
-            name,
-            path,
-            builder,
-            last_row: self.row.wrapping_sub(1),
-            dead: drift,
-            hashed: false,
-        });
+        let column = self.add_column(name, path, Some(ColumnType::Json));
         self.nodes[node] = Node::Leaf(column);
         column
     }
