@@ -55,29 +55,41 @@ impl RequestBudget {
     }
 
     /// Waits for the end of any pause, then for the next free slot. Slots
-    /// are handed out in call order.
+    /// are handed out in call order; a slot that comes due during a pause
+    /// set meanwhile is given up for a new one after it.
     pub async fn acquire(&self) {
-        let paused = *self
+        loop {
+            if let Some(until) = self.paused_until() {
+                tokio::time::sleep_until(until).await;
+            }
+            let Some(interval) = self.interval else {
+                return;
+            };
+            let slot = {
+                let mut next = self.next_slot.lock().await;
+                let now = Instant::now();
+                let slot = match *next {
+                    Some(t) if t > now => t,
+                    _ => now,
+                };
+                *next = Some(slot + interval);
+                slot
+            };
+            tokio::time::sleep_until(slot).await;
+            if self
+                .paused_until()
+                .is_none_or(|until| until <= Instant::now())
+            {
+                return;
+            }
+        }
+    }
+
+    fn paused_until(&self) -> Option<Instant> {
+        *self
             .paused_until
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(until) = paused {
-            tokio::time::sleep_until(until).await;
-        }
-        let Some(interval) = self.interval else {
-            return;
-        };
-        let slot = {
-            let mut next = self.next_slot.lock().await;
-            let now = Instant::now();
-            let slot = match *next {
-                Some(t) if t > now => t,
-                _ => now,
-            };
-            *next = Some(slot + interval);
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -126,6 +138,30 @@ mod tests {
             let spacing = per_minute.map_or(Duration::ZERO, |_| Duration::from_millis(102));
             assert_eq!(Instant::now() - start, Duration::from_secs(3) + spacing);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_due_during_a_pause_waits_for_its_end() {
+        // 30 a minute: one slot every 2 s. A request waiting for its slot
+        // when a 5 s pause starts leaves after the pause, not in it.
+        let budget = std::sync::Arc::new(RequestBudget::new(Some(30)));
+        budget.acquire().await;
+        let start = Instant::now();
+        let waiting = tokio::spawn({
+            let budget = std::sync::Arc::clone(&budget);
+            async move {
+                budget.acquire().await;
+                Instant::now()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        budget.pause_for(Duration::from_secs(5));
+        let sent = waiting.await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            sent - start >= Duration::from_millis(5500),
+            "sent {:?} after the start, inside the pause",
+            sent - start
+        );
     }
 
     #[tokio::test(start_paused = true)]
