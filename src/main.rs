@@ -704,6 +704,21 @@ fn print_summary(report: &RunReport) {
             status = %status,
             "stream summary"
         );
+        // A stream that did not load is said at its level too, so that
+        // `-q` and log filters on WARN/ERROR show why the run failed.
+        match &s.status {
+            StreamStatus::Loaded => {}
+            StreamStatus::Forbidden(e) | StreamStatus::Failed(e) => {
+                tracing::error!(pipeline = %report.pipeline, stream = %s.stream, "{e}");
+            }
+            StreamStatus::Stopped => {
+                tracing::warn!(
+                    pipeline = %report.pipeline,
+                    stream = %s.stream,
+                    "stopped before the end: nothing of it was published"
+                );
+            }
+        }
         for (table, rows) in &s.child_tables {
             println!("{:<24} {:>10}", format!("  {table}"), rows);
         }

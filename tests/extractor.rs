@@ -194,6 +194,13 @@ async fn a_404_fails_the_stream_without_retry() {
         "{}",
         text(&out.stdout)
     );
+    // Errors only: the log still says why the run failed.
+    let quiet = lucca_sync(&["-qq", "run", &path], &server.base_url(), KEY).await;
+    let stderr = text(&quiet.stderr);
+    assert!(
+        stderr.contains(r#""level":"ERROR""#) && stderr.contains("HTTP 404"),
+        "{stderr}"
+    );
     server.shutdown().await;
 }
 
