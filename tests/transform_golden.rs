@@ -51,6 +51,11 @@ fn render(dir: &Path) -> String {
     let pages_text = read(&dir.join("pages.json"));
     let pages: Vec<&serde_json::value::RawValue> =
         serde_json::from_str(&pages_text).unwrap_or_else(|e| panic!("pages.json: {e}"));
+    // The tables' columns, by name only (no type to keep).
+    let existing = existing
+        .into_iter()
+        .map(|(table, columns)| (table, columns.into_iter().map(|c| (c, None)).collect()))
+        .collect();
     let policies = ColumnPolicies::of(&spec, Some(Secret::new(PII_KEY))).with_existing(existing);
     let mut transform = StreamTransform::new(&spec.name, &fields)
         .with_policies(policies)

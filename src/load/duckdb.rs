@@ -16,8 +16,8 @@ use duckdb::Connection;
 
 use super::{
     LATEST_RUNS_VIEW, LoadError, LoadOptions, MOSTLY_DISTINCT, RUN_ID_COLUMN, RUNS_TABLE,
-    RunRecord, STATE_TABLE, StreamCommit, distinct_share, lock::DestinationLock, run_history_batch,
-    sync_dir,
+    RunRecord, STATE_TABLE, StreamCommit, TableColumns, distinct_share, lock::DestinationLock,
+    run_history_batch, sync_dir,
 };
 use crate::pipeline::WriteMode;
 
@@ -505,7 +505,7 @@ impl DuckdbLoad {
     pub fn existing_tables(
         &self,
         stream: &str,
-    ) -> Result<HashMap<String, std::collections::HashSet<String>>, LoadError> {
+    ) -> Result<HashMap<String, TableColumns>, LoadError> {
         let conn = self.conn()?;
         let err = |e| LoadError::Duckdb {
             path: self.live.clone(),
@@ -514,20 +514,27 @@ impl DuckdbLoad {
         };
         let mut stmt = conn
             .prepare(
-                "SELECT table_name, column_name FROM information_schema.columns \
+                "SELECT table_name, column_name, data_type FROM information_schema.columns \
                  WHERE table_catalog = current_database() AND table_schema = 'main'",
             )
             .map_err(err)?;
         let rows = stmt
             .query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
             })
             .map_err(err)?;
-        let mut tables: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
+        let mut tables: HashMap<String, TableColumns> = HashMap::new();
         for row in rows {
-            let (table, column) = row.map_err(err)?;
+            let (table, column, sql_type) = row.map_err(err)?;
             if super::belongs_to_stream(&table, stream) {
-                tables.entry(table).or_default().insert(column);
+                tables
+                    .entry(table)
+                    .or_default()
+                    .insert(column, arrow_type_of(&sql_type));
             }
         }
         Ok(tables)
@@ -819,6 +826,29 @@ fn remove_leftovers(live: &Path) {
             }
         }
     }
+}
+
+/// The Arrow type lucca-sync writes as DuckDB's `sql_type` (as
+/// `information_schema.columns` spells it), if it writes that type.
+fn arrow_type_of(sql_type: &str) -> Option<DataType> {
+    Some(match sql_type {
+        "BIGINT" => DataType::Int64,
+        "DOUBLE" => DataType::Float64,
+        "BOOLEAN" => DataType::Boolean,
+        "VARCHAR" => DataType::Utf8,
+        "DATE" => DataType::Date32,
+        "TIMESTAMP" => DataType::Timestamp(TimeUnit::Microsecond, None),
+        "TIMESTAMP WITH TIME ZONE" => {
+            DataType::Timestamp(TimeUnit::Microsecond, Some(std::sync::Arc::from("UTC")))
+        }
+        other => {
+            let (precision, scale) = other
+                .strip_prefix("DECIMAL(")?
+                .strip_suffix(')')?
+                .split_once(',')?;
+            DataType::Decimal128(precision.trim().parse().ok()?, scale.trim().parse().ok()?)
+        }
+    })
 }
 
 #[cfg(test)]

@@ -15,6 +15,11 @@ use chrono::{DateTime, Utc};
 
 use crate::pipeline::{DestinationSpec, WriteMode};
 
+/// A destination table's columns, each with its type as Arrow names it
+/// (`None`: a type lucca-sync does not write, or a Parquet partition
+/// column, which lives in directory names).
+pub type TableColumns = std::collections::HashMap<String, Option<arrow::datatypes::DataType>>;
+
 /// Why the destination could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -303,8 +308,7 @@ impl Load {
     pub fn existing_tables(
         &self,
         stream: &str,
-    ) -> Result<std::collections::HashMap<String, std::collections::HashSet<String>>, LoadError>
-    {
+    ) -> Result<std::collections::HashMap<String, TableColumns>, LoadError> {
         match self {
             Load::Duckdb(d) => d.existing_tables(stream),
             Load::Parquet(p) => p.existing_tables(stream),

@@ -29,8 +29,8 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
 use super::{
-    LoadError, MOSTLY_DISTINCT, RUN_ID_COLUMN, RunRecord, StreamCommit, distinct_share,
-    lock::DestinationLock, run_history_batch, sync_dir,
+    LoadError, MOSTLY_DISTINCT, RUN_ID_COLUMN, RunRecord, StreamCommit, TableColumns,
+    distinct_share, lock::DestinationLock, run_history_batch, sync_dir,
 };
 use crate::pipeline::WriteMode;
 
@@ -489,7 +489,7 @@ impl ParquetLoad {
     pub fn existing_tables(
         &self,
         stream: &str,
-    ) -> Result<HashMap<String, HashSet<String>>, LoadError> {
+    ) -> Result<HashMap<String, TableColumns>, LoadError> {
         let mut tables = HashMap::new();
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return Ok(tables);
@@ -499,14 +499,14 @@ impl ParquetLoad {
             if !super::belongs_to_stream(&name, stream) || fs::read_link(entry.path()).is_err() {
                 continue;
             }
-            let mut columns = HashSet::new();
+            let mut columns = TableColumns::new();
             if let Some((file, partitions)) = first_parquet_file(&entry.path(), Vec::new()) {
-                columns.extend(partitions);
+                columns.extend(partitions.into_iter().map(|p| (p, None)));
                 columns.extend(
                     file_schema_of(&file)?
                         .fields()
                         .iter()
-                        .map(|f| f.name().clone()),
+                        .map(|f| (f.name().clone(), Some(f.data_type().clone()))),
                 );
             }
             tables.insert(name, columns);

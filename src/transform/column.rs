@@ -35,6 +35,23 @@ pub enum ColumnType {
 }
 
 impl ColumnType {
+    /// The column type written as `data_type`, if lucca-sync writes it.
+    pub fn of_arrow(data_type: &DataType) -> Option<ColumnType> {
+        Some(match data_type {
+            DataType::Int64 => ColumnType::Int64,
+            DataType::Float64 => ColumnType::Float64,
+            DataType::Boolean => ColumnType::Boolean,
+            DataType::Utf8 => ColumnType::Utf8,
+            DataType::Date32 => ColumnType::Date,
+            DataType::Timestamp(TimeUnit::Microsecond, None) => ColumnType::Timestamp,
+            DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => ColumnType::TimestampTz,
+            DataType::Decimal128(precision, scale) => {
+                ColumnType::Decimal(*precision, u8::try_from(*scale).ok()?)
+            }
+            _ => return None,
+        })
+    }
+
     /// The Arrow type of the column.
     pub fn arrow_type(self) -> DataType {
         match self {

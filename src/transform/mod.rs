@@ -6,13 +6,14 @@ mod column;
 pub mod temporal;
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 
 use crate::json::{self, Kind, Raw, same_key};
+use crate::load::TableColumns;
 pub use column::{ColumnBuilder, ColumnType, Scalar};
 use hmac::{Hmac, Mac};
 
@@ -167,9 +168,11 @@ pub struct ColumnPolicies {
     /// What a field the destination table lacks does.
     pub on_schema_change: OnSchemaChange,
     /// The destination's tables of this stream (its own and its child
-    /// tables) with their columns, read before the run. A table missing
-    /// here is new: every field of it is expected.
-    pub existing: HashMap<String, HashSet<String>>,
+    /// tables) with their columns and types, read before the run. A table
+    /// missing here is new: every field of it is expected. An `append` or
+    /// `merge` run writes each column in the type the table has; a
+    /// `replace` run gives the old type to a column it saw no value of.
+    pub existing: HashMap<String, TableColumns>,
     /// Top-level fields of the primary key, carried by child tables. Empty:
     /// arrays of objects stay JSON text.
     pub child_keys: Vec<String>,
@@ -236,7 +239,7 @@ impl ColumnPolicies {
     }
 
     /// The same policies, knowing the destination's existing tables.
-    pub fn with_existing(mut self, existing: HashMap<String, HashSet<String>>) -> Self {
+    pub fn with_existing(mut self, existing: HashMap<String, TableColumns>) -> Self {
         self.existing = existing;
         self
     }
@@ -493,22 +496,39 @@ impl StreamTransform {
     }
 
     fn apply_policy(&mut self, column: usize) {
-        let col = &mut self.columns[column];
-        let Some(spec) = self.policies.columns.get(&col.name) else {
-            return;
+        // An append or merge table keeps its columns' types.
+        let kept = match self.policies.replaces_table {
+            true => None,
+            false => self.existing_type(&self.columns[column].name),
         };
-        match spec.pii {
-            PiiPolicy::Drop => col.dead = true,
-            PiiPolicy::Hash => {
+        let col = &mut self.columns[column];
+        let spec = self.policies.columns.get(&col.name);
+        match spec.map(|s| s.pii) {
+            Some(PiiPolicy::Drop) => col.dead = true,
+            Some(PiiPolicy::Hash) => {
                 col.hashed = true;
                 col.builder.settle(ColumnType::Utf8);
             }
-            PiiPolicy::Keep => {
-                if let Some(ty) = spec.data_type {
+            Some(PiiPolicy::Keep) | None => {
+                if let Some(ty) = spec.and_then(|s| s.data_type) {
                     col.builder.settle(declared(ty));
+                } else if let Some(ty) = kept {
+                    col.builder.settle(ty);
                 }
             }
         }
+    }
+
+    /// The type column `name` has in this table at the destination, if
+    /// the table exists and has it in a type lucca-sync writes.
+    fn existing_type(&self, name: &str) -> Option<ColumnType> {
+        let data_type = self
+            .policies
+            .existing
+            .get(&self.table)?
+            .get(name)?
+            .as_ref()?;
+        ColumnType::of_arrow(data_type)
     }
 
     /// Tracks the highest value of `path` (e.g. `modifiedAt`), the cursor
@@ -643,7 +663,7 @@ impl StreamTransform {
             return false;
         };
         let child_table = format!("{}__{column}", self.table);
-        if known.contains(column) || self.policies.existing.contains_key(&child_table) {
+        if known.contains_key(column) || self.policies.existing.contains_key(&child_table) {
             return false;
         }
         let action = match self.policies.on_schema_change {
@@ -1258,8 +1278,13 @@ impl StreamTransform {
         }
         let mut fields = Vec::new();
         let mut arrays = Vec::new();
+        let existing = self.policies.existing.get(&self.table);
         for column in self.columns.iter_mut().filter(|c| !c.dead) {
-            column.builder.settle(ColumnType::Utf8);
+            // No value yet: the type the table had, else VARCHAR.
+            let old = existing
+                .and_then(|t| t.get(&column.name)?.as_ref())
+                .and_then(ColumnType::of_arrow);
+            column.builder.settle(old.unwrap_or(ColumnType::Utf8));
             let ty = column.builder.column_type().unwrap_or(ColumnType::Utf8);
             if let Some(array) = column.builder.finish() {
                 fields.push(Field::new(&column.name, ty.arrow_type(), true));

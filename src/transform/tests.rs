@@ -428,7 +428,9 @@ fn an_inferred_type_widens_for_a_later_value_of_the_first_batch() {
     ));
     assert!(declared.push_page(&page(json)).is_err());
     let mut existing = ColumnPolicies::default();
-    existing.existing.insert("users".into(), HashSet::new());
+    existing
+        .existing
+        .insert("users".into(), crate::load::TableColumns::new());
     let mut kept = StreamTransform::new("users", &[]).with_policies(existing);
     assert!(kept.push_page(&page(json)).is_err());
 }
@@ -444,5 +446,51 @@ fn a_number_that_does_not_fit_is_shown_as_written() {
             "{e}"
         ),
         Ok(_) => panic!("accepted a number past i64"),
+    }
+}
+
+#[test]
+fn an_append_or_merge_run_writes_each_column_in_the_type_its_table_has() {
+    use arrow::datatypes::DataType;
+    let table: crate::load::TableColumns = [
+        ("id".to_owned(), Some(DataType::Int64)),
+        ("a".to_owned(), Some(DataType::Int64)),
+        ("b".to_owned(), Some(DataType::Float64)),
+    ]
+    .into_iter()
+    .collect();
+    let existing = |replaces_table| ColumnPolicies {
+        existing: [("users".to_owned(), table.clone())].into_iter().collect(),
+        replaces_table,
+        ..ColumnPolicies::default()
+    };
+    // `b` is written as the DOUBLE it is, though `2` reads as an integer;
+    // `a` is null throughout, yet keeps its type.
+    let json = r#"{"data":{"items":[{"id":1,"a":null,"b":2}]}}"#;
+    for replaces_table in [false, true] {
+        let (batch, _) = run_with(&[], existing(replaces_table), json);
+        let types: Vec<String> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| format!("{}:{}", f.name(), f.data_type()))
+            .collect();
+        let b = if replaces_table { "Int64" } else { "Float64" };
+        assert_eq!(
+            types,
+            ["id:Int64", "a:Int64", &format!("b:{b}")],
+            "{replaces_table}"
+        );
+    }
+    // A value that does not fit the table's type fails, as any bad value.
+    let mut t = StreamTransform::new("users", &[]).with_policies(existing(false));
+    match t.push_page(&page(r#"{"data":{"items":[{"id":2,"a":"x"}]}}"#)) {
+        Err(e) => assert!(
+            e.to_string().contains(
+                "record id 2: field `a`: value \"x\" does not fit column `a` of type Int64"
+            ),
+            "{e}"
+        ),
+        Ok(_) => panic!("a text value went into a BIGINT column"),
     }
 }
