@@ -187,8 +187,10 @@ impl JsonSchema for RateLimit {
 #[serde(deny_unknown_fields)]
 pub struct StreamSpec {
     /// Name of the stream; the table name (DuckDB) or directory name (Parquet).
-    /// Letters, digits and `_`, starting with a letter or `_`. Default, for a
-    /// catalog endpoint: the catalog name with `-` as `_` (`legal_units`).
+    /// Letters, digits and `_`, starting with a letter; not starting with
+    /// `lucca_sync` nor holding `__` (lucca-sync's own tables, views and
+    /// child tables). Default, for a catalog endpoint: the catalog name
+    /// with `-` as `_` (`legal_units`).
     #[serde(default)]
     pub name: String,
     /// A catalog endpoint (`users`, `leaves`, ...; `lucca-sync endpoints`

@@ -426,20 +426,26 @@ fn stream_name_rules() {
     let text = with_stream(
         "  - name: users\n    endpoint: /a\n  - name: users\n    endpoint: /b\n\
          \x20 - name: _Lucca_Sync_runs\n    endpoint: /c\n  - name: a-b\n    endpoint: //evil.com/x\n\
-         \x20 - name: d\n    endpoint: /\\evil.com/x\n",
+         \x20 - name: d\n    endpoint: /\\evil.com/x\n\
+         \x20 - name: lucca_sync_latest_runs\n    endpoint: /e\n\
+         \x20 - name: users__user_work_cycles\n    endpoint: /f\n",
     );
     assert_eq!(
         text_errors(&text, &test_env),
         vec![
             "p.yaml:9:11: duplicate stream name `users` (first used at line 7)",
-            "p.yaml:11:11: stream name `_Lucca_Sync_runs` is reserved: names starting with \
-             `_lucca_sync` are lucca-sync's own tables",
+            "p.yaml:11:11: stream name `_Lucca_Sync_runs` is reserved: names starting with `_` \
+             are lucca-sync's own tables and directories",
             "p.yaml:13:11: stream name `a-b` is not valid: use letters, digits and `_`, not \
              starting with a digit",
             "p.yaml:14:15: endpoint `//evil.com/x` must be a path on the tenant, such as \
              /api/v3/users",
             "p.yaml:16:15: endpoint `/\\evil.com/x` must be a path on the tenant, such as \
              /api/v3/users",
+            "p.yaml:17:11: stream name `lucca_sync_latest_runs` is reserved: names starting with \
+             `lucca_sync` are lucca-sync's own views",
+            "p.yaml:19:11: stream name `users__user_work_cycles` is reserved: `__` joins a \
+             stream's name to its child tables' (`users__user_work_cycles`)",
         ]
     );
 }

@@ -26,8 +26,20 @@ use Seg::{Index, Key};
 pub(crate) const HTTPS_ONLY: &str = "base_url must use https (plain http is only allowed for \
                                      loopback hosts such as the local sandbox)";
 
-/// Prefix of lucca-sync's own tables; stream names may not use it.
-const RESERVED_PREFIX: &str = "_lucca_sync";
+/// Why a stream name (lower-cased) is lucca-sync's own, if it is: its
+/// tables (`_lucca_sync_runs`), Parquet run history (`_runs/`), view
+/// (`lucca_sync_latest_runs`) and child tables (`users__user_work_cycles`).
+fn reserved_name(lower: &str) -> Option<&'static str> {
+    if lower.starts_with('_') {
+        Some("names starting with `_` are lucca-sync's own tables and directories")
+    } else if lower.starts_with("lucca_sync") {
+        Some("names starting with `lucca_sync` are lucca-sync's own views")
+    } else if lower.contains("__") {
+        Some("`__` joins a stream's name to its child tables' (`users__user_work_cycles`)")
+    } else {
+        None
+    }
+}
 
 fn not_expanded(what: &str) -> String {
     format!(
@@ -286,14 +298,8 @@ fn check_stream_name<'s>(
         return;
     }
     let lower = name.to_ascii_lowercase();
-    if lower.starts_with(RESERVED_PREFIX) {
-        c.at_value(
-            &path,
-            format!(
-                "stream name `{name}` is reserved: names starting with `{RESERVED_PREFIX}` are \
-                 lucca-sync's own tables"
-            ),
-        );
+    if let Some(why) = reserved_name(&lower) {
+        c.at_value(&path, format!("stream name `{name}` is reserved: {why}"));
         return;
     }
     if let Some((_, first, j)) = seen.iter().find(|(l, _, _)| *l == lower) {
