@@ -502,6 +502,21 @@ fn partition_by_rules() {
              columns: id, department_id, legal_entity_id)",
         ]
     );
+    let merge = stream.replace(
+        "partition_by: [legal_entity_id, department_id, legal_entity_id, nope]",
+        "primary_key: [id, legalEntityId]\n    write_mode: merge\n    partition_by: [legal_entity_id]",
+    );
+    let merge = with_stream(&merge).replace(
+        "duckdb: { path: out/t.duckdb }",
+        "parquet: { dir: out/parquet }",
+    );
+    assert_eq!(
+        text_errors(&merge, &test_env),
+        vec![
+            "p.yaml:12:20: partition_by column `legal_entity_id` is part of the primary key: a \
+             merge cannot partition on it (partition on another column, or use write_mode: replace)",
+        ]
+    );
     let duckdb = with_stream("  - name: a\n    endpoint: /a\n    partition_by: [id]\n");
     assert_eq!(
         text_errors(&duckdb, &test_env),

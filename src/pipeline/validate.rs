@@ -537,6 +537,20 @@ fn check_stream(
         let path = [Key("streams"), Index(i), Key("partition_by"), Index(j)];
         if !partition_seen.insert(column.as_str()) {
             c.at_value(&path, format!("partition_by lists `{column}` twice"));
+        } else if stream.write_mode == WriteMode::Merge
+            && primary_key
+                .iter()
+                .any(|k| stream_column(stream, k) == *column)
+        {
+            // Partition columns live in directory names, not in the files
+            // a merge reads its keys from.
+            c.at_value(
+                &path,
+                format!(
+                    "partition_by column `{column}` is part of the primary key: a merge cannot \
+                     partition on it (partition on another column, or use write_mode: replace)"
+                ),
+            );
         } else if check_in_fields && !columns.contains(column) {
             c.at_value(
                 &path,
