@@ -315,6 +315,17 @@ enum Node {
     Array(usize),
 }
 
+/// True when `table` has no column `name` but columns flattened from it
+/// (`name_...`): the field was an object.
+fn was_flattened(table: &TableColumns, name: &str) -> bool {
+    !table.contains_key(name)
+        && table.keys().any(|column| {
+            column
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('_'))
+        })
+}
+
 /// The node at `hint` if it has this key, else a scan.
 fn find_key(exact: &[(Box<str>, NodeId)], key: &str, hint: usize) -> Option<NodeId> {
     if let Some((k, id)) = exact.get(hint)
@@ -1279,7 +1290,18 @@ impl StreamTransform {
         let mut fields = Vec::new();
         let mut arrays = Vec::new();
         let existing = self.policies.existing.get(&self.table);
+        let first_batch = self.schema.is_none();
         for column in self.columns.iter_mut().filter(|c| !c.dead) {
+            if first_batch
+                && matches!(column.builder, ColumnBuilder::Pending(_))
+                && existing.is_some_and(|t| was_flattened(t, &column.name))
+            {
+                // A field the table has as flattened columns
+                // (`extended_data_e_x`), absent from this run's records:
+                // not a new column of its own.
+                column.dead = true;
+                continue;
+            }
             // No value yet: the type the table had, else VARCHAR.
             let old = existing
                 .and_then(|t| t.get(&column.name)?.as_ref())

@@ -494,3 +494,26 @@ fn an_append_or_merge_run_writes_each_column_in_the_type_its_table_has() {
         Ok(_) => panic!("a text value went into a BIGINT column"),
     }
 }
+
+#[test]
+fn a_declared_field_the_table_has_flattened_is_no_new_column_when_absent() {
+    // `extendedData` was an object in earlier runs; no record has it now.
+    let table: crate::load::TableColumns = ["id", "extended_data_e_x"]
+        .into_iter()
+        .map(|c| (c.to_owned(), None))
+        .collect();
+    let policies = ColumnPolicies {
+        existing: [("users".to_owned(), table)].into_iter().collect(),
+        on_schema_change: OnSchemaChange::Fail,
+        ..ColumnPolicies::default()
+    };
+    let fields = [field("id", &[]), field("extendedData", &[])];
+    let (batch, _) = run_with(&fields, policies, r#"{"data":{"items":[{"id":6}]}}"#);
+    let names: Vec<&str> = batch
+        .schema_ref()
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    assert_eq!(names, ["id"]);
+}
