@@ -740,6 +740,9 @@ async fn check_all(pipelines: &[Pipeline], settings: &Settings) -> u8 {
                 println!("{}: FAILED: {e}", pipeline.path.display());
                 code = code.max(if e.is_key_rejected() {
                     exit::KEY_REJECTED
+                } else if e.is_forbidden() {
+                    // As `run` says of a stream refused.
+                    exit::PARTIAL
                 } else {
                     exit::FAILED
                 });

@@ -166,6 +166,11 @@ impl RunError {
     pub fn is_key_rejected(&self) -> bool {
         matches!(self, RunError::KeyRejected { .. })
     }
+
+    /// True when the key has no rights on what was asked (403).
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, RunError::Client { source, .. } if source.is_forbidden())
+    }
 }
 
 /// A new run id: UTC time and a random suffix, sortable.

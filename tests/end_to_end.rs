@@ -384,6 +384,16 @@ async fn check_sends_one_request_and_says_ok_or_why_not() {
     assert_eq!(server.requests().len(), 2, "no retry of a 401");
     assert!(!dir.path().join("out").exists(), "check writes nothing");
     server.shutdown().await;
+
+    // A key without rights on the stream: 4, as `run` says of it.
+    let server = sandbox(SandboxConfig::default().with_faults(Faults {
+        forbidden_paths: vec!["/api/v3/users".into()],
+        ..Faults::default()
+    }))
+    .await;
+    let out = lucca_sync(&["check", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stdout));
+    server.shutdown().await;
 }
 
 /// A pipeline of users and departments against the sandbox, DuckDB output.
