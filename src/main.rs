@@ -116,9 +116,16 @@ enum Command {
         /// Pipeline files.
         #[arg(required = true)]
         pipelines: Vec<PathBuf>,
-        /// Also read the first N pages of each stream (default 1) and show
-        /// the types and child tables the data gives; writes nothing.
-        #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1")]
+        /// Also read the first N pages of each stream (`--sample`: 1,
+        /// `--sample=3`) and show the types and child tables the data
+        /// gives; writes nothing.
+        #[arg(
+            long,
+            value_name = "N",
+            num_args = 0..=1,
+            require_equals = true,
+            default_missing_value = "1"
+        )]
         sample: Option<u32>,
         /// Print JSON instead of a table.
         #[arg(long)]

@@ -307,7 +307,7 @@ async fn schema_command_declared_and_sampled() {
     );
 
     let sampled = lucca_sync(
-        &["schema", p, "--sample", "--json"],
+        &["schema", "--sample", p, "--json"],
         &server.base_url(),
         KEY,
     )
