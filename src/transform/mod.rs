@@ -248,7 +248,21 @@ impl ColumnPolicies {
     /// drift and key rules; no declared columns; arrays stay JSON.
     fn for_child(&self) -> Self {
         ColumnPolicies {
-            columns: HashMap::new(),
+            // A child table's columns take the stream's `pii` policies by
+            // name (a `mail` hashed in the stream is hashed in its child
+            // tables too), not its types or renames.
+            columns: self
+                .columns
+                .iter()
+                .filter(|(_, spec)| spec.pii != PiiPolicy::Keep)
+                .map(|(name, spec)| {
+                    let pii = ColumnSpec {
+                        pii: spec.pii,
+                        ..ColumnSpec::default()
+                    };
+                    (name.clone(), pii)
+                })
+                .collect(),
             renames: HashMap::new(),
             child_keys: Vec::new(),
             ..self.clone()

@@ -517,3 +517,31 @@ fn a_declared_field_the_table_has_flattened_is_no_new_column_when_absent() {
         .collect();
     assert_eq!(names, ["id"]);
 }
+
+#[test]
+fn a_child_table_column_takes_the_pii_policy_of_its_name() {
+    let json = r#"{"data":{"items":[
+      {"id":1,"mail":"a@x","birthDate":"1990-01-01","contacts":[{"mail":"b@x","birthDate":"1991-01-01","kind":"home"}]}
+    ]}}"#;
+    let mut policies = policies(
+        &[
+            ("mail", None, PiiPolicy::Hash),
+            ("birth_date", None, PiiPolicy::Drop),
+        ],
+        Some("k1"),
+    );
+    policies.child_keys = vec!["id".into()];
+    let mut t = StreamTransform::new("users", &[]).with_policies(policies);
+    let _ = t.push_page(&page(json)).unwrap_or_else(|e| panic!("{e}"));
+    let batches = t.finish().unwrap_or_else(|e| panic!("{e}"));
+    let contacts = batch_of(&batches, "users__contacts");
+    let mail = contacts
+        .column_by_name("mail")
+        .unwrap_or_else(|| panic!("mail"))
+        .as_string::<i32>()
+        .value(0)
+        .to_owned();
+    assert_eq!(mail.len(), 64, "hashed, not `b@x`: {mail}");
+    assert!(contacts.column_by_name("birth_date").is_none(), "dropped");
+    assert!(contacts.column_by_name("kind").is_some());
+}
