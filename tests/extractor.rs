@@ -180,6 +180,32 @@ async fn a_403_fails_its_stream_only_and_exits_4() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_v3_stream_without_fields_gets_what_lucca_sends_without_a_projection() {
+    // Without `fields`, Lucca answers id, name and url: the stream asks
+    // for exactly those (and the count), not for the count alone.
+    let server = sandbox(SandboxConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let streams = "  - name: departments\n    endpoint: /api/v3/departments\n    primary_key: id\n";
+    let (path, db) = pipeline(dir.path(), UNLIMITED, streams);
+    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let query = server.requests()[0].query.clone();
+    assert!(
+        query.contains("fields=id%2Cname%2Curl%2Ccollection.count"),
+        "{query}"
+    );
+    assert!(!ids(&db, "departments").is_empty());
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT count(*) FROM departments WHERE name IS NOT NULL AND url IS NOT NULL"
+        ),
+        ids(&db, "departments").len() as i64
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_404_fails_the_stream_without_retry() {
     let server = sandbox(SandboxConfig::default()).await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

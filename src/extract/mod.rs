@@ -80,7 +80,9 @@ impl StreamPlan {
             match style {
                 PagingStyle::V3 => {
                     let fields = if fields_query.is_empty() {
-                        "collection.count".to_owned()
+                        // What v3 answers without `fields`; `fields` with
+                        // the count alone would name no field of a record.
+                        "id,name,url,collection.count".to_owned()
                     } else {
                         format!("{fields_query},collection.count")
                     };
