@@ -180,7 +180,7 @@ async fn users_land_in_parquet() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_first_run_that_reads_no_record_leaves_an_empty_table_of_the_declared_columns() {
+async fn a_replace_run_that_reads_no_record_leaves_an_empty_table_of_the_declared_columns() {
     let server = sandbox(SandboxConfig::default().with_users(UserData::Synthetic(0))).await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (destination, db) = duckdb_destination(dir.path());
@@ -219,6 +219,33 @@ async fn a_first_run_that_reads_no_record_leaves_an_empty_table_of_the_declared_
     assert_eq!(builder.metadata().file_metadata().num_rows(), 0);
     assert_eq!(builder.schema().fields().len(), 13);
     server.shutdown().await;
+
+    // After a run with records, one without leaves an empty file too, its
+    // columns typed as the table had them.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (destination, out_dir) = parquet_destination(dir.path());
+    let pipeline = users_pipeline(dir.path(), &destination, "");
+    for users in [3, 0] {
+        let server = sandbox(SandboxConfig::default().with_users(UserData::Synthetic(users))).await;
+        let out = lucca_sync(
+            &["run", pipeline.to_str().unwrap_or_default()],
+            &server.base_url(),
+            KEY,
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+        server.shutdown().await;
+    }
+    let files = parquet_files(&out_dir.join("users"));
+    assert_eq!(files.len(), 1, "{files:?}");
+    let file = File::open(&files[0]).unwrap_or_else(|e| panic!("{e}"));
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(builder.metadata().file_metadata().num_rows(), 0);
+    let id = builder
+        .schema()
+        .field_with_name("id")
+        .map(|f| f.data_type().clone());
+    assert_eq!(id.ok(), Some(arrow::datatypes::DataType::Int64));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -761,14 +761,13 @@ impl StreamTransform {
     }
 
     /// Emits whatever is still buffered. A `replace` stream that read no
-    /// record and has no table yet gets an empty batch of its declared
-    /// columns, so that its first run leaves an empty table (`count(*)` =
-    /// 0), not none.
+    /// record gets an empty batch of its declared columns (typed as the
+    /// table had them), so that the run leaves an empty table (`count(*)`
+    /// = 0, one empty Parquet file), not none.
     pub fn finish(&mut self) -> Result<Vec<TableBatch>, TransformError> {
         let mut out = self.emit()?;
-        let first_run = !self.policies.existing.contains_key(&self.table);
-        let wanted = out.is_empty() && self.schema.is_none() && first_run;
-        if wanted
+        if out.is_empty()
+            && self.schema.is_none()
             && self.policies.replaces_table
             && let Some(batch) = self.emit_own(true)?
         {
