@@ -104,9 +104,10 @@ enum Command {
     },
     /// Start a local fake Lucca tenant and run the shipped pipelines against it.
     Demo {
-        /// Directory of the pipelines to run.
-        #[arg(long, default_value = "pipelines")]
-        pipelines: PathBuf,
+        /// Directory of the pipelines to run (default: `pipelines`, else
+        /// the Docker image's `/etc/lucca-sync/pipelines`).
+        #[arg(long)]
+        pipelines: Option<PathBuf>,
         /// Where the demo's outputs go.
         #[arg(long, default_value = "out/demo")]
         out: PathBuf,
@@ -324,13 +325,15 @@ async fn dispatch(command: Command, settings: Settings) -> u8 {
             };
             check_all(&loaded, &settings).await
         }
-        Command::Demo { pipelines, out } => match demo(&pipelines, &out, &settings).await {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                exit::FAILED
+        Command::Demo { pipelines, out } => {
+            match demo(&shipped(pipelines), &out, &settings).await {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    exit::FAILED
+                }
             }
-        },
+        }
         Command::Sandbox {
             port,
             users,
@@ -767,6 +770,19 @@ async fn serve_sandbox(config: sandbox::SandboxConfig, port: u16) -> anyhow::Res
     let _ = tokio::signal::ctrl_c().await;
     server.shutdown().await;
     Ok(())
+}
+
+/// The shipped pipelines: `dir` if given, else `./pipelines` (a checkout),
+/// else where the Docker image keeps them.
+fn shipped(dir: Option<PathBuf>) -> PathBuf {
+    let image = Path::new("/etc/lucca-sync/pipelines");
+    dir.unwrap_or_else(|| {
+        if Path::new("pipelines").is_dir() || !image.is_dir() {
+            PathBuf::from("pipelines")
+        } else {
+            image.to_path_buf()
+        }
+    })
 }
 
 async fn demo(dir: &Path, out: &Path, settings: &Settings) -> anyhow::Result<u8> {

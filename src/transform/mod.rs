@@ -522,9 +522,10 @@ impl StreamTransform {
 
     fn apply_policy(&mut self, column: usize) {
         // An append or merge table keeps its columns' types.
-        let kept = match self.policies.replaces_table {
-            true => None,
-            false => self.existing_type(&self.columns[column].name),
+        let kept = if self.policies.replaces_table {
+            None
+        } else {
+            self.existing_type(&self.columns[column].name)
         };
         let col = &mut self.columns[column];
         let spec = self.policies.columns.get(&col.name);
