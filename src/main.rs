@@ -286,6 +286,24 @@ async fn dispatch(command: Command, settings: Settings) -> u8 {
             if args.dry_run {
                 return dry_run_all(&loaded, &settings, &options).await;
             }
+            // Found out before the sync, not after it published.
+            for path in [&args.summary_json, &args.metrics_file]
+                .into_iter()
+                .flatten()
+            {
+                let dir = match path.parent() {
+                    Some(dir) if !dir.as_os_str().is_empty() => dir,
+                    _ => Path::new("."),
+                };
+                if !dir.is_dir() {
+                    report_error(&format!(
+                        "cannot write {}: the directory {} does not exist",
+                        path.display(),
+                        dir.display()
+                    ));
+                    return exit::USAGE;
+                }
+            }
             let started_at = chrono::Utc::now();
             let (code, pipelines) = run_all(&loaded, &settings, &options).await;
             let summary = RunSummary {

@@ -506,6 +506,28 @@ async fn summary_json_and_metrics_file_describe_the_run() {
         ),
         "never succeeded: {prom}"
     );
+
+    // A report that could not be written is found out before the sync.
+    let before = server.requests().len();
+    let nowhere = dir.path().join("missing").join("summary.json");
+    let out = lucca_sync(
+        &[
+            "run",
+            &path,
+            "--summary-json",
+            nowhere.to_str().unwrap_or_default(),
+        ],
+        &server.base_url(),
+        KEY,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(server.requests().len(), before, "nothing was sent");
     server.shutdown().await;
 }
 
