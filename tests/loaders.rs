@@ -128,6 +128,15 @@ async fn incremental_merge_updates_changed_rows_without_duplicates_and_keeps_sta
         assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
         assert_eq!(count("select count(*) from {t}"), 3_000);
         let first_cursor = stored_cursor(&out, parquet);
+        let state_updated = || {
+            (!parquet).then(|| {
+                query_i64(
+                    &out,
+                    "select epoch_us(updated_at) from _lucca_sync_state where stream = 'users'",
+                )
+            })
+        };
+        let first_update = state_updated();
         let touched_before = modified(7);
         assert!(!server.requests()[0].query.contains("since"));
 
@@ -147,6 +156,10 @@ async fn incremental_merge_updates_changed_rows_without_duplicates_and_keeps_sta
         );
         assert!(modified(7) > touched_before, "the edited row was updated");
         let second_cursor = stored_cursor(&out, parquet);
+        assert!(
+            state_updated() > first_update || parquet,
+            "updated_at moves"
+        );
         assert!(
             second_cursor > first_cursor,
             "{second_cursor} > {first_cursor}"

@@ -434,7 +434,7 @@ impl DuckdbLoad {
         if let Some((field, cursor)) = &commit.state {
             sql.push_str(&format!(
                 "CREATE TABLE IF NOT EXISTS {STATE_TABLE} (pipeline VARCHAR, stream VARCHAR, cursor_field VARCHAR, cursor VARCHAR, run_id VARCHAR, updated_at TIMESTAMPTZ DEFAULT current_timestamp, PRIMARY KEY (pipeline, stream));\
-                 INSERT OR REPLACE INTO {STATE_TABLE} (pipeline, stream, cursor_field, cursor, run_id) VALUES ({}, {}, {}, {}, {});",
+                 INSERT OR REPLACE INTO {STATE_TABLE} (pipeline, stream, cursor_field, cursor, run_id, updated_at) VALUES ({}, {}, {}, {}, {}, current_timestamp);",
                 sql_string(&commit.pipeline),
                 sql_string(stream),
                 sql_string(field),
