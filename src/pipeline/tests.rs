@@ -289,7 +289,7 @@ fn every_problem_is_reported_in_file_order() {
         "17:14: page_by only applies to v3 paging; this stream uses v4 paging",
         "18:15: params must not set `limit`: lucca-sync pages by itself (see page_size)",
         "21:18: primary_key field `id` is not in `fields`",
-        "23:11: stream name `2leaves` is not valid: use letters, digits and `_`, not starting \
+        "23:11: stream name `2leaves` is not valid: use ASCII letters, digits and `_`, not starting \
          with a digit",
         "25:17: write_mode: merge needs a primary_key to match records on",
         "26:34: cursor_field `modifiedAt` is not in `fields`",
@@ -436,7 +436,7 @@ fn stream_name_rules() {
             "p.yaml:9:11: duplicate stream name `users` (first used at line 7)",
             "p.yaml:11:11: stream name `_Lucca_Sync_runs` is reserved: names starting with `_` \
              are lucca-sync's own tables and directories",
-            "p.yaml:13:11: stream name `a-b` is not valid: use letters, digits and `_`, not \
+            "p.yaml:13:11: stream name `a-b` is not valid: use ASCII letters, digits and `_`, not \
              starting with a digit",
             "p.yaml:14:15: endpoint `//evil.com/x` must be a path on the tenant, such as \
              /api/v3/users",

@@ -291,7 +291,7 @@ fn check_stream_name<'s>(
         c.at_value(
             &path,
             format!(
-                "stream name `{name}` is not valid: use letters, digits and `_`, not starting \
+                "stream name `{name}` is not valid: use ASCII letters, digits and `_`, not starting \
                  with a digit"
             ),
         );
