@@ -120,20 +120,9 @@ async fn users_land_in_parquet() {
     let server = sandbox(SandboxConfig::default()).await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (destination, out_dir) = parquet_destination(dir.path());
-    let pipeline = users_pipeline(dir.path(), &destination, "");
+    run_ok(&users_pipeline(dir.path(), &destination, ""), &server).await;
 
-    let out = lucca_sync(
-        &["run", pipeline.to_str().unwrap_or_default()],
-        &server.base_url(),
-        KEY,
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
-
-    let files = parquet_files(&out_dir.join("users"));
-    assert_eq!(files.len(), 1, "{files:?}");
-    let file = File::open(&files[0]).unwrap_or_else(|e| panic!("{e}"));
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap_or_else(|e| panic!("{e}"));
+    let builder = only_parquet_file(&out_dir.join("users"));
     let compression = builder.metadata().row_group(0).column(0).compression();
     assert!(compression.to_string().starts_with("ZSTD"), "{compression}");
     let mut ids = Vec::new();
@@ -184,14 +173,7 @@ async fn a_replace_run_that_reads_no_record_leaves_an_empty_table_of_the_declare
     let server = sandbox(SandboxConfig::default().with_users(UserData::Synthetic(0))).await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (destination, db) = duckdb_destination(dir.path());
-    let pipeline = users_pipeline(dir.path(), &destination, "");
-    let out = lucca_sync(
-        &["run", pipeline.to_str().unwrap_or_default()],
-        &server.base_url(),
-        KEY,
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    run_ok(&users_pipeline(dir.path(), &destination, ""), &server).await;
     assert_eq!(query_i64(&db, "SELECT count(*) FROM users"), 0);
     assert_eq!(
         query_string(
@@ -204,20 +186,10 @@ async fn a_replace_run_that_reads_no_record_leaves_an_empty_table_of_the_declare
     );
 
     let (destination, out_dir) = parquet_destination(dir.path());
-    let pipeline = users_pipeline(dir.path(), &destination, "");
-    let out = lucca_sync(
-        &["run", pipeline.to_str().unwrap_or_default()],
-        &server.base_url(),
-        KEY,
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
-    let files = parquet_files(&out_dir.join("users"));
-    assert_eq!(files.len(), 1, "{files:?}");
-    let file = File::open(&files[0]).unwrap_or_else(|e| panic!("{e}"));
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(builder.metadata().file_metadata().num_rows(), 0);
-    assert_eq!(builder.schema().fields().len(), 13);
+    run_ok(&users_pipeline(dir.path(), &destination, ""), &server).await;
+    let file = only_parquet_file(&out_dir.join("users"));
+    assert_eq!(file.metadata().file_metadata().num_rows(), 0);
+    assert_eq!(file.schema().fields().len(), 13);
     server.shutdown().await;
 
     // After a run with records, one without leaves an empty file too, its
@@ -227,25 +199,35 @@ async fn a_replace_run_that_reads_no_record_leaves_an_empty_table_of_the_declare
     let pipeline = users_pipeline(dir.path(), &destination, "");
     for users in [3, 0] {
         let server = sandbox(SandboxConfig::default().with_users(UserData::Synthetic(users))).await;
-        let out = lucca_sync(
-            &["run", pipeline.to_str().unwrap_or_default()],
-            &server.base_url(),
-            KEY,
-        )
-        .await;
-        assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+        run_ok(&pipeline, &server).await;
         server.shutdown().await;
     }
-    let files = parquet_files(&out_dir.join("users"));
-    assert_eq!(files.len(), 1, "{files:?}");
-    let file = File::open(&files[0]).unwrap_or_else(|e| panic!("{e}"));
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(builder.metadata().file_metadata().num_rows(), 0);
-    let id = builder
+    let file = only_parquet_file(&out_dir.join("users"));
+    assert_eq!(file.metadata().file_metadata().num_rows(), 0);
+    let id = file
         .schema()
         .field_with_name("id")
         .map(|f| f.data_type().clone());
     assert_eq!(id.ok(), Some(arrow::datatypes::DataType::Int64));
+}
+
+/// Runs `pipeline` against `server` and expects every stream loaded.
+async fn run_ok(pipeline: &std::path::Path, server: &lucca_sync::sandbox::Sandbox) {
+    let out = lucca_sync(
+        &["run", pipeline.to_str().unwrap_or_default()],
+        &server.base_url(),
+        KEY,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+}
+
+/// The reader of the one Parquet file of a stream's directory.
+fn only_parquet_file(dir: &std::path::Path) -> ParquetRecordBatchReaderBuilder<File> {
+    let files = parquet_files(dir);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let file = File::open(&files[0]).unwrap_or_else(|e| panic!("{e}"));
+    ParquetRecordBatchReaderBuilder::try_new(file).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
