@@ -1183,7 +1183,16 @@ fn combine(
             for field in schema.fields() {
                 let constant = source.constants.iter().find(|(c, _)| c == field.name());
                 let column = match (batch.column_by_name(field.name()), constant) {
-                    (Some(array), _) => arrow::compute::cast(array, field.data_type()),
+                    // A value the table's type cannot hold is an error,
+                    // never a silent NULL.
+                    (Some(array), _) => arrow::compute::cast_with_options(
+                        array,
+                        field.data_type(),
+                        &arrow::compute::CastOptions {
+                            safe: false,
+                            ..Default::default()
+                        },
+                    ),
                     (None, Some((_, value))) => arrow::compute::cast(
                         &(Arc::new(StringArray::from(vec![value.clone(); rows])) as ArrayRef),
                         field.data_type(),
@@ -1438,6 +1447,42 @@ mod tests {
         let written = run("r2", &[batch(vec![3, 4, 3], vec!["f", "g", "h"], false)]);
         assert_eq!(published_rows(dir.path(), "users"), "1=e,2=c,3=h,4=g");
         assert_eq!(written, 2);
+    }
+
+    #[test]
+    fn a_value_the_published_type_cannot_hold_fails_the_merge() {
+        use crate::load::StreamCommit;
+        use crate::pipeline::WriteMode;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let run = |run_id: &str, amount: arrow::array::ArrayRef| {
+            let mut load =
+                super::ParquetLoad::open(dir.path(), run_id).unwrap_or_else(|e| panic!("{e}"));
+            let batch = RecordBatch::try_from_iter_with_nullable([
+                (
+                    "id",
+                    Arc::new(Int64Array::from(vec![1])) as arrow::array::ArrayRef,
+                    true,
+                ),
+                ("amount", amount, true),
+            ])
+            .unwrap_or_else(|e| panic!("{e}"));
+            load.write("t", &batch).unwrap_or_else(|e| panic!("{e}"));
+            let merge = StreamCommit {
+                pipeline: "p".into(),
+                run_id: run_id.into(),
+                write_mode: WriteMode::Merge,
+                primary_key: vec!["id".into()],
+                ..StreamCommit::default()
+            };
+            load.commit_stream("t", &merge).map(|_| load)
+        };
+        let first =
+            run("r1", Arc::new(Int64Array::from(vec![5]))).unwrap_or_else(|e| panic!("{e}"));
+        first.publish(&[]).unwrap_or_else(|e| panic!("{e}"));
+        match run("r2", Arc::new(StringArray::from(vec!["x"]))) {
+            Err(e) => assert!(e.to_string().contains("Cannot cast string 'x'"), "{e}"),
+            Ok(_) => panic!("'x' went into the BIGINT column"),
+        }
     }
 
     #[test]
