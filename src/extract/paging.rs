@@ -281,10 +281,7 @@ pub fn page_ids(records: &RecordTape, body: &str) -> Result<Option<(i64, i64)>, 
             .member(body, index, "id")
             .filter(|raw| raw.kind == Kind::Number)
             .and_then(|raw| raw.text.parse::<i64>().ok())
-            .ok_or_else(|| {
-                "keyset paging (page_by: id) needs an integer `id` on every record; set `page_by: offset`"
-                    .to_owned()
-            })?;
+            .ok_or_else(|| NO_INTEGER_ID.to_owned())?;
         ids = match ids {
             None => Some((id, id)),
             Some((_, last)) if id <= last => return Err(unsorted(id, last)),
@@ -293,6 +290,9 @@ pub fn page_ids(records: &RecordTape, body: &str) -> Result<Option<(i64, i64)>, 
     }
     Ok(ids)
 }
+
+const NO_INTEGER_ID: &str =
+    "keyset paging (page_by: id) needs an integer `id` on every record; set `page_by: offset`";
 
 fn unsorted(id: i64, before: i64) -> String {
     format!(
@@ -433,7 +433,7 @@ impl Pager {
             }
             Position::AfterId(after) => {
                 let Some((first, last)) = page.ids else {
-                    return Err("keyset paging (page_by: id) needs an integer `id` on every record; set `page_by: offset`".into());
+                    return Err(NO_INTEGER_ID.into());
                 };
                 if let Some(before) = *after
                     && first <= before
