@@ -23,7 +23,8 @@ Exit codes:
   0    every stream loaded
   1    the run failed (a stream failed, the destination could not be written)
   2    usage or pipeline error (nothing was sent)
-  3    the API key was rejected (401): the run stopped at once, nothing was written
+  3    the API key was rejected (401): the run stopped at once, nothing of that pipeline
+       was written and later pipelines did not run
   4    some streams were refused (403) and skipped, the others loaded
   130  interrupted (SIGINT/SIGTERM): nothing was written";
 
