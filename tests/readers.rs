@@ -32,7 +32,12 @@ async fn the_duckdb_file_opens_in_duckdb_1_0_and_today() {
     let server = sandbox(SandboxConfig::default()).await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (destination, db) = duckdb_destination(dir.path());
-    let pipeline = users_pipeline(dir.path(), &destination, "");
+    // Incremental: the file holds lucca-sync's state table too.
+    let pipeline = users_pipeline(
+        dir.path(),
+        &destination,
+        "    write_mode: merge\n    incremental: { cursor_field: modifiedAt }\n",
+    );
     // Two runs: the second rewrites a file the first created.
     run(&pipeline, &server.base_url()).await;
     run(&pipeline, &server.base_url()).await;
@@ -40,8 +45,9 @@ async fn the_duckdb_file_opens_in_duckdb_1_0_and_today() {
         c = duckdb.connect(sys.argv[1], read_only=True)\n\
         users = c.execute('select count(*), count(distinct department_name) from users').fetchall()[0]\n\
         runs = c.execute('select count(*) from lucca_sync_latest_runs').fetchall()[0][0]\n\
+        state = c.execute('select count(*) from _lucca_sync_state').fetchall()[0][0]\n\
         kind = c.execute(\"select data_type from information_schema.columns where table_name = 'users' and column_name = 'birth_date'\").fetchall()[0][0]\n\
-        print(duckdb.__version__, users[0], users[1] > 1, runs, kind)";
+        print(duckdb.__version__, users[0], users[1] > 1, runs, kind, state)";
     let expected_rows = query_i64(&db, "select count(*) from users");
     let birth_date = query_string(
         &db,
@@ -57,7 +63,8 @@ async fn the_duckdb_file_opens_in_duckdb_1_0_and_today() {
                 expected_rows.to_string().as_str(),
                 "True",
                 "1",
-                birth_date.as_str()
+                birth_date.as_str(),
+                "1"
             ],
             "{answer}"
         );

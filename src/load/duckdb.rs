@@ -432,11 +432,21 @@ impl DuckdbLoad {
             }
         }
         if let Some((field, cursor)) = &commit.state {
+            // No PRIMARY KEY: DuckDB 1.0 cannot open a file whose table has
+            // one (written as storage version 1.0.0 by DuckDB 2). A table
+            // made so by an earlier version is remade without it.
+            if self.state_has_primary_key()? {
+                sql.push_str(&format!(
+                    "CREATE TABLE _lucca_sync_state_new AS SELECT * FROM {STATE_TABLE};\
+                     DROP TABLE {STATE_TABLE};\
+                     ALTER TABLE _lucca_sync_state_new RENAME TO {STATE_TABLE};"
+                ));
+            }
+            let (pipeline, stream) = (sql_string(&commit.pipeline), sql_string(stream));
             sql.push_str(&format!(
-                "CREATE TABLE IF NOT EXISTS {STATE_TABLE} (pipeline VARCHAR, stream VARCHAR, cursor_field VARCHAR, cursor VARCHAR, run_id VARCHAR, updated_at TIMESTAMPTZ DEFAULT current_timestamp, PRIMARY KEY (pipeline, stream));\
-                 INSERT OR REPLACE INTO {STATE_TABLE} (pipeline, stream, cursor_field, cursor, run_id, updated_at) VALUES ({}, {}, {}, {}, {}, current_timestamp);",
-                sql_string(&commit.pipeline),
-                sql_string(stream),
+                "CREATE TABLE IF NOT EXISTS {STATE_TABLE} (pipeline VARCHAR, stream VARCHAR, cursor_field VARCHAR, cursor VARCHAR, run_id VARCHAR, updated_at TIMESTAMPTZ);\
+                 DELETE FROM {STATE_TABLE} WHERE pipeline = {pipeline} AND stream = {stream};\
+                 INSERT INTO {STATE_TABLE} (pipeline, stream, cursor_field, cursor, run_id, updated_at) VALUES ({pipeline}, {stream}, {}, {}, {}, current_timestamp);",
                 sql_string(field),
                 sql_string(cursor),
                 sql_string(&commit.run_id),
@@ -453,6 +463,26 @@ impl DuckdbLoad {
             return Err(e);
         }
         Ok(written)
+    }
+
+    /// True when the state table was made with a PRIMARY KEY (before
+    /// session 12), which DuckDB 1.0 cannot read.
+    fn state_has_primary_key(&self) -> Result<bool, LoadError> {
+        self.conn()?
+            .query_row(
+                &format!(
+                    "SELECT count(*) FROM duckdb_constraints() WHERE table_name = '{STATE_TABLE}' \
+                     AND constraint_type = 'PRIMARY KEY'"
+                ),
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(|source| LoadError::Duckdb {
+                path: self.live.clone(),
+                context: format!("read the constraints of {STATE_TABLE}"),
+                source,
+            })
     }
 
     /// The rows of a stage table that a later row of the same key (the
@@ -1045,6 +1075,62 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rows, "-=second,2026-01-01=second");
         drop(dir);
+    }
+
+    #[test]
+    fn a_state_table_with_a_primary_key_is_remade_without_it() {
+        // As made before session 12: DuckDB 1.0 cannot open such a file.
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let live = dir.path().join("hr.duckdb");
+        Connection::open(&live)
+            .and_then(|conn| {
+                conn.execute_batch(&format!(
+                    "CREATE TABLE {STATE_TABLE} (pipeline VARCHAR, stream VARCHAR, cursor_field VARCHAR, \
+                     cursor VARCHAR, run_id VARCHAR, updated_at TIMESTAMPTZ DEFAULT current_timestamp, \
+                     PRIMARY KEY (pipeline, stream));\
+                     INSERT INTO {STATE_TABLE} (pipeline, stream, cursor_field, cursor, run_id) \
+                     VALUES ('p', 'users', 'modifiedAt', '2020-01-01T00:00:00', 'r0'), \
+                     ('p', 'other', 'modifiedAt', '2021-01-01T00:00:00', 'r0');"
+                ))
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        let options = LoadOptions {
+            duckdb_memory_limit: "16MB".into(),
+        };
+        let mut load = DuckdbLoad::open(&live, "r1", &options).unwrap_or_else(|e| panic!("{e}"));
+        let batch = RecordBatch::try_from_iter([(
+            "id",
+            std::sync::Arc::new(arrow::array::Int64Array::from(vec![1])) as arrow::array::ArrayRef,
+        )])
+        .unwrap_or_else(|e| panic!("{e}"));
+        load.write("users", &batch)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let merge = StreamCommit {
+            write_mode: WriteMode::Merge,
+            primary_key: vec!["id".into()],
+            state: Some(("modifiedAt".into(), "2026-01-01T00:00:00".into())),
+            ..replace()
+        };
+        load.commit_stream("users", &merge)
+            .unwrap_or_else(|e| panic!("{e}"));
+        load.publish(&[]).unwrap_or_else(|e| panic!("{e}"));
+        let conn = Connection::open(&live).unwrap_or_else(|e| panic!("{e}"));
+        let query = |sql: &str| -> String {
+            conn.query_row(sql, [], |row| row.get(0))
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        };
+        assert_eq!(
+            query(&format!(
+                "SELECT count(*)::VARCHAR FROM duckdb_constraints() WHERE table_name = '{STATE_TABLE}'"
+            )),
+            "0"
+        );
+        assert_eq!(
+            query(&format!(
+                "SELECT string_agg(stream || '=' || cursor, ',' ORDER BY stream) FROM {STATE_TABLE}"
+            )),
+            "other=2021-01-01T00:00:00,users=2026-01-01T00:00:00"
+        );
     }
 
     #[test]
