@@ -177,7 +177,28 @@ mod exit {
     pub const INTERRUPTED: u8 = 130;
 }
 
+/// Output piped into `head` ends the process quietly, as for any Unix
+/// tool: Rust ignores SIGPIPE (sockets rely on it), so `println!` panics on
+/// a closed pipe; that one panic exits at once with 141 (128 + SIGPIPE),
+/// without a message or backtrace. Runs publish before they print.
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_broken_pipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

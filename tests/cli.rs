@@ -321,3 +321,19 @@ fn validate_points_at_an_unknown_catalog_endpoint() {
         )
     );
 }
+
+#[test]
+fn output_piped_into_a_closed_pipe_ends_quietly() {
+    // `lucca-sync endpoints | head -1`: the reader goes away early.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lucca-sync"))
+        .arg("endpoints")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+}
