@@ -88,6 +88,22 @@ fn settings_env(
     .collect()
 }
 
+/// A size DuckDB takes as a `memory_limit`: a number and a unit (B, KB,
+/// MB, GB, TB, KiB, MiB, GiB, TiB, any case) or a percentage of the RAM.
+fn is_memory_size(text: &str) -> bool {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let number_ok = text[..split].parse::<f64>().is_ok_and(|n| n > 0.0);
+    let unit = text[split..].trim().to_ascii_lowercase();
+    number_ok
+        && matches!(
+            unit.as_str(),
+            "" | "%" | "b" | "kb" | "mb" | "gb" | "tb" | "kib" | "mib" | "gib" | "tib"
+        )
+}
+
 /// Why the settings could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("settings: {0}")]
@@ -112,7 +128,13 @@ impl Settings {
                     .source(Some(settings_env(std::env::vars()))),
             )
             .build()?
-            .try_deserialize()?;
+            .try_deserialize::<Settings>()?;
+        if !is_memory_size(&settings.duckdb_memory_limit) {
+            return Err(SettingsError(config::ConfigError::Message(format!(
+                "duckdb_memory_limit `{}` is not a size: write e.g. `32MB`, `1GiB` or `50%`",
+                settings.duckdb_memory_limit
+            ))));
+        }
         Ok(settings)
     }
 
@@ -154,7 +176,17 @@ impl Settings {
 
 #[cfg(test)]
 mod tests {
-    use super::settings_env;
+    use super::{is_memory_size, settings_env};
+
+    #[test]
+    fn memory_limits_are_sizes_duckdb_takes() {
+        for ok in ["32MB", "1 GiB", "1.5gb", "80%", "512kib", "2TB", "1000000"] {
+            assert!(is_memory_size(ok), "{ok}");
+        }
+        for bad in ["lots", "garbage", "32 MBs", "", "-1GB", "%", "0MB"] {
+            assert!(!is_memory_size(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn only_variables_naming_a_setting_are_read() {
