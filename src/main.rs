@@ -250,7 +250,9 @@ fn report_error(message: &str) {
 fn init_tracing(args: &GlobalArgs, settings: &Settings) -> bool {
     let level = match (args.verbose, args.quiet) {
         (0, 0) => std::env::var("LUCCA_SYNC_LOG").unwrap_or_else(|_| settings.log_level.clone()),
-        (1, _) => "debug".into(),
+        // lucca-sync's own debug lines (one per page), not its HTTP and
+        // TLS libraries' (`-vv` shows everything).
+        (1, _) => "info,lucca_sync=debug".into(),
         (v, _) if v >= 2 => "trace".into(),
         (_, 1) => "warn".into(),
         _ => "error".into(),

@@ -211,6 +211,25 @@ async fn a_replace_run_that_reads_no_record_leaves_an_empty_table_of_the_declare
     assert_eq!(id.ok(), Some(arrow::datatypes::DataType::Int64));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn verbose_logs_one_line_per_page_without_the_http_librarys_chatter() {
+    let server = sandbox(SandboxConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (destination, _db) = duckdb_destination(dir.path());
+    let pipeline = users_pipeline(dir.path(), &destination, "");
+    let out = lucca_sync(
+        &["-v", "run", pipeline.to_str().unwrap_or_default()],
+        &server.base_url(),
+        KEY,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(r#""message":"page read""#), "{stderr}");
+    assert!(!stderr.contains("idle connection"), "{stderr}");
+    server.shutdown().await;
+}
+
 /// Runs `pipeline` against `server` and expects every stream loaded.
 async fn run_ok(pipeline: &std::path::Path, server: &lucca_sync::sandbox::Sandbox) {
     let out = lucca_sync(
