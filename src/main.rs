@@ -310,23 +310,9 @@ async fn dispatch(command: Command, settings: Settings) -> u8 {
             if args.dry_run {
                 return dry_run_all(&loaded, &settings, &options).await;
             }
-            // Found out before the sync, not after it published.
-            for path in [&args.summary_json, &args.metrics_file]
-                .into_iter()
-                .flatten()
-            {
-                let dir = match path.parent() {
-                    Some(dir) if !dir.as_os_str().is_empty() => dir,
-                    _ => Path::new("."),
-                };
-                if !dir.is_dir() {
-                    report_error(&format!(
-                        "cannot write {}: the directory {} does not exist",
-                        path.display(),
-                        dir.display()
-                    ));
-                    return exit::USAGE;
-                }
+            if let Some(problem) = unwritable_report(&args) {
+                report_error(&problem);
+                return exit::USAGE;
             }
             let started_at = chrono::Utc::now();
             let (code, pipelines) = run_all(&loaded, &settings, &options).await;
@@ -556,6 +542,27 @@ async fn run_all(
         }
     }
     (code, summaries)
+}
+
+/// Why `--summary-json` or `--metrics-file` cannot be written, if its
+/// directory is missing: found out before the sync, not after it published.
+fn unwritable_report(args: &RunArgs) -> Option<String> {
+    [&args.summary_json, &args.metrics_file]
+        .into_iter()
+        .flatten()
+        .find_map(|path| {
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            (!dir.is_dir()).then(|| {
+                format!(
+                    "cannot write {}: the directory {} does not exist",
+                    path.display(),
+                    dir.display()
+                )
+            })
+        })
 }
 
 /// Writes `--summary-json` and `--metrics-file`; a file that cannot be

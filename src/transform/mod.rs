@@ -1179,9 +1179,9 @@ impl StreamTransform {
                     .is_none_or(|spec| spec.data_type.is_none())
         };
         // An integer past i64 is read as a float: not a reason to widen.
-        let past_i64 = matches!(value, Scalar::Float(_)) && !raw.text.contains(['.', 'e', 'E']);
+        let past_i64 = || matches!(value, Scalar::Float(_)) && !raw.text.contains(['.', 'e', 'E']);
         let fits = col.builder.append(&value)
-            || (!past_i64
+            || (!past_i64()
                 && may_widen(&col.name)
                 && col.builder.widen(&value)
                 && col.builder.append(&value));
@@ -1306,21 +1306,20 @@ impl StreamTransform {
         let existing = self.policies.existing.get(&self.table);
         let first_batch = self.schema.is_none();
         for column in self.columns.iter_mut().filter(|c| !c.dead) {
-            if first_batch
-                && matches!(column.builder, ColumnBuilder::Pending(_))
-                && existing.is_some_and(|t| was_flattened(t, &column.name))
-            {
-                // A field the table has as flattened columns
-                // (`extended_data_e_x`), absent from this run's records:
-                // not a new column of its own.
-                column.dead = true;
-                continue;
+            if matches!(column.builder, ColumnBuilder::Pending(_)) {
+                if first_batch && existing.is_some_and(|t| was_flattened(t, &column.name)) {
+                    // A field the table has as flattened columns
+                    // (`extended_data_e_x`), absent from this run's
+                    // records: not a new column of its own.
+                    column.dead = true;
+                    continue;
+                }
+                // No value yet: the type the table had, else VARCHAR.
+                let old = existing
+                    .and_then(|t| t.get(&column.name)?.as_ref())
+                    .and_then(ColumnType::of_arrow);
+                column.builder.settle(old.unwrap_or(ColumnType::Utf8));
             }
-            // No value yet: the type the table had, else VARCHAR.
-            let old = existing
-                .and_then(|t| t.get(&column.name)?.as_ref())
-                .and_then(ColumnType::of_arrow);
-            column.builder.settle(old.unwrap_or(ColumnType::Utf8));
             let ty = column.builder.column_type().unwrap_or(ColumnType::Utf8);
             if let Some(array) = column.builder.finish() {
                 fields.push(Field::new(&column.name, ty.arrow_type(), true));
