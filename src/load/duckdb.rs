@@ -950,6 +950,13 @@ mod tests {
         assert!(!working_copy.exists(), "the working copy was left behind");
     }
 
+    /// The text `sql` answers in the published file `live`.
+    fn published_text(live: &Path, sql: &str) -> String {
+        Connection::open(live)
+            .and_then(|conn| conn.query_row(sql, [], |row| row.get(0)))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     /// How a stream of `replace` mode is committed.
     fn replace() -> StreamCommit {
         StreamCommit {
@@ -1010,16 +1017,13 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(rows_written, written, "{expected}");
             load.publish(&[]).unwrap_or_else(|e| panic!("{e}"));
-            let rows: String = Connection::open(&live)
-                .and_then(|conn| {
-                    conn.query_row(
-                        "SELECT string_agg(id || '=' || name, ',' ORDER BY id) FROM users",
-                        [],
-                        |row| row.get(0),
-                    )
-                })
-                .unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(rows, expected);
+            assert_eq!(
+                published_text(
+                    &live,
+                    "SELECT string_agg(id || '=' || name, ',' ORDER BY id) FROM users"
+                ),
+                expected
+            );
         }
     }
 
@@ -1064,16 +1068,13 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"));
             load.publish(&[]).unwrap_or_else(|e| panic!("{e}"));
         }
-        let rows: String = Connection::open(&live)
-            .and_then(|conn| {
-                conn.query_row(
-                    "SELECT string_agg(coalesce(day, '-') || '=' || name, ',' ORDER BY day NULLS FIRST) FROM entries",
-                    [],
-                    |row| row.get(0),
-                )
-            })
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(rows, "-=second,2026-01-01=second");
+        assert_eq!(
+            published_text(
+                &live,
+                "SELECT string_agg(coalesce(day, '-') || '=' || name, ',' ORDER BY day NULLS FIRST) FROM entries"
+            ),
+            "-=second,2026-01-01=second"
+        );
         drop(dir);
     }
 
@@ -1114,21 +1115,22 @@ mod tests {
         load.commit_stream("users", &merge)
             .unwrap_or_else(|e| panic!("{e}"));
         load.publish(&[]).unwrap_or_else(|e| panic!("{e}"));
-        let conn = Connection::open(&live).unwrap_or_else(|e| panic!("{e}"));
-        let query = |sql: &str| -> String {
-            conn.query_row(sql, [], |row| row.get(0))
-                .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        };
         assert_eq!(
-            query(&format!(
-                "SELECT count(*)::VARCHAR FROM duckdb_constraints() WHERE table_name = '{STATE_TABLE}'"
-            )),
+            published_text(
+                &live,
+                &format!(
+                    "SELECT count(*)::VARCHAR FROM duckdb_constraints() WHERE table_name = '{STATE_TABLE}'"
+                )
+            ),
             "0"
         );
         assert_eq!(
-            query(&format!(
-                "SELECT string_agg(stream || '=' || cursor, ',' ORDER BY stream) FROM {STATE_TABLE}"
-            )),
+            published_text(
+                &live,
+                &format!(
+                    "SELECT string_agg(stream || '=' || cursor, ',' ORDER BY stream) FROM {STATE_TABLE}"
+                )
+            ),
             "other=2021-01-01T00:00:00,users=2026-01-01T00:00:00"
         );
     }
