@@ -171,3 +171,35 @@ async fn an_incremental_run_rereads_only_recent_leave_windows() {
     );
     server.shutdown().await;
 }
+
+/// The ready pipelines run nightly against real tenants: none may read an
+/// endpoint whose path is a guess (not in Lucca's documentation), which a
+/// tenant without that path would answer 404, failing every run.
+#[test]
+fn shipped_pipelines_read_only_documented_paths() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let guessed: Vec<String> = lucca_sync::catalog::endpoints()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .filter(|e| {
+            e.notes
+                .as_deref()
+                .is_some_and(|n| n.contains("the path is a guess"))
+        })
+        .map(|e| e.name.clone())
+        .collect();
+    assert!(
+        guessed.contains(&"expense-natures".to_owned()),
+        "{guessed:?}"
+    );
+    for name in SHIPPED {
+        let (path, _) = local_copy(name, dir.path());
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+        for entry in &guessed {
+            assert!(
+                !text.contains(&format!("endpoint: {entry}\n")),
+                "pipelines/{name}.yaml reads `{entry}`, whose path is a guess"
+            );
+        }
+    }
+}

@@ -33,6 +33,8 @@ fn has_every_endpoint_of_issue_6() {
         "expense-claims",
         "expense-items",
         "expense-natures",
+        "expense-temp-items",
+        "expense-receipts",
         "work-locations",
         "user-locations",
         "extension-user-definitions",

@@ -399,7 +399,12 @@ pub(crate) fn build(store: &Store, today: i64, time_entries: Option<u32>) -> Der
         places,
     );
 
-    let (claims, items) = expenses(&owners, today);
+    let Expenses {
+        claims,
+        items,
+        drafts,
+        receipts,
+    } = expenses(&owners, today);
     add("/api/v3/expenseClaims", Api::V3, &["ownerId"], claims);
     add(
         "/api/v3/expenseClaimItems",
@@ -407,6 +412,13 @@ pub(crate) fn build(store: &Store, today: i64, time_entries: Option<u32>) -> Der
         &["expenseClaimId", "purchasedOn"],
         items,
     );
+    add(
+        "/api/v3/expenseTempItems",
+        Api::V3,
+        &["ownerId", "purchasedOn"],
+        drafts,
+    );
+    add("/api/v3/expenseReceipts", Api::V3, &["ownerId"], receipts);
     Derived { served }
 }
 
@@ -496,11 +508,24 @@ fn leaves(owners: &[Owner], today: i64) -> (Vec<Value>, Vec<Value>) {
     (leaves, requests)
 }
 
+/// The expense endpoints' records.
+struct Expenses {
+    claims: Vec<Value>,
+    items: Vec<Value>,
+    /// Items not yet in a claim (`expenseTempItems`).
+    drafts: Vec<Value>,
+    /// One receipt per claimed item.
+    receipts: Vec<Value>,
+}
+
 /// Three expense claims per owner in the last months, with 1 to 4 items
-/// each; a claim's total is the sum of its items.
-fn expenses(owners: &[Owner], today: i64) -> (Vec<Value>, Vec<Value>) {
+/// each (a claim's total is the sum of its items, each item has a
+/// receipt), and a draft item for every other owner.
+fn expenses(owners: &[Owner], today: i64) -> Expenses {
     let mut claims = Vec::new();
     let mut items = Vec::new();
+    let mut drafts = Vec::new();
+    let mut receipts = Vec::new();
     for o in owners.iter().filter(|o| o.start_day <= today - 100) {
         for k in 0..3u64 {
             let claim = claims.len() + 1;
@@ -520,6 +545,12 @@ fn expenses(owners: &[Owner], today: i64) -> (Vec<Value>, Vec<Value>) {
                     "currency": currency,
                     "comment": NATURES[(nature - 1) as usize],
                 }));
+                receipts.push(json!({
+                    "id": receipts.len() + 1,
+                    "ownerId": o.id,
+                    "name": format!("ticket-{}.jpg", items.len()),
+                    "createdOn": fmt_day(created - 1 - (j as i64)),
+                }));
             }
             let (y, m, _) = civil_from_days(created);
             claims.push(json!({
@@ -532,6 +563,23 @@ fn expenses(owners: &[Owner], today: i64) -> (Vec<Value>, Vec<Value>) {
                 "creationDate": fmt_day(created),
             }));
         }
+        if o.id % 2 == 0 {
+            let nature = 1 + h(o.id, 99, 43) % NATURES.len() as u64;
+            drafts.push(json!({
+                "id": drafts.len() + 1,
+                "ownerId": o.id,
+                "expenseNatureId": nature,
+                "purchasedOn": fmt_day(today - 2),
+                "amount": (500 + h(o.id, 99, 44) % 20_000) as f64 / 100.0,
+                "currency": if o.legal_entity == 2 { "CHF" } else { "EUR" },
+                "comment": NATURES[(nature - 1) as usize],
+            }));
+        }
     }
-    (claims, items)
+    Expenses {
+        claims,
+        items,
+        drafts,
+        receipts,
+    }
 }
