@@ -26,7 +26,9 @@ Exit codes:
   3    the API key was rejected (401): the run stopped at once, nothing of that pipeline
        was written and later pipelines did not run
   4    some streams were refused (403) and skipped, the others loaded
-  130  interrupted (SIGINT/SIGTERM): nothing was written";
+  130  interrupted (SIGINT/SIGTERM): nothing of the pipeline under way was written
+       and later pipelines did not run (a pipeline already publishing when the
+       signal came completes, and it is not counted as interrupted)";
 
 #[derive(Parser)]
 #[command(name = "lucca-sync", version, about = "Copies HR data out of Lucca into DuckDB tables and Parquet files", after_help = EXIT_CODES)]
@@ -491,7 +493,9 @@ fn stop_on_signals() -> CancellationToken {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
-        tracing::warn!("signal received: stopping; nothing of this run will be published");
+        tracing::warn!(
+            "signal received: stopping; a pipeline not yet publishing will not be published"
+        );
         token.cancel();
     });
     stop
@@ -508,7 +512,7 @@ async fn run_all(
     let stop = stop_on_signals();
     let mut code = exit::OK;
     let mut summaries = Vec::new();
-    for pipeline in pipelines {
+    for (index, pipeline) in pipelines.iter().enumerate() {
         match run::run_pipeline(pipeline, settings, &budgets, &stop, options).await {
             Ok(report) => {
                 if let Some(progress) = &options.progress {
@@ -538,7 +542,15 @@ async fn run_all(
             }
         }
         if stop.is_cancelled() {
-            return (exit::INTERRUPTED, summaries);
+            // The signal came while this pipeline was publishing: it is
+            // published, so its own code stands; the next ones do not run.
+            tracing::warn!(
+                pipeline = %pipeline.spec.name,
+                "the signal came while the pipeline was publishing: it is published"
+            );
+            if index + 1 < pipelines.len() {
+                return (exit::INTERRUPTED, summaries);
+            }
         }
     }
     (code, summaries)

@@ -650,6 +650,61 @@ async fn sigterm_stops_within_seconds_with_exit_130_and_writes_nothing() {
     server.shutdown().await;
 }
 
+/// A signal that arrives once the run is publishing (here: as it renames
+/// the new DuckDB file into place, injected by strace) lets the publish
+/// finish; the run then says so and exits 0, not 130 ("nothing was
+/// written"), which would make a scheduler retry an append already done.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signal_during_the_publish_exits_with_the_runs_own_code() {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("strace is not installed: skipped (.ci/run installs it)");
+        return;
+    }
+    let server = sandbox(SandboxConfig::default().with_users(UserData::Synthetic(300))).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (destination, db) = duckdb_destination(dir.path());
+    let path = pipeline(
+        dir.path(),
+        &destination,
+        "    write_mode: append\n",
+        "unlimited",
+    );
+    let first = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let out = tokio::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null"])
+        .args(["-e", "trace=rename,renameat,renameat2"])
+        .args([
+            "-e",
+            "inject=rename,renameat,renameat2:signal=SIGTERM:when=1",
+        ])
+        .arg(env!("CARGO_BIN_EXE_lucca-sync"))
+        .args(["run", &path])
+        .env("LUCCA_BASE_URL", server.base_url())
+        .env("LUCCA_API_KEY", KEY)
+        .env("LUCCA_SYNC_LOG_FORMAT", "json")
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("signal received"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("the signal came while the pipeline was publishing: it is published"),
+        "{stderr}"
+    );
+    assert_eq!(
+        query_i64(&db, "select count(*) from users"),
+        600,
+        "appended twice"
+    );
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_run_on_the_same_destination_fails_fast() {
     let server = sandbox(SandboxConfig {
