@@ -41,7 +41,7 @@ struct Cli {
 
 #[derive(Args)]
 struct GlobalArgs {
-    /// More log output (-v debug, -vv trace). Overrides LUCCA_SYNC_LOG_LEVEL.
+    /// More log output (-v debug, -vv trace). Overrides LUCCA_SYNC_LOG and `log_level`.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     /// Less log output (-q warnings and errors only, -qq errors only).
@@ -241,11 +241,15 @@ static JSON_LOGS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 /// An error for the person or the log collector: a JSON log line when logs
 /// are JSON, else `error: ...` on stderr.
 fn report_error(message: &str) {
-    if JSON_LOGS.get().copied().unwrap_or(false) {
+    if json_logs() {
         tracing::error!("{message}");
     } else {
         eprintln!("error: {message}");
     }
+}
+
+fn json_logs() -> bool {
+    JSON_LOGS.get().copied().unwrap_or(false)
 }
 
 /// Sets up logging; returns whether log lines are JSON.
@@ -282,7 +286,12 @@ fn init_tracing(args: &GlobalArgs, settings: &Settings) -> bool {
             .with_current_span(false)
             .init();
     } else {
-        builder.compact().init();
+        // Colours only for a terminal: a text log sent to a file stays
+        // plain text.
+        builder
+            .compact()
+            .with_ansi(std::io::stderr().is_terminal())
+            .init();
     }
     json
 }
@@ -302,12 +311,29 @@ async fn dispatch(command: Command, settings: Settings) -> u8 {
         Command::Run(args) => {
             let loaded = match load_all(&args.pipelines, &|name| std::env::var(name).ok()) {
                 Ok(p) => p,
-                Err(code) => return code,
+                // The reports say so too: a metrics file left from the last
+                // good night would tell the alerting all is well.
+                Err(code) if args.dry_run => return code,
+                Err(code) => {
+                    let now = chrono::Utc::now();
+                    let summary = RunSummary {
+                        started_at: now,
+                        finished_at: now,
+                        exit_code: code,
+                        pipelines: Vec::new(),
+                    };
+                    return write_reports(&summary, &args).max(code);
+                }
             };
             let options = RunOptions {
                 full_refresh: args.full_refresh,
                 limit: args.limit,
-                progress: progress::TerminalProgress::start(),
+                // Bars would break the one-JSON-object-per-line stderr.
+                progress: if json_logs() {
+                    None
+                } else {
+                    progress::TerminalProgress::start()
+                },
             };
             if args.dry_run {
                 return dry_run_all(&loaded, &settings, &options).await;
@@ -447,7 +473,7 @@ fn validate(paths: &[PathBuf]) -> u8 {
 /// `as_log` and logs are JSON (`run`), plain for `validate` (a report).
 fn print_errors(errors: &PipelineErrors, as_log: bool) {
     for e in &errors.0 {
-        if as_log && JSON_LOGS.get().copied().unwrap_or(false) {
+        if as_log && json_logs() {
             tracing::error!("{e}");
         } else {
             eprintln!("{e}");
@@ -617,6 +643,7 @@ fn failed(e: &run::RunError) -> u8 {
 }
 
 async fn dry_run_all(pipelines: &[Pipeline], settings: &Settings, options: &RunOptions) -> u8 {
+    let mut code = exit::OK;
     for pipeline in pipelines {
         let plan = match run::plan_pipeline(pipeline, settings, options).await {
             Ok(plan) => plan,
@@ -637,6 +664,18 @@ async fn dry_run_all(pipelines: &[Pipeline], settings: &Settings, options: &RunO
                 s.endpoint
             );
         }
+        // The exit code a run would have: 4 when it would skip refused
+        // streams, 1 when a stream would fail.
+        for s in &plan.streams {
+            if let Some(problem) = &s.problem {
+                report_error(&problem.message);
+                code = code.max(if problem.forbidden {
+                    exit::PARTIAL
+                } else {
+                    exit::FAILED
+                });
+            }
+        }
         match (plan.rate_limit_per_minute, plan.budget_secs) {
             (Some(rate), Some(secs)) => println!(
                 "at {rate} requests per minute, the request budget alone makes the run take {}",
@@ -652,7 +691,7 @@ async fn dry_run_all(pipelines: &[Pipeline], settings: &Settings, options: &RunO
             Err(e) => return failed(&e),
         }
     }
-    exit::OK
+    code
 }
 
 /// The DuckDB type of a column, or why it is not known yet.
@@ -762,19 +801,25 @@ fn print_summary(report: &RunReport) {
             s.elapsed.as_secs_f64(),
             status
         );
-        tracing::info!(
-            pipeline = %report.pipeline,
-            run_id = %report.run_id,
-            stream = %s.stream,
-            rows = s.rows,
-            api_count = s.api_count,
-            requests = s.requests,
-            retries = s.retries,
-            throttled = s.throttled,
-            elapsed_ms = s.elapsed.as_millis() as u64,
-            status = %status,
-            "stream summary"
-        );
+        // For log collectors: with text logs on a terminal, the table
+        // above says it already.
+        if json_logs() {
+            let (status_name, error) = s.status.name_and_error();
+            tracing::info!(
+                pipeline = %report.pipeline,
+                run_id = %report.run_id,
+                stream = %s.stream,
+                rows = s.rows,
+                api_count = s.api_count,
+                requests = s.requests,
+                retries = s.retries,
+                throttled = s.throttled,
+                elapsed_ms = s.elapsed.as_millis() as u64,
+                status = status_name,
+                error,
+                "stream summary"
+            );
+        }
         // A stream that did not load is said at its level too, so that
         // `-q` and log filters on WARN/ERROR show why the run failed.
         match &s.status {

@@ -780,6 +780,18 @@ pub struct PlannedStream {
     pub page_size: u32,
     /// Requests the run would send, when the count is known.
     pub requests: Option<u64>,
+    /// Why the count request failed (a 403, an endpoint that does not
+    /// answer): the run would fail or skip this stream the same way.
+    pub problem: Option<StreamProblem>,
+}
+
+/// A stream whose count request failed, in a dry run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StreamProblem {
+    /// The key may not read it (403): a run skips it and exits 4.
+    pub forbidden: bool,
+    /// The error, naming the URL.
+    pub message: String,
 }
 
 /// What a run of a pipeline would fetch, and how long its request budget
@@ -813,7 +825,19 @@ pub async fn plan_pipeline(
     for stream in &pipeline.streams {
         // A sliced stream's count comes from one query over its whole range.
         let plan = stream_plan(pipeline, stream, &base_url, None, None)?;
-        let count = probe(&extractor, &rejection, pipeline, &plan).await?;
+        // A rejected key stops everything; another failure is this
+        // stream's own, and the plan goes on with the next.
+        let (count, problem) = match probe(&extractor, &rejection, pipeline, &plan).await {
+            Ok(count) => (count, None),
+            Err(e) if e.is_key_rejected() => return Err(e),
+            Err(e) => (
+                None,
+                Some(StreamProblem {
+                    forbidden: e.is_forbidden(),
+                    message: e.to_string(),
+                }),
+            ),
+        };
         let records = match (count, options.limit) {
             (Some(count), Some(limit)) => Some(count.min(limit)),
             (count, _) => count,
@@ -831,6 +855,7 @@ pub async fn plan_pipeline(
             records,
             page_size,
             requests: records.map(|n| n.div_ceil(u64::from(page_size)).max(windows)),
+            problem,
         });
     }
     let total: Option<u64> = streams.iter().map(|s| s.requests).sum();

@@ -59,6 +59,34 @@ fn run_with_an_invalid_pipeline_sends_nothing_and_exits_2() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
 
+/// The metrics file of an invalid run says exit 2: last night's file,
+/// left as it was, would tell the alerting that all is well.
+#[test]
+fn an_invalid_pipeline_still_writes_its_exit_code_to_the_reports() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let metrics = dir.path().join("lucca_sync.prom");
+    let summary = dir.path().join("summary.json");
+    std::fs::write(&metrics, "lucca_sync_run_exit_code 0\n").unwrap_or_else(|e| panic!("{e}"));
+    let out = lucca_sync(&[
+        "run",
+        "tests/fixtures/pipelines/page_size_too_big.yaml",
+        "--metrics-file",
+        metrics.to_str().unwrap_or_default(),
+        "--summary-json",
+        summary.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let prom = std::fs::read_to_string(&metrics).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        prom.lines().any(|l| l == "lucca_sync_run_exit_code 2"),
+        "{prom}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary).unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(json["exit_code"], 2, "{json}");
+}
+
 #[test]
 fn shipped_pipelines_validate() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -467,6 +467,25 @@ async fn summary_json_and_metrics_file_describe_the_run() {
     )
     .await;
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    // The log collector's view: stderr is not a terminal, so JSON lines; the
+    // refused stream's summary says `forbidden` and, apart, why.
+    let summaries: Vec<serde_json::Value> = text(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["message"] == "stream summary")
+        .collect();
+    assert_eq!(summaries.len(), 2, "{}", text(&out.stderr));
+    assert_eq!(summaries[0]["status"], "loaded");
+    assert!(summaries[0].get("error").is_none(), "{}", summaries[0]);
+    assert_eq!(summaries[1]["status"], "forbidden", "{}", summaries[1]);
+    assert!(
+        summaries[1]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("403 Forbidden"),
+        "{}",
+        summaries[1]
+    );
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&summary).unwrap_or_else(|e| panic!("{e}")))
             .unwrap_or_else(|e| panic!("{e}"));
@@ -570,6 +589,51 @@ async fn dry_run_asks_only_for_counts_and_writes_nothing() {
     );
     assert_eq!(server.requests().len(), 2, "one request per stream");
     assert!(!dir.path().join("out").exists(), "nothing written");
+    server.shutdown().await;
+}
+
+/// A stream the key may not read does not hide the others' plan: the
+/// dry run lists every stream, names the refusal and exits 4, as the run
+/// would.
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_goes_on_past_a_refused_stream_and_exits_4() {
+    let server = sandbox(SandboxConfig {
+        faults: Faults {
+            forbidden_paths: vec!["/api/v3/users".into()],
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (path, _db) = two_streams(dir.path(), "unlimited", "");
+    let out = lucca_sync(&["run", "--dry-run", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(
+        rows.contains(&vec!["users", "?", "1000", "?", "/api/v3/users"]),
+        "{stdout}"
+    );
+    assert!(
+        rows.contains(&vec![
+            "departments",
+            "6",
+            "1000",
+            "1",
+            "/api/v3/departments"
+        ]),
+        "{stdout}"
+    );
+    assert!(
+        text(&out.stderr).contains("403 Forbidden"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(server.requests().len(), 2, "one request per stream");
     server.shutdown().await;
 }
 
