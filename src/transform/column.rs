@@ -215,10 +215,13 @@ impl ColumnBuilder {
         }
     }
 
-    /// Turns the column into the wider type that also holds `value`, its
-    /// values kept: BIGINT to DOUBLE for a number with a fraction (`1`
-    /// then `2.5`), DATE to TIMESTAMP for a datetime. False when there is
-    /// no such type.
+    /// Turns the column into the narrowest wider type that also holds
+    /// `value`, its values kept: BIGINT to DOUBLE for a number with a
+    /// fraction (`1` then `2.5`), DATE to TIMESTAMP for a naive datetime,
+    /// and VARCHAR for any other mix (`1` then `"A12"`, a naive datetime
+    /// then a zoned one: no time zone is invented), the values so far
+    /// rewritten as text. False for a column that holds any value already
+    /// (VARCHAR, JSON) or has no type yet.
     pub fn widen(&mut self, value: &Scalar<'_>) -> bool {
         match (&mut *self, value) {
             (ColumnBuilder::Int64(ints), Scalar::Float(_)) => {
@@ -241,7 +244,52 @@ impl ColumnBuilder {
                 *self = ColumnBuilder::Timestamp(micros);
                 true
             }
-            _ => false,
+            (ColumnBuilder::Pending(_) | ColumnBuilder::Utf8(_) | ColumnBuilder::Json(_), _) => {
+                false
+            }
+            _ => {
+                *self = ColumnBuilder::Utf8(self.as_text());
+                true
+            }
+        }
+    }
+
+    /// The values so far as text, as a VARCHAR column would have held
+    /// them: an integer's digits, a boolean's `true`/`false`, a date as
+    /// `yyyy-mm-dd`, a timestamp as Lucca writes it (a zoned one in UTC,
+    /// with `Z`). Leaves the builder empty.
+    fn as_text(&mut self) -> StringBuilder {
+        fn texts<T>(
+            values: impl Iterator<Item = Option<T>>,
+            show: impl Fn(T) -> String,
+        ) -> StringBuilder {
+            let mut text = StringBuilder::new();
+            for value in values {
+                text.append_option(value.map(&show));
+            }
+            text
+        }
+        match self {
+            ColumnBuilder::Pending(nulls) => {
+                let mut text = StringBuilder::new();
+                text.append_nulls(std::mem::take(nulls));
+                text
+            }
+            ColumnBuilder::Int64(b) => texts(b.finish().iter(), |i| i.to_string()),
+            ColumnBuilder::Float64(b) => texts(b.finish().iter(), |f| f.to_string()),
+            ColumnBuilder::Boolean(b) => texts(b.finish().iter(), |v| v.to_string()),
+            ColumnBuilder::Utf8(b) | ColumnBuilder::Json(b) => {
+                texts(b.finish().iter(), str::to_owned)
+            }
+            ColumnBuilder::Date(b) => texts(b.finish().iter(), temporal::format_date),
+            ColumnBuilder::Timestamp(b) => texts(b.finish().iter(), temporal::format_datetime),
+            ColumnBuilder::TimestampTz(b) => {
+                texts(b.finish().iter(), |us| temporal::format_datetime(us) + "Z")
+            }
+            ColumnBuilder::Decimal(b, _, scale) => {
+                let scale = *scale;
+                texts(b.finish().iter(), |units| decimal_text(units, scale))
+            }
         }
     }
 
@@ -399,6 +447,19 @@ fn decimal_units(value: &Scalar<'_>, precision: u8, scale: u8) -> Option<i128> {
     };
     let limit = 10i128.checked_pow(u32::from(precision))?;
     (units.abs() < limit).then_some(units)
+}
+
+/// Units of 10^-scale as decimal text: 1250 at scale 2 -> `12.50`.
+fn decimal_text(units: i128, scale: u8) -> String {
+    let digits = units.unsigned_abs().to_string();
+    let scale = usize::from(scale);
+    let sign = if units < 0 { "-" } else { "" };
+    if scale == 0 {
+        return format!("{sign}{digits}");
+    }
+    let digits = format!("{digits:0>width$}", width = scale + 1);
+    let (whole, fraction) = digits.split_at(digits.len() - scale);
+    format!("{sign}{whole}.{fraction}")
 }
 
 /// `-12.5` at scale 2 -> -1250; more fraction digits than `scale` is not

@@ -1165,9 +1165,9 @@ impl StreamTransform {
             (_, false) => value,
         };
         // Before the first batch fixes the schema, an inferred type may
-        // widen (BIGINT to DOUBLE, DATE to TIMESTAMP) unless a table of
-        // this stream already holds it. Asked only of a value that does
-        // not fit.
+        // widen (BIGINT to DOUBLE, DATE to TIMESTAMP, any other mix to
+        // VARCHAR) unless a table of this stream already holds it. Asked
+        // only of a value that does not fit.
         let may_widen = |name: &str| {
             self.schema.is_none()
                 && (self.policies.replaces_table

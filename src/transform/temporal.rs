@@ -93,6 +93,51 @@ fn days_from_civil(year: i32, month: u32, day: u32) -> Option<i32> {
     Some(era * 146_097 + day_of_era as i32 - 719_468)
 }
 
+/// The date of a day count (the inverse of [`days_from_civil`]):
+/// (year, month, day).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// `yyyy-mm-dd` of a day count since 1970-01-01 (a DATE column's value
+/// as text).
+pub fn format_date(days: i32) -> String {
+    let (year, month, day) = civil_from_days(i64::from(days));
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// `yyyy-mm-ddThh:mm:ss` of microseconds since the epoch, with the
+/// fraction Lucca writes (`.583`, `.0001`: trailing zeros dropped) when
+/// there is one. A zoned value's caller appends `Z` (its microseconds are
+/// UTC).
+pub fn format_datetime(micros: i64) -> String {
+    let (year, month, day) = civil_from_days(micros.div_euclid(MICROS_PER_DAY));
+    let in_day = micros.rem_euclid(MICROS_PER_DAY);
+    let (seconds, fraction) = (in_day / 1_000_000, in_day % 1_000_000);
+    let mut text = format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    );
+    if fraction != 0 {
+        let digits = format!("{fraction:06}");
+        text.push('.');
+        text.push_str(digits.trim_end_matches('0'));
+    }
+    text
+}
+
 /// Parses a Lucca date or datetime; `None` for anything else.
 pub fn parse(text: &str) -> Option<Temporal> {
     let s = text.as_bytes();
@@ -177,6 +222,35 @@ mod tests {
             "2015-09-07Tab:cd:ef",
         ] {
             assert_eq!(parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn formatted_values_parse_back_to_themselves() {
+        for text in [
+            "0000-03-01",
+            "1600-02-29",
+            "1969-12-31",
+            "1970-01-01",
+            "2024-02-29",
+            "9999-12-31",
+        ] {
+            match parse(text) {
+                Some(Temporal::Date(days)) => assert_eq!(format_date(days), text),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        for text in [
+            "1969-12-31T23:59:59.999999",
+            "1970-01-01T00:00:00",
+            "2015-09-07T10:20:06.583",
+            "2024-04-15T23:12:54.0001",
+            "2024-02-29T12:00:00.5",
+        ] {
+            match parse(text) {
+                Some(Temporal::Naive(us)) => assert_eq!(format_datetime(us), text),
+                other => panic!("{text}: {other:?}"),
+            }
         }
     }
 

@@ -172,8 +172,12 @@ fn types_flattening_and_names() {
 
 #[test]
 fn a_value_that_does_not_fit_is_an_error_not_a_null() {
-    let json = r#"{"data":{"items":[{"id":1,"modifiedAt":"2015-09-07T10:20:06"},{"id":2,"modifiedAt":"yesterday"}]}}"#;
-    let mut t = StreamTransform::new("users", &[]);
+    // After the first batch has fixed the column's type (within it, the
+    // column would widen to VARCHAR).
+    let first = r#"{"data":{"items":[{"id":1,"modifiedAt":"2015-09-07T10:20:06"}]}}"#;
+    let json = r#"{"data":{"items":[{"id":2,"modifiedAt":"yesterday"}]}}"#;
+    let mut t = StreamTransform::new("users", &[]).with_warmup_rows(1);
+    let _ = t.push_page(&page(first)).unwrap_or_else(|e| panic!("{e}"));
     match t.push_page(&page(json)) {
         Err(e) => assert_eq!(
             e.to_string(),
@@ -337,14 +341,16 @@ fn pii_hash_is_a_stable_keyed_hmac_and_drop_removes_the_column() {
 fn a_bad_value_fails_by_default_and_is_nulled_and_counted_on_request() {
     let fields = vec![field("id", &[]), field("startsOn", &[])];
     let json = r#"{"data":{"items":[{"id":1,"startsOn":"2020-02-01"},{"id":2,"startsOn":"soon"},{"id":3,"startsOn":"2021-01-01"}]}}"#;
-    let mut t = StreamTransform::new("users", &fields);
+    // Declared: an inferred type would widen to VARCHAR in the warm-up.
+    let date = [("starts_on", Some(DeclaredType::Date), PiiPolicy::Keep)];
+    let mut t = StreamTransform::new("users", &fields).with_policies(policies(&date, None));
     let err = t.push_page(&page(json)).err().map(|e| e.to_string());
     assert!(
         err.as_deref()
             .is_some_and(|e| e.contains("record id 2") && e.contains("\"soon\"")),
         "{err:?}"
     );
-    let mut p = policies(&[], None);
+    let mut p = policies(&date, None);
     p.null_bad_values = true;
     let (batch, nulled) = run_with(&fields, p, json);
     assert_eq!(nulled, 1);
@@ -544,4 +550,122 @@ fn a_child_table_column_takes_the_pii_policy_of_its_name() {
     assert_eq!(mail.len(), 64, "hashed, not `b@x`: {mail}");
     assert!(contacts.column_by_name("birth_date").is_none(), "dropped");
     assert!(contacts.column_by_name("kind").is_some());
+}
+
+/// The texts of a VARCHAR column.
+fn texts_of(batch: &RecordBatch, name: &str) -> Vec<Option<String>> {
+    let column = batch
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    assert_eq!(column.data_type(), &DataType::Utf8, "{name}");
+    column
+        .as_string::<i32>()
+        .iter()
+        .map(|v| v.map(str::to_owned))
+        .collect()
+}
+
+fn some(values: &[&str]) -> Vec<Option<String>> {
+    values.iter().map(|v| Some((*v).to_owned())).collect()
+}
+
+#[test]
+fn a_value_of_another_kind_in_the_warm_up_widens_the_column_to_varchar() {
+    // Each column meets a value its inferred type cannot hold, then a
+    // value of the first kind again: VARCHAR, the values buffered before
+    // rewritten as text (a timestamp as Lucca writes it, a zoned one in
+    // UTC).
+    let json = r#"{"data":{"items":[
+      {"id":1,"code":1,"at":"2015-09-07T10:20:06.583","tz":"2024-04-15T23:12:54.0001Z",
+       "off":"2024-01-01T10:00:00+02:00","day":"2024-01-01","dz":"2024-01-01",
+       "gone":"2024-01-01","flag":true,"rate":1.5,"dt":"2024-01-01"},
+      {"id":2,"code":"A12","at":"2024-01-01T10:00:00+02:00","tz":"2024-01-01T10:00:00",
+       "off":"2024-01-01T10:00:00","day":"unknown","dz":"2024-01-02T00:00:00Z",
+       "gone":"","flag":1,"rate":"n/a","dt":"2024-01-02T10:30:00"},
+      {"id":3,"code":7,"at":"2016-01-01T00:00:00","tz":"2024-01-01T00:00:00Z",
+       "off":null,"day":"2024-02-29","dz":"2024-01-03","gone":"2024-01-03",
+       "flag":false,"rate":2,"dt":"2024-01-03T00:00:00Z"}
+    ]}}"#;
+    let b = run(&[], json);
+    assert_eq!(texts_of(&b, "code"), some(&["1", "A12", "7"]));
+    assert_eq!(
+        texts_of(&b, "at"),
+        some(&[
+            "2015-09-07T10:20:06.583",
+            "2024-01-01T10:00:00+02:00",
+            "2016-01-01T00:00:00"
+        ])
+    );
+    assert_eq!(
+        texts_of(&b, "tz"),
+        some(&[
+            "2024-04-15T23:12:54.0001Z",
+            "2024-01-01T10:00:00",
+            "2024-01-01T00:00:00Z"
+        ])
+    );
+    assert_eq!(
+        texts_of(&b, "off"),
+        [
+            Some("2024-01-01T08:00:00Z".to_owned()),
+            Some("2024-01-01T10:00:00".to_owned()),
+            None
+        ]
+    );
+    assert_eq!(
+        texts_of(&b, "day"),
+        some(&["2024-01-01", "unknown", "2024-02-29"])
+    );
+    assert_eq!(
+        texts_of(&b, "dz"),
+        some(&["2024-01-01", "2024-01-02T00:00:00Z", "2024-01-03"])
+    );
+    assert_eq!(
+        texts_of(&b, "gone"),
+        some(&["2024-01-01", "", "2024-01-03"])
+    );
+    assert_eq!(texts_of(&b, "flag"), some(&["true", "1", "false"]));
+    assert_eq!(texts_of(&b, "rate"), some(&["1.5", "n/a", "2"]));
+    // DATE, then TIMESTAMP for a naive datetime, then VARCHAR for a zoned one.
+    assert_eq!(
+        texts_of(&b, "dt"),
+        some(&[
+            "2024-01-01T00:00:00",
+            "2024-01-02T10:30:00",
+            "2024-01-03T00:00:00Z"
+        ])
+    );
+}
+
+#[test]
+fn after_the_warm_up_a_value_of_another_kind_fails_or_is_nulled() {
+    let first = page(r#"{"data":{"items":[{"id":1,"code":1}]}}"#);
+    let second = page(r#"{"data":{"items":[{"id":2,"code":"A12"}]}}"#);
+    let mut t = StreamTransform::new("users", &[]).with_warmup_rows(1);
+    let batch = batch_of(
+        &t.push_page(&first).unwrap_or_else(|e| panic!("{e}")),
+        "users",
+    );
+    assert_eq!(batch.schema().field(1).data_type(), &DataType::Int64);
+    match t.push_page(&second) {
+        Err(e) => assert!(
+            e.to_string()
+                .contains("value \"A12\" does not fit column `code` of type Int64"),
+            "{e}"
+        ),
+        Ok(_) => panic!("widened a column after the first batch"),
+    }
+    let mut p = policies(&[], None);
+    p.null_bad_values = true;
+    let mut t = StreamTransform::new("users", &[])
+        .with_policies(p)
+        .with_warmup_rows(1);
+    let _ = t.push_page(&first).unwrap_or_else(|e| panic!("{e}"));
+    let batch = batch_of(
+        &t.push_page(&second).unwrap_or_else(|e| panic!("{e}")),
+        "users",
+    );
+    assert_eq!(batch.schema().field(1).data_type(), &DataType::Int64);
+    assert_eq!(batch.column(1).null_count(), 1);
+    assert_eq!(t.nulled_values(), 1);
 }
