@@ -1121,6 +1121,28 @@ impl StreamTransform {
                         self.fill_object(child, &inner, ctx)?;
                         continue;
                     }
+                    if is_object && self.may_become_object(node, column) {
+                        // Scalars so far, an object now (`extendedData`
+                        // values may be either): the node becomes the
+                        // object, its scalars still going to this column,
+                        // as when the object comes first.
+                        let (path, name) = self.leaf_naming(column);
+                        let depth = self.node_depth(node) + 1;
+                        self.nodes[child] = Node::Object {
+                            exact: Vec::new(),
+                            folded: HashMap::new(),
+                            path,
+                            name,
+                            depth,
+                            declared: Vec::new(),
+                        };
+                        self.object_values.insert(child, column);
+                        let inner = json::object_members(text).map_err(|e| {
+                            self.bad_record(ctx.index, ctx.at, format!("field `{key}`: {e}"))
+                        })?;
+                        self.fill_object(child, &inner, ctx)?;
+                        continue;
+                    }
                     if pending && text.starts_with('[') {
                         if is_array_of_objects() {
                             if let Some(index) = self.make_child_table(child) {
@@ -1230,6 +1252,24 @@ impl StreamTransform {
         {
             self.max_cursor = Some((rank, text));
         }
+    }
+
+    /// True when the scalar column `column`, a field of object node
+    /// `parent`, is to be flattened for an object value: its type is
+    /// inferred (or one its table has), not declared (`json` or other),
+    /// not JSON (past the flattening depth), and the column is neither
+    /// dropped nor hashed (flattened members would escape the policy).
+    fn may_become_object(&self, parent: NodeId, column: usize) -> bool {
+        let col = &self.columns[column];
+        !col.dead
+            && !col.hashed
+            && col.builder.column_type() != Some(ColumnType::Json)
+            && self.node_depth(parent) < self.policies.flatten_depth
+            && self
+                .policies
+                .columns
+                .get(&col.name)
+                .is_none_or(|spec| spec.data_type.is_none())
     }
 
     fn leaf_naming(&self, column: usize) -> (String, String) {

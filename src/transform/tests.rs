@@ -669,3 +669,106 @@ fn after_the_warm_up_a_value_of_another_kind_fails_or_is_nulled() {
     assert_eq!(batch.column(1).null_count(), 1);
     assert_eq!(t.nulled_values(), 1);
 }
+
+#[test]
+fn an_object_where_earlier_records_have_a_scalar_is_flattened_beside_it() {
+    // The mirror of the test above: the scalars come first. Either order
+    // gives the same columns, the scalars keeping their type.
+    let ints = |b: &RecordBatch, name: &str| -> Vec<Option<i64>> {
+        b.column_by_name(name)
+            .unwrap_or_else(|| panic!("{name}"))
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .iter()
+            .collect()
+    };
+    let scalar_first = run(
+        &[],
+        r#"{"data":{"items":[
+      {"id":1,"extendedData":{"e_x":5,"e_y":"AB"}},
+      {"id":2,"extendedData":{"e_x":{"id":7,"name":"Gold"},"e_y":{"id":8}}},
+      {"id":3,"extendedData":{"e_x":6,"e_y":"CD"}}
+    ]}}"#,
+    );
+    let object_first = run(
+        &[],
+        r#"{"data":{"items":[
+      {"id":2,"extendedData":{"e_x":{"id":7,"name":"Gold"},"e_y":{"id":8}}},
+      {"id":1,"extendedData":{"e_x":5,"e_y":"AB"}},
+      {"id":3,"extendedData":{"e_x":6,"e_y":"CD"}}
+    ]}}"#,
+    );
+    let names = |b: &RecordBatch| {
+        let mut names: Vec<String> = b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| format!("{}: {}", f.name(), f.data_type()))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        names(&scalar_first),
+        [
+            "extended_data_e_x: Int64",
+            "extended_data_e_x_id: Int64",
+            "extended_data_e_x_name: Utf8",
+            "extended_data_e_y: Utf8",
+            "extended_data_e_y_id: Int64",
+            "id: Int64",
+        ]
+    );
+    assert_eq!(names(&scalar_first), names(&object_first));
+    assert_eq!(
+        ints(&scalar_first, "extended_data_e_x"),
+        [Some(5), None, Some(6)]
+    );
+    assert_eq!(
+        ints(&scalar_first, "extended_data_e_x_id"),
+        [None, Some(7), None]
+    );
+    assert_eq!(
+        texts_of(&scalar_first, "extended_data_e_x_name"),
+        [None, Some("Gold".to_owned()), None]
+    );
+    // A text scalar first: the object is flattened, not stored as JSON text.
+    assert_eq!(
+        texts_of(&scalar_first, "extended_data_e_y"),
+        [Some("AB".to_owned()), None, Some("CD".to_owned())]
+    );
+    assert_eq!(
+        ints(&scalar_first, "extended_data_e_y_id"),
+        [None, Some(8), None]
+    );
+}
+
+#[test]
+fn a_json_column_or_one_past_the_flatten_depth_keeps_an_object_after_a_scalar_as_text() {
+    let json = r#"{"data":{"items":[
+      {"id":1,"extendedData":{"e_x":5}},
+      {"id":2,"extendedData":{"e_x":{"id":7}}}
+    ]}}"#;
+    let declared = policies(
+        &[(
+            "extended_data_e_x",
+            Some(DeclaredType::Json),
+            PiiPolicy::Keep,
+        )],
+        None,
+    );
+    let (b, _) = run_with(&[], declared, json);
+    assert_eq!(
+        texts_of(&b, "extended_data_e_x"),
+        some(&["5", r#"{"id":7}"#])
+    );
+    assert!(b.column_by_name("extended_data_e_x_id").is_none());
+
+    let mut shallow = policies(&[], None);
+    shallow.flatten_depth = 1;
+    let (b, _) = run_with(&[], shallow, json);
+    assert_eq!(
+        texts_of(&b, "extended_data_e_x"),
+        some(&["5", r#"{"id":7}"#])
+    );
+    assert!(b.column_by_name("extended_data_e_x_id").is_none());
+}
