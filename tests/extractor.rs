@@ -635,3 +635,46 @@ async fn a_401_deep_into_one_of_several_streams_stops_them_all() {
     assert!(left.is_empty(), "nothing published: {left:?}");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_v4_next_link_without_our_parameters_keeps_them_and_reads_every_page() {
+    // The tenant's `next` links name only `limit` and `page` (relative,
+    // then absolute): each followed link still carries `fields.root`,
+    // `sort`, `fields` and the stream's `params`, so every page names the
+    // next one and all 200 records land.
+    let server = sandbox(SandboxConfig {
+        users: UserData::Synthetic(8_000),
+        faults: Faults {
+            bare_next_links: true,
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let streams = "  - name: establishments\n    endpoint: /organization/structure/api/establishments\n    paging: v4\n    page_size: 30\n    params: { legalUnitId: \"1,2\" }\n    fields: [id, name]\n    primary_key: id\n";
+    let (path, db) = pipeline(dir.path(), UNLIMITED, streams);
+    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(ids(&db, "establishments"), (1..=200).collect::<Vec<i64>>());
+    let queries: Vec<String> = server.requests().iter().map(|r| r.query.clone()).collect();
+    assert_eq!(queries.len(), 7, "ceil(200 / 30) pages: {queries:?}");
+    for (number, query) in (1..).zip(&queries) {
+        for kept in [
+            "fields.root=count%2Cnext",
+            "sort=%2Bid",
+            "fields=id%2Cname",
+            "legalUnitId=1%2C2",
+            "limit=30",
+        ] {
+            assert!(query.contains(kept), "page {number} lacks {kept}: {query}");
+        }
+        assert_eq!(
+            query.matches("page=").count(),
+            1,
+            "the link's page wins: {query}"
+        );
+        assert!(query.contains(&format!("page={number}")), "{query}");
+    }
+    server.shutdown().await;
+}

@@ -1,6 +1,8 @@
 //! Lucca's paging styles and list envelopes: which URL asks for the next
 //! page, and where the records and the total count are in a response body.
 
+use std::collections::HashSet;
+
 use url::Url;
 
 use crate::json::{self, Kind, Raw, Reader, RecordTape, ScanError};
@@ -462,17 +464,29 @@ impl Pager {
                 }
             }
             Position::PageCursor(_) | Position::Cursor(_) => {
-                let Some(next) = page.next else {
-                    return Ok(NextPage::Done);
+                if let Some(next) = page.next {
+                    return self.follow(next);
+                }
+                // Without a link there is no telling where the rest is:
+                // a count not reached fails the stream, never ends it.
+                return match page.count.or(self.total) {
+                    Some(count) if self.read < count => Err(format!(
+                        "the API counts {count} records and {} were read, but the page names no next page; the stream would end short",
+                        self.read
+                    )),
+                    _ => Ok(NextPage::Done),
                 };
-                return self.follow(next);
             }
         }
         Ok(NextPage::Fetch(self.current_url()))
     }
 
     /// Goes to the page a `next` member names: a URL on the same host (a
-    /// link), or else an opaque v4 page cursor.
+    /// link), or else an opaque v4 page cursor. A link keeps every query
+    /// parameter of the page just read that it does not set itself: a
+    /// tenant's link may name only `limit` and `page`, and without
+    /// `fields.root` the next page would name no next page, without
+    /// `fields`, `sort` and the stream's filters it would hold other records.
     fn follow(&mut self, next: &str) -> Result<NextPage, String> {
         let is_link = next.starts_with("http://")
             || next.starts_with("https://")
@@ -482,8 +496,8 @@ impl Pager {
             self.position = Position::PageCursor(next.to_owned());
             return Ok(NextPage::Fetch(self.current_url()));
         }
-        let url = self
-            .base
+        let read = self.current_url();
+        let mut url = read
             .join(next)
             .map_err(|e| format!("next page link `{next}` is not a URL: {e}"))?;
         if url.origin() != self.base.origin() {
@@ -491,6 +505,14 @@ impl Pager {
                 "next page link points to another host ({}); refusing to send the API key there",
                 url.host_str().unwrap_or("?")
             ));
+        }
+        let set: HashSet<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        let missing: Vec<_> = read
+            .query_pairs()
+            .filter(|(k, _)| !set.contains(k.as_ref()))
+            .collect();
+        if !missing.is_empty() {
+            url.query_pairs_mut().extend_pairs(missing);
         }
         self.position = Position::Cursor(Some(url));
         Ok(NextPage::Fetch(self.current_url()))
@@ -722,12 +744,27 @@ mod tests {
         };
         let mut p = Pager::new(PagingStyle::V4, PageBy::Offset, base(), 2);
         assert!(fetched(p.advance(next("b2Zm"))).ends_with("limit=2&page=b2Zm"));
-        assert!(fetched(p.advance(next("/api/x?page=c3"))).ends_with("/api/x?page=c3"));
+        // A link names the page; what it leaves out is ours.
+        assert_eq!(
+            fetched(p.advance(next("/api/x?page=c3"))),
+            "https://acme.ilucca.net/api/x?page=c3&fields=id%2Ccollection.count&limit=2"
+        );
         assert!(p.advance(next("https://evil.example/x")).is_err());
-        // No `next` after a cursor: the last page, whatever the count.
-        let mut p = Pager::new(PagingStyle::V4, PageBy::Offset, base(), 2);
-        let _ = p.advance(next("b2Zm"));
-        assert_eq!(p.advance(facts(2, Some(9))), Ok(NextPage::Done));
+        // No `next` after a cursor or a link while the count says more:
+        // the stream fails rather than end short; once the count is
+        // reached, it is the last page.
+        for first in ["b2Zm", "?limit=2&page=2"] {
+            let mut p = Pager::new(PagingStyle::V4, PageBy::Offset, base(), 2);
+            let _ = p.advance(next(first));
+            assert_eq!(
+                p.advance(facts(2, Some(9))),
+                Err("the API counts 9 records and 4 were read, but the page names no next page; the stream would end short".into()),
+                "{first}"
+            );
+            let mut p = Pager::new(PagingStyle::V4, PageBy::Offset, base(), 2);
+            let _ = p.advance(next(first));
+            assert_eq!(p.advance(facts(2, Some(4))), Ok(NextPage::Done), "{first}");
+        }
         // No `next` at all: page numbers.
         let mut p = Pager::new(PagingStyle::V4, PageBy::Offset, base(), 2);
         assert!(fetched(p.advance(facts(2, Some(3)))).ends_with("limit=2&page=2"));
@@ -741,12 +778,59 @@ mod tests {
             ..facts(2, None)
         };
         let mut p = Pager::new(PagingStyle::Cursor, PageBy::Offset, base(), 2);
-        assert!(
-            fetched(p.advance(link("https://acme.ilucca.net/lucca-api/x?page=abc")))
-                .ends_with("page=abc")
+        assert_eq!(
+            fetched(p.advance(link("https://acme.ilucca.net/lucca-api/x?page=abc"))),
+            "https://acme.ilucca.net/lucca-api/x?page=abc&fields=id%2Ccollection.count&limit=2"
         );
         assert!(p.advance(link("https://evil.example/x")).is_err());
         let mut p = Pager::new(PagingStyle::Cursor, PageBy::Offset, base(), 2);
         assert_eq!(p.advance(facts(2, None)), Ok(NextPage::Done));
+        // No link while `totalCount` says more: a failure, not the end.
+        let mut p = Pager::new(PagingStyle::Cursor, PageBy::Offset, base(), 2);
+        assert!(p.advance(facts(2, Some(5))).is_err());
+    }
+
+    #[test]
+    fn a_followed_link_keeps_the_parameters_it_does_not_set() {
+        let v4 = Url::parse(
+            "https://acme.ilucca.net/organization/structure/api/establishments?legalUnitId=1&legalUnitId=2&fields=id%2Cname&fields.root=count%2Cnext&sort=%2Bid",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let next = |next| PageFacts {
+            next: Some(next),
+            ..facts(2, Some(9))
+        };
+        let kept =
+            "legalUnitId=1&legalUnitId=2&fields=id%2Cname&fields.root=count%2Cnext&sort=%2Bid";
+        for (link, expected) in [
+            (
+                "?limit=2&page=2",
+                format!(
+                    "https://acme.ilucca.net/organization/structure/api/establishments?limit=2&page=2&{kept}"
+                ),
+            ),
+            (
+                "https://acme.ilucca.net/organization/structure/api/establishments?page=2&sort=-id",
+                "https://acme.ilucca.net/organization/structure/api/establishments?page=2&sort=-id&legalUnitId=1&legalUnitId=2&fields=id%2Cname&fields.root=count%2Cnext&limit=2".to_owned(),
+            ),
+        ] {
+            let mut p = Pager::new(PagingStyle::V4, PageBy::Offset, v4.clone(), 2);
+            assert_eq!(fetched(p.advance(next(link))), expected, "{link}");
+            // And the link after, from the followed page.
+            let again = fetched(p.advance(next("?page=3")));
+            assert!(
+                again.ends_with("page=3") || again.contains("page=3&"),
+                "{again}"
+            );
+            assert!(again.contains("fields.root=count%2Cnext"), "{again}");
+            assert_eq!(again.matches("page=").count(), 1, "{again}");
+        }
+        // A /lucca-api/ link that names everything is followed as it is.
+        let cursor =
+            Url::parse("https://acme.ilucca.net/lucca-api/employees?include=links%2CtotalCount")
+                .unwrap_or_else(|e| panic!("{e}"));
+        let full = "https://acme.ilucca.net/lucca-api/employees?include=links%2CtotalCount&limit=2&page=abc";
+        let mut p = Pager::new(PagingStyle::Cursor, PageBy::Offset, cursor, 2);
+        assert_eq!(fetched(p.advance(next(full))), full);
     }
 }

@@ -195,6 +195,11 @@ pub struct Faults {
     pub mutate_after: Option<(u32, Mutation)>,
     /// Paths (exact, e.g. `/api/v3/departments`) that answer 403.
     pub forbidden_paths: Vec<String>,
+    /// v4 `next` and `prev` links name only `limit` and `page`, dropping
+    /// the request's other parameters (`fields`, `fields.root`, `sort`,
+    /// filters): relative (`?limit=..&page=..`) from odd pages, absolute
+    /// URLs from even pages.
+    pub bare_next_links: bool,
     /// Every v3 and v4 list page holds at most this many records, whatever
     /// the request asked: an endpoint whose own maximum is below the page
     /// size the client assumed (the count still tells the whole).

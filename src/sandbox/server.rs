@@ -697,7 +697,15 @@ impl Shared {
         if root.contains("count") {
             body.insert("count".to_owned(), json!(total));
         }
-        let link = |p: usize| Value::String(page_url(base, path, params, "page", &p.to_string()));
+        let link = |p: usize| {
+            Value::String(if !self.faults.bare_next_links {
+                page_url(base, path, params, "page", &p.to_string())
+            } else if page % 2 == 1 {
+                format!("?limit={limit}&page={p}")
+            } else {
+                format!("{base}{path}?limit={limit}&page={p}")
+            })
+        };
         if root.contains("prev") {
             let prev = if page > 1 {
                 link(page - 1)
