@@ -678,3 +678,53 @@ async fn a_v4_next_link_without_our_parameters_keeps_them_and_reads_every_page()
     }
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_after_above_the_cap_holds_every_stream_too() {
+    // One stream's 429 asks for 1 s, more than max_retry_after_secs (0):
+    // that stream fails, and the pause is still the tenant's. The other
+    // stream sends nothing inside the server's Retry-After; its own wait
+    // would pass the cap as well, so it fails the same way.
+    let server = sandbox(SandboxConfig {
+        users: UserData::Synthetic(5_000),
+        faults: Faults {
+            status_every: Some((429, 40)),
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let streams = format!(
+        "{}{}",
+        users_stream("    page_size: 10\n"),
+        users_stream("    page_size: 10\n").replace("name: users", "name: users_again")
+    );
+    let source = format!("{UNLIMITED}  max_retry_after_secs: 0\n");
+    let (path, _db) = pipeline(dir.path(), &source, &streams);
+    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let requests = server.requests();
+    let throttled = requests
+        .iter()
+        .find(|r| r.status == 429)
+        .unwrap_or_else(|| panic!("no 429: {requests:?}"));
+    // A request already on its way when the 429 left may still arrive.
+    let window =
+        throttled.at + Duration::from_millis(20)..throttled.at + Duration::from_millis(950);
+    let sent_meanwhile: Vec<_> = requests.iter().filter(|r| window.contains(&r.at)).collect();
+    assert!(
+        sent_meanwhile.is_empty(),
+        "sent during the Retry-After of request {}: {sent_meanwhile:?}",
+        throttled.n
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        stdout
+            .matches("more than max_retry_after_secs (0s)")
+            .count(),
+        2,
+        "both streams fail, saying why: {stdout}"
+    );
+    server.shutdown().await;
+}

@@ -58,12 +58,23 @@ impl RequestBudget {
     /// are handed out in call order; a slot that comes due during a pause
     /// set meanwhile is given up for a new one after it.
     pub async fn acquire(&self) {
+        let _ = self.acquire_within(Duration::MAX).await;
+    }
+
+    /// [`RequestBudget::acquire`], unless a pause would hold the request
+    /// longer than `max_pause` (a `Retry-After` above the caller's cap):
+    /// then returns at once with the pause left, and sends nothing.
+    pub async fn acquire_within(&self, max_pause: Duration) -> Result<(), Duration> {
         loop {
             if let Some(until) = self.paused_until() {
+                let left = until.saturating_duration_since(Instant::now());
+                if left > max_pause {
+                    return Err(left);
+                }
                 tokio::time::sleep_until(until).await;
             }
             let Some(interval) = self.interval else {
-                return;
+                return Ok(());
             };
             let slot = {
                 let mut next = self.next_slot.lock().await;
@@ -80,7 +91,7 @@ impl RequestBudget {
                 .paused_until()
                 .is_none_or(|until| until <= Instant::now())
             {
-                return;
+                return Ok(());
             }
         }
     }
@@ -162,6 +173,27 @@ mod tests {
             "sent {:?} after the start, inside the pause",
             sent - start
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_longer_than_the_caller_accepts_is_refused_not_waited() {
+        for per_minute in [None, Some(30)] {
+            let budget = RequestBudget::new(per_minute);
+            let start = Instant::now();
+            budget.pause_for(Duration::from_secs(600));
+            assert_eq!(
+                budget.acquire_within(Duration::from_secs(120)).await,
+                Err(Duration::from_secs(600)),
+                "{per_minute:?}"
+            );
+            assert_eq!(Instant::now(), start, "returned at once");
+            // Within the cap: waited for.
+            assert_eq!(
+                budget.acquire_within(Duration::from_secs(600)).await,
+                Ok(())
+            );
+            assert_eq!(Instant::now() - start, Duration::from_secs(600));
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -113,7 +113,22 @@ fn same_host_redirects() -> reqwest::redirect::Policy {
     })
 }
 
-/// Makes every attempt wait for its slot in the tenant's request budget.
+/// The longest pause of the tenant's budget a request accepts to wait for
+/// (the pipeline's `max_retry_after_secs`), as a request extension.
+#[derive(Debug, Clone, Copy)]
+pub struct MaxPause(pub Duration);
+
+/// Error returned by the budget middleware when the tenant is paused
+/// (a `Retry-After`) for longer than the request's [`MaxPause`].
+#[derive(Debug, thiserror::Error)]
+#[error("the tenant is paused for {left:?} more (Retry-After); request not sent")]
+pub struct PausedTooLong {
+    /// What is left of the pause.
+    pub left: Duration,
+}
+
+/// Makes every attempt wait for its slot in the tenant's request budget,
+/// or refuses it when a pause would hold it past its [`MaxPause`].
 struct BudgetMiddleware {
     budget: Arc<RequestBudget>,
 }
@@ -126,7 +141,14 @@ impl Middleware for BudgetMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        self.budget.acquire().await;
+        let max_pause = extensions
+            .get::<MaxPause>()
+            .map_or(Duration::MAX, |max| max.0);
+        if let Err(left) = self.budget.acquire_within(max_pause).await {
+            return Err(reqwest_middleware::Error::middleware(PausedTooLong {
+                left,
+            }));
+        }
         next.run(req, extensions).await
     }
 }

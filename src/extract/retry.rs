@@ -12,7 +12,7 @@ use reqwest_retry::policies::ExponentialBackoff;
 use reqwest_retry::{Jitter, RetryDecision, RetryPolicy, Retryable, RetryableStrategy};
 use url::Url;
 
-use super::client::StreamCounters;
+use super::client::{MaxPause, PausedTooLong, StreamCounters};
 use super::paging::{EnvelopeError, ParsedPage, parse_envelope};
 use super::{ExtractError, Extractor, LUCCA_API_VERSION, StreamPlan, display_url};
 use crate::pipeline::PagingStyle;
@@ -156,6 +156,9 @@ pub(super) async fn fetch_page(
         };
         let wait = match retry_after {
             Some(asked) if asked > settings.max_retry_after => {
+                // Too long for this run, but the limit is still the
+                // tenant's: no other stream may send before it either.
+                extractor.budget.pause_for(asked);
                 return Err(ExtractError::RetryAfterTooLong {
                     stream: plan.stream.clone(),
                     url: shown.clone(),
@@ -219,13 +222,23 @@ async fn try_once(
     let mut request = extractor
         .http
         .get(url.clone())
-        .with_extension(Arc::clone(counters));
+        .with_extension(Arc::clone(counters))
+        .with_extension(MaxPause(extractor.retry.max_retry_after));
     if plan.style == PagingStyle::Cursor {
         request = request.header("Api-Version", LUCCA_API_VERSION);
     }
     let result = request.send().await;
-    if let Err(reqwest_middleware::Error::Middleware(_)) = &result {
-        // Only the stop gate fails in middleware.
+    if let Err(reqwest_middleware::Error::Middleware(e)) = &result {
+        // Another stream's Retry-After paused the tenant past our cap.
+        if let Some(PausedTooLong { left }) = e.downcast_ref::<PausedTooLong>() {
+            return Attempt::Fail(ExtractError::RetryAfterTooLong {
+                stream: plan.stream.clone(),
+                url: shown.to_owned(),
+                asked: left.as_secs() + u64::from(left.subsec_nanos() > 0),
+                cap: extractor.retry.max_retry_after.as_secs(),
+            });
+        }
+        // Otherwise only the stop gate fails in middleware.
         return Attempt::Fail(ExtractError::Stopped {
             stream: plan.stream.clone(),
         });
