@@ -728,3 +728,79 @@ async fn a_retry_after_above_the_cap_holds_every_stream_too() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_429s_is_bounded_by_the_wait_budget_not_the_attempts() {
+    // max_attempts: 2, yet 3 consecutive 429s (Retry-After: 1) and then 6
+    // without Retry-After are waited out: 429s count against
+    // max_retry_wait_secs only.
+    for (retry_after, burst) in [(None, 3u32), (Some(String::new()), 6)] {
+        let server = sandbox(SandboxConfig {
+            users: UserData::Synthetic(2_000),
+            faults: Faults {
+                status_on: (1..=burst).map(|n| (n, 429)).collect(),
+                fault_retry_after: retry_after.clone(),
+                ..Faults::default()
+            },
+            ..SandboxConfig::default()
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let source = format!("{UNLIMITED}  max_attempts: 2\n");
+        let (path, db) = pipeline(dir.path(), &source, &users_stream(""));
+        let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{retry_after:?}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(ids(&db, "users"), (1..=2_000).collect::<Vec<i64>>());
+        assert_eq!(server.requests().len(), burst as usize + 2);
+        server.shutdown().await;
+    }
+
+    // 5xx bursts stay bounded by max_attempts.
+    let server = sandbox(SandboxConfig {
+        faults: Faults {
+            status_on: vec![(1, 503), (2, 503), (3, 503)],
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let source = format!("{UNLIMITED}  max_attempts: 2\n");
+    let (path, _db) = pipeline(dir.path(), &source, &users_stream(""));
+    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("page 1 failed after 2 attempts: HTTP 503"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(server.requests().len(), 2);
+    server.shutdown().await;
+
+    // A storm longer than max_retry_wait_secs fails, saying why.
+    let server = sandbox(SandboxConfig {
+        faults: Faults {
+            status_on: (1..=20).map(|n| (n, 429)).collect(),
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let source = format!("{UNLIMITED}  max_retry_wait_secs: 2\n");
+    let (path, _db) = pipeline(dir.path(), &source, &users_stream(""));
+    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("page 1 failed after 3 attempts: HTTP 429 Too Many Requests; waiting 1.0s more would pass max_retry_wait_secs (2s)"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(server.requests().len(), 3);
+    server.shutdown().await;
+}

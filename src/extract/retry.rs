@@ -1,7 +1,9 @@
 //! Fetching one page with retries: reqwest-retry's exponential backoff with
 //! jitter and its retryable classification, plus what it lacks: honouring
 //! `Retry-After`, retrying a body that breaks or is not JSON, and bounds on
-//! attempts and on the total time spent waiting.
+//! attempts and on the total time spent waiting. A 429 is the tenant's
+//! shared budget speaking, not a fault: 429s count against the total wait
+//! only, other failures against the attempts too.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -17,10 +19,16 @@ use super::paging::{EnvelopeError, ParsedPage, parse_envelope};
 use super::{ExtractError, Extractor, LUCCA_API_VERSION, StreamPlan, display_url};
 use crate::pipeline::PagingStyle;
 
+/// Attempts of one page, whatever the answers: a bound for 429s whose waits
+/// are next to nothing (`Retry-After: 0`), which the total wait cannot bound.
+const MAX_ATTEMPTS_EVER: u32 = 1000;
+
 /// Limits on retrying one page.
 #[derive(Debug, Clone)]
 pub struct RetrySettings {
-    /// Attempts per page, the first included.
+    /// Attempts per page, the first included, counting the failures other
+    /// than 429 (5xx, timeouts, broken bodies); 429s are bounded by
+    /// `max_total_wait` (and [`MAX_ATTEMPTS_EVER`]).
     pub max_attempts: u32,
     /// Longest total wait between the attempts of one page.
     pub max_total_wait: Duration,
@@ -51,6 +59,16 @@ impl RetrySettings {
             .jitter(Jitter::Bounded)
             .base(2)
             .build_with_max_retries(self.max_attempts.saturating_sub(1))
+    }
+
+    /// The backoff of a 429 without `Retry-After`: the same intervals, with
+    /// no bound on their number (the total wait bounds them).
+    fn throttle_policy(&self) -> ExponentialBackoff {
+        ExponentialBackoff::builder()
+            .retry_bounds(self.backoff_min, self.backoff_max.max(self.backoff_min))
+            .jitter(Jitter::Bounded)
+            .base(2)
+            .build_with_max_retries(u32::MAX)
     }
 }
 
@@ -125,10 +143,14 @@ pub(super) async fn fetch_page(
 ) -> Result<(String, ParsedPage), ExtractError> {
     let settings = &extractor.retry;
     let policy = settings.policy();
+    let throttle_policy = settings.throttle_policy();
     let started = SystemTime::now();
     let shown = display_url(url);
     let mut waited = Duration::ZERO;
     let mut attempt: u32 = 0;
+    // Failed attempts other than 429s, and 429s.
+    let mut failures: u32 = 0;
+    let mut throttled: u32 = 0;
     loop {
         attempt += 1;
         let outcome = tokio::select! {
@@ -154,6 +176,12 @@ pub(super) async fn fetch_page(
             attempts: attempt,
             last,
         };
+        let throttle = status == 429;
+        if throttle {
+            throttled += 1;
+        } else {
+            failures += 1;
+        }
         let wait = match retry_after {
             Some(asked) if asked > settings.max_retry_after => {
                 // Too long for this run, but the limit is still the
@@ -171,14 +199,21 @@ pub(super) async fn fetch_page(
                 extractor.budget.pause_for(asked);
                 asked
             }
-            None => match policy.should_retry(started, attempt - 1) {
-                RetryDecision::Retry { execute_after } => execute_after
-                    .duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO),
-                RetryDecision::DoNotRetry => return Err(gave_up(reason)),
-            },
+            None => {
+                let decision = if throttle {
+                    throttle_policy.should_retry(started, (throttled - 1).min(30))
+                } else {
+                    policy.should_retry(started, failures - 1)
+                };
+                match decision {
+                    RetryDecision::Retry { execute_after } => execute_after
+                        .duration_since(SystemTime::now())
+                        .unwrap_or(Duration::ZERO),
+                    RetryDecision::DoNotRetry => return Err(gave_up(reason)),
+                }
+            }
         };
-        if attempt >= settings.max_attempts {
+        if (!throttle && failures >= settings.max_attempts) || attempt >= MAX_ATTEMPTS_EVER {
             return Err(gave_up(reason));
         }
         if waited + wait > settings.max_total_wait {

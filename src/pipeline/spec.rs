@@ -65,10 +65,11 @@ pub struct SourceSpec {
     #[serde(default)]
     pub rate_limit_per_minute: RateLimit,
     /// Attempts per page before giving up on a transient error (default 6).
+    /// 429s do not count: they are bounded by `max_retry_wait_secs`.
     #[serde(default)]
     pub max_attempts: Option<u32>,
     /// Longest total time, in seconds, spent waiting between attempts of one
-    /// page (backoff and Retry-After together; default 300).
+    /// page (backoff and Retry-After together, 429s included; default 300).
     #[serde(default)]
     pub max_retry_wait_secs: Option<u64>,
     /// Longest `Retry-After`, in seconds, the run accepts to wait; a longer one

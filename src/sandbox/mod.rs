@@ -44,7 +44,8 @@
 //! 4. rate limit exceeded: 429 with `Retry-After` (only requests admitted by
 //!    the limiter occupy the 60 s window);
 //! 5. the path is in `forbidden_paths`: 403;
-//! 6. `status_every = (s, k)` and `n % k == 0`: status `s`;
+//! 6. `status_on` names `n`, or `status_every = (s, k)` and `n % k == 0`:
+//!    that status;
 //! 7. the normal answer; when it is a 200, `truncate_body_on` cuts its body
 //!    mid-way and `invalid_json_on` replaces it with non-JSON.
 //!
@@ -195,6 +196,14 @@ pub struct Faults {
     pub mutate_after: Option<(u32, Mutation)>,
     /// Paths (exact, e.g. `/api/v3/departments`) that answer 403.
     pub forbidden_paths: Vec<String>,
+    /// `(n, status)`: request `n` answers `status`, with the body and
+    /// `Retry-After` of a `status_every` answer (a burst of 429s, say).
+    pub status_on: Vec<(u32, u16)>,
+    /// The `Retry-After` of the 429s and 503s of `status_every` and
+    /// `status_on`: `None` for 1 s (as seconds, or an HTTP date with
+    /// `retry_after_http_date`); `Some(text)` sends `text` as it is (`"2.5"`),
+    /// or no `Retry-After` at all when `text` is empty.
+    pub fault_retry_after: Option<String>,
     /// v4 `next` and `prev` links name only `limit` and `page`, dropping
     /// the request's other parameters (`fields`, `fields.root`, `sort`,
     /// filters): relative (`?limit=..&page=..`) from odd pages, absolute

@@ -308,14 +308,22 @@ impl Shared {
             );
             return (Outcome::Answer(a), 403);
         }
-        if let Some((status, k)) = f.status_every
-            && k > 0
-            && n.is_multiple_of(k)
-        {
+        let every = f
+            .status_every
+            .filter(|(_, k)| *k > 0 && n.is_multiple_of(*k))
+            .map(|(status, _)| status);
+        let on = f.status_on.iter().find(|(m, _)| *m == n).map(|(_, s)| *s);
+        if let Some(status) = on.or(every) {
             let mut answer = status_fault(status, style);
             if matches!(status, 503 | 429) {
-                let wait = self.retry_after(Duration::from_secs(1));
-                answer.headers.push((header::RETRY_AFTER, wait));
+                let wait = match &f.fault_retry_after {
+                    None => Some(self.retry_after(Duration::from_secs(1))),
+                    Some(text) if text.is_empty() => None,
+                    Some(text) => Some(text.clone()),
+                };
+                if let Some(wait) = wait {
+                    answer.headers.push((header::RETRY_AFTER, wait));
+                }
             }
             return (Outcome::Answer(answer), status);
         }
