@@ -106,11 +106,19 @@ fn classify_status(status: StatusCode) -> Option<Retryable> {
     }
 }
 
-/// Reads `Retry-After`: delay-seconds or an HTTP date.
+/// Reads `Retry-After`: delay-seconds or an HTTP date; also fractional
+/// seconds (`2.5`, not HTTP but seen in the wild), rounded up.
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
+    }
+    // Digits and a point only: no sign, exponent, `inf` or `NaN`.
+    if value.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && let Ok(secs) = value.parse::<f64>()
+    {
+        // `as` saturates: an absurd wait stays absurd, and fails the cap.
+        return Some(Duration::from_secs(secs.ceil() as u64));
     }
     let when = httpdate::parse_http_date(value).ok()?;
     // The date has a one-second resolution: round up so that we never
@@ -484,6 +492,25 @@ mod tests {
             retry_after(&headers, now + Duration::from_secs(60)),
             Some(Duration::ZERO)
         );
+    }
+
+    #[test]
+    fn a_fractional_retry_after_is_seconds_rounded_up() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut headers = HeaderMap::new();
+        for (value, secs) in [("2.5", Some(3)), (" 0.2 ", Some(1)), ("3.0", Some(3))] {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static(value));
+            assert_eq!(
+                retry_after(&headers, now),
+                secs.map(Duration::from_secs),
+                "{value}"
+            );
+        }
+        // Not a wait: ignored, the client's own backoff applies.
+        for value in ["-1.5", "NaN", "inf", "1e400", "soon"] {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static(value));
+            assert_eq!(retry_after(&headers, now), None, "{value}");
+        }
     }
 
     #[test]
