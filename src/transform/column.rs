@@ -80,6 +80,9 @@ pub enum Scalar<'a> {
     Bool(bool),
     /// An integer that fits in i64.
     Int(i64),
+    /// An integer past i64, as written: its digits are kept (a float
+    /// would round them).
+    BigInt(&'a str),
     /// Any other number.
     Float(f64),
     /// A string.
@@ -95,6 +98,7 @@ impl Scalar<'_> {
             Scalar::Null => "null".into(),
             Scalar::Bool(b) => b.to_string(),
             Scalar::Int(i) => i.to_string(),
+            Scalar::BigInt(digits) => (*digits).to_owned(),
             Scalar::Float(f) => f.to_string(),
             Scalar::Str(s) => format!("{:?}", truncate(s, 80)),
             Scalar::Json(j) => truncate(j, 80).to_owned(),
@@ -107,6 +111,8 @@ impl Scalar<'_> {
             Scalar::Null => return None,
             Scalar::Bool(_) => ColumnType::Boolean,
             Scalar::Int(_) => ColumnType::Int64,
+            // VARCHAR of the exact digits, not a rounding DOUBLE.
+            Scalar::BigInt(_) => ColumnType::Utf8,
             Scalar::Float(_) => ColumnType::Float64,
             Scalar::Json(_) => ColumnType::Json,
             Scalar::Str(s) => match temporal::parse(s) {
@@ -217,7 +223,8 @@ impl ColumnBuilder {
 
     /// Turns the column into the narrowest wider type that also holds
     /// `value`, its values kept: BIGINT to DOUBLE for a number with a
-    /// fraction (`1` then `2.5`), DATE to TIMESTAMP for a naive datetime,
+    /// fraction (`1` then `2.5`; an integer past i64, which a DOUBLE
+    /// would round, goes to VARCHAR), DATE to TIMESTAMP for a naive datetime,
     /// and VARCHAR for any other mix (`1` then `"A12"`, a naive datetime
     /// then a zoned one: no time zone is invented), the values so far
     /// rewritten as text. False for a column that holds any value already
@@ -331,10 +338,19 @@ impl ColumnBuilder {
             },
             (ColumnBuilder::Float64(b), Scalar::Float(f)) => b.append_value(*f),
             (ColumnBuilder::Float64(b), Scalar::Int(i)) => b.append_value(*i as f64),
+            // A DOUBLE column (declared, or inferred from a fraction) holds
+            // an approximation, as of any long number.
+            (ColumnBuilder::Float64(b), Scalar::BigInt(digits)) => match digits.parse::<f64>() {
+                Ok(f) if f.is_finite() => b.append_value(f),
+                _ => return false,
+            },
             (ColumnBuilder::Boolean(b), Scalar::Bool(v)) => b.append_value(*v),
             (ColumnBuilder::Utf8(b), Scalar::Str(s)) => b.append_value(s),
             // Any scalar has an exact text form.
             (ColumnBuilder::Utf8(b), Scalar::Int(i)) => b.append_value(i.to_string()),
+            (ColumnBuilder::Utf8(b) | ColumnBuilder::Json(b), Scalar::BigInt(digits)) => {
+                b.append_value(digits)
+            }
             (ColumnBuilder::Utf8(b), Scalar::Float(f)) => b.append_value(f.to_string()),
             (ColumnBuilder::Utf8(b), Scalar::Bool(v)) => b.append_value(v.to_string()),
             (ColumnBuilder::Utf8(b) | ColumnBuilder::Json(b), Scalar::Json(j)) => b.append_value(j),
@@ -443,6 +459,7 @@ fn decimal_units(value: &Scalar<'_>, precision: u8, scale: u8) -> Option<i128> {
             scaled as i128
         }
         Scalar::Str(s) => parse_decimal(s.trim(), scale)?,
+        Scalar::BigInt(digits) => parse_decimal(digits, scale)?,
         _ => return None,
     };
     let limit = 10i128.checked_pow(u32::from(precision))?;

@@ -291,6 +291,7 @@ fn hashed(key: &Hmac<sha2::Sha256>, value: &Scalar<'_>) -> Scalar<'static> {
         Scalar::Null => return Scalar::Null,
         Scalar::Bool(b) => b.to_string(),
         Scalar::Int(i) => i.to_string(),
+        Scalar::BigInt(digits) => digits.to_string(),
         Scalar::Float(f) => f.to_string(),
         Scalar::Str(s) => s.to_string(),
         Scalar::Json(j) => j.to_string(),
@@ -1200,13 +1201,8 @@ impl StreamTransform {
                     .get(name)
                     .is_none_or(|spec| spec.data_type.is_none())
         };
-        // An integer past i64 is read as a float: not a reason to widen.
-        let past_i64 = || matches!(value, Scalar::Float(_)) && !raw.text.contains(['.', 'e', 'E']);
         let fits = col.builder.append(&value)
-            || (!past_i64()
-                && may_widen(&col.name)
-                && col.builder.widen(&value)
-                && col.builder.append(&value));
+            || (may_widen(&col.name) && col.builder.widen(&value) && col.builder.append(&value));
         if !fits {
             if self.policies.null_bad_values {
                 col.builder.append_null();
@@ -1217,8 +1213,8 @@ impl StreamTransform {
                     col.name.clone(),
                     col.builder.column_type().unwrap_or(ColumnType::Utf8),
                 );
-                // A number is shown as written: past i64 it was read as a
-                // float, which would round it.
+                // A number is shown as written (a long fraction read as
+                // a float would be shown rounded).
                 let shown = match value {
                     Scalar::Float(_) if !col.hashed => raw.text.to_owned(),
                     _ => value.shown(),
@@ -1418,12 +1414,14 @@ fn scalar(raw: Raw<'_>) -> Result<Scalar<'_>, serde_json::Error> {
     })
 }
 
-/// [`scalar`] of an escaped string or a number past i64.
+/// [`scalar`] of an escaped string, an integer past i64 (kept as its
+/// digits) or a number with a fraction or exponent.
 #[cold]
 #[inline(never)]
 fn uncommon_scalar(raw: Raw<'_>) -> Result<Scalar<'_>, serde_json::Error> {
     let text = raw.text;
     Ok(match raw.kind {
+        Kind::Number if !text.contains(['.', 'e', 'E']) => Scalar::BigInt(text),
         Kind::Number => Scalar::Float(match text.parse::<f64>() {
             // The reader checked the JSON number syntax, which Rust's
             // parser accepts and rounds exactly; serde_json says why a

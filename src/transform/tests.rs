@@ -444,7 +444,11 @@ fn an_inferred_type_widens_for_a_later_value_of_the_first_batch() {
 #[test]
 fn a_number_that_does_not_fit_is_shown_as_written() {
     let json = r#"{"data":{"items":[{"id":1,"n":5},{"id":2,"n":18446744073709551615}]}}"#;
-    let mut t = StreamTransform::new("users", &[]);
+    // Declared: an inferred column would widen to VARCHAR.
+    let mut t = StreamTransform::new("users", &[]).with_policies(policies(
+        &[("n", Some(DeclaredType::Bigint), PiiPolicy::Keep)],
+        None,
+    ));
     match t.push_page(&page(json)) {
         Err(e) => assert!(
             e.to_string()
@@ -771,4 +775,38 @@ fn a_json_column_or_one_past_the_flatten_depth_keeps_an_object_after_a_scalar_as
         some(&["5", r#"{"id":7}"#])
     );
     assert!(b.column_by_name("extended_data_e_x_id").is_none());
+}
+
+#[test]
+fn an_integer_past_i64_is_kept_exactly_as_varchar_or_a_declared_decimal() {
+    let json = r#"{"data":{"items":[
+      {"id":1,"huge":123456789012345678901234567890,"n":1,"neg":-9223372036854775809,"amount":123456789012345678901234567890},
+      {"id":2,"huge":5,"n":18446744073709551615,"neg":-1,"amount":7}
+    ]}}"#;
+    let declared = policies(
+        &[(
+            "amount",
+            Some(DeclaredType::Decimal {
+                precision: 38,
+                scale: 0,
+            }),
+            PiiPolicy::Keep,
+        )],
+        None,
+    );
+    let (b, _) = run_with(&[], declared, json);
+    assert_eq!(
+        texts_of(&b, "huge"),
+        some(&["123456789012345678901234567890", "5"])
+    );
+    assert_eq!(texts_of(&b, "n"), some(&["1", "18446744073709551615"]));
+    assert_eq!(texts_of(&b, "neg"), some(&["-9223372036854775809", "-1"]));
+    let amount = b
+        .column_by_name("amount")
+        .unwrap_or_else(|| panic!("amount"))
+        .as_primitive::<arrow::datatypes::Decimal128Type>();
+    assert_eq!(
+        amount.iter().collect::<Vec<_>>(),
+        [Some(123_456_789_012_345_678_901_234_567_890), Some(7)]
+    );
 }
