@@ -1102,9 +1102,10 @@ impl StreamTransform {
                 Node::Leaf(column) => {
                     let column = *column;
                     let pending = matches!(self.columns[column].builder, ColumnBuilder::Pending(_));
-                    if is_object && pending {
+                    if is_object && pending && !self.columns[column].dead {
                         // Declared as a plain field, but it is an object:
-                        // flatten it instead.
+                        // flatten it instead (not a field dropped for
+                        // privacy: its members would escape the drop).
                         self.columns[column].dead = true;
                         let (path, name) = self.leaf_naming(column);
                         let depth = self.node_depth(node) + 1;

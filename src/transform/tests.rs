@@ -810,3 +810,23 @@ fn an_integer_past_i64_is_kept_exactly_as_varchar_or_a_declared_decimal() {
         [Some(123_456_789_012_345_678_901_234_567_890), Some(7)]
     );
 }
+
+/// A field dropped for privacy stays dropped when its value turns out to
+/// be an object: none of its members becomes a column.
+#[test]
+fn a_dropped_field_whose_value_is_an_object_leaves_no_column() {
+    let fields = vec![field("id", &[]), field("manager", &[])];
+    let p = policies(&[("manager", None, PiiPolicy::Drop)], None);
+    let (batch, _) = run_with(
+        &fields,
+        p,
+        r#"{"data":{"items":[{"id":1,"manager":{"id":7,"name":"Roger Smith"}},{"id":2,"manager":null}]}}"#,
+    );
+    let names: Vec<String> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, vec!["id".to_owned()]);
+}
