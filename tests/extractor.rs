@@ -804,3 +804,28 @@ async fn a_burst_of_429s_is_bounded_by_the_wait_budget_not_the_attempts() {
     assert_eq!(server.requests().len(), 3);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_200_body_with_a_byte_order_mark_is_read_without_retry() {
+    let server = sandbox(SandboxConfig {
+        users: UserData::Synthetic(2_000),
+        faults: Faults {
+            bom_on: vec![1, 2],
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (path, db) = pipeline(dir.path(), UNLIMITED, &users_stream(""));
+    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(ids(&db, "users"), (1..=2_000).collect::<Vec<i64>>());
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "no retry: {requests:?}");
+    assert_eq!(
+        query_i64(&db, "select count(*) from users where last_name is null"),
+        0
+    );
+    server.shutdown().await;
+}

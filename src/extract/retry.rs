@@ -336,7 +336,7 @@ async fn try_once(
     };
     // Checked once here: the transform then reads every record as text
     // without checking it again.
-    let body = match utf8_text(body) {
+    let body = match utf8_text(without_bom(body)) {
         Ok(body) => body,
         Err(e) => {
             return Attempt::Retry {
@@ -360,6 +360,15 @@ async fn try_once(
             message,
         }),
     }
+}
+
+/// `body` without a leading UTF-8 byte order mark: JSON must not start
+/// with one (RFC 8259), yet some servers send it, and it is no record's.
+fn without_bom(mut body: Vec<u8>) -> Vec<u8> {
+    if body.starts_with(b"\xEF\xBB\xBF") {
+        body.drain(..3);
+    }
+    body
 }
 
 /// `bytes` as text, checked with SIMD instructions: std's check took 4%

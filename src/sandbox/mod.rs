@@ -47,7 +47,8 @@
 //! 6. `status_on` names `n`, or `status_every = (s, k)` and `n % k == 0`:
 //!    that status;
 //! 7. the normal answer; when it is a 200, `truncate_body_on` cuts its body
-//!    mid-way and `invalid_json_on` replaces it with non-JSON.
+//!    mid-way, `invalid_json_on` replaces it with non-JSON and `bom_on`
+//!    puts a UTF-8 byte order mark before it.
 //!
 //! `latency` delays every answer (including faults).
 
@@ -209,6 +210,8 @@ pub struct Faults {
     /// filters): relative (`?limit=..&page=..`) from odd pages, absolute
     /// URLs from even pages.
     pub bare_next_links: bool,
+    /// Request numbers whose 200 body starts with a UTF-8 byte order mark.
+    pub bom_on: Vec<u32>,
     /// Every v3 and v4 list page holds at most this many records, whatever
     /// the request asked: an endpoint whose own maximum is below the page
     /// size the client assumed (the count still tells the whole).

@@ -341,6 +341,11 @@ impl Shared {
                 200,
             );
         }
+        if status == 200 && f.bom_on.contains(&n) {
+            let mut answer = answer;
+            answer.body.splice(0..0, *b"\xEF\xBB\xBF");
+            return (Outcome::Answer(answer), 200);
+        }
         (Outcome::Answer(answer), status)
     }
 
