@@ -1102,11 +1102,22 @@ impl StreamTransform {
                 Node::Leaf(column) => {
                     let column = *column;
                     let pending = matches!(self.columns[column].builder, ColumnBuilder::Pending(_));
-                    if is_object && pending && !self.columns[column].dead {
-                        // Declared as a plain field, but it is an object:
-                        // flatten it instead (not a field dropped for
-                        // privacy: its members would escape the drop).
-                        self.columns[column].dead = true;
+                    if is_object
+                        && !self.columns[column].dead
+                        && (pending || self.may_become_object(node, column))
+                    {
+                        if pending {
+                            // Declared as a plain field, but it is an
+                            // object: flatten it instead (not a field
+                            // dropped for privacy, checked above: its
+                            // members would escape the drop).
+                            self.columns[column].dead = true;
+                        } else {
+                            // Scalars so far, an object now (`extendedData`
+                            // values may be either): its scalars still go to
+                            // this column, as when the object comes first.
+                            self.object_values.insert(child, column);
+                        }
                         let (path, name) = self.leaf_naming(column);
                         let depth = self.node_depth(node) + 1;
                         self.nodes[child] = Node::Object {
@@ -1117,28 +1128,6 @@ impl StreamTransform {
                             depth,
                             declared: Vec::new(),
                         };
-                        let inner = json::object_members(text).map_err(|e| {
-                            self.bad_record(ctx.index, ctx.at, format!("field `{key}`: {e}"))
-                        })?;
-                        self.fill_object(child, &inner, ctx)?;
-                        continue;
-                    }
-                    if is_object && self.may_become_object(node, column) {
-                        // Scalars so far, an object now (`extendedData`
-                        // values may be either): the node becomes the
-                        // object, its scalars still going to this column,
-                        // as when the object comes first.
-                        let (path, name) = self.leaf_naming(column);
-                        let depth = self.node_depth(node) + 1;
-                        self.nodes[child] = Node::Object {
-                            exact: Vec::new(),
-                            folded: HashMap::new(),
-                            path,
-                            name,
-                            depth,
-                            declared: Vec::new(),
-                        };
-                        self.object_values.insert(child, column);
                         let inner = json::object_members(text).map_err(|e| {
                             self.bad_record(ctx.index, ctx.at, format!("field `{key}`: {e}"))
                         })?;
