@@ -558,13 +558,7 @@ async fn run_all(
                     _ => e.to_string(),
                 });
                 summaries.push(PipelineSummary::failed(&pipeline.spec.name, e.to_string()));
-                let code = match e {
-                    run::RunError::KeyRejected { .. } => exit::KEY_REJECTED,
-                    run::RunError::Interrupted { .. } => exit::INTERRUPTED,
-                    run::RunError::Pipeline(_) => exit::USAGE,
-                    _ => exit::FAILED,
-                };
-                return (code, summaries);
+                return (exit_code(&e), summaries);
             }
         }
         if stop.is_cancelled() {
@@ -635,10 +629,19 @@ fn write_reports(summary: &RunSummary, args: &RunArgs) -> u8 {
 /// Reports a command's error; its exit code.
 fn failed(e: &run::RunError) -> u8 {
     report_error(&e.to_string());
-    if e.is_key_rejected() {
-        exit::KEY_REJECTED
-    } else {
-        exit::FAILED
+    exit_code(e)
+}
+
+/// The exit code of a command that stopped on `e`, the same for `run`,
+/// `check`, `schema` and dry runs.
+fn exit_code(e: &run::RunError) -> u8 {
+    match e {
+        run::RunError::KeyRejected { .. } => exit::KEY_REJECTED,
+        run::RunError::Interrupted { .. } => exit::INTERRUPTED,
+        run::RunError::Pipeline(_) => exit::USAGE,
+        // As `run` says of a stream refused.
+        e if e.is_forbidden() => exit::PARTIAL,
+        _ => exit::FAILED,
     }
 }
 
@@ -854,14 +857,7 @@ async fn check_all(pipelines: &[Pipeline], settings: &Settings) -> u8 {
             Ok(message) => println!("{}: OK: {message}", pipeline.path.display()),
             Err(e) => {
                 println!("{}: FAILED: {e}", pipeline.path.display());
-                code = code.max(if e.is_key_rejected() {
-                    exit::KEY_REJECTED
-                } else if e.is_forbidden() {
-                    // As `run` says of a stream refused.
-                    exit::PARTIAL
-                } else {
-                    exit::FAILED
-                });
+                code = code.max(exit_code(&e));
             }
         }
     }

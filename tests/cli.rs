@@ -365,3 +365,28 @@ fn output_piped_into_a_closed_pipe_ends_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(out.status.code(), Some(101), "{stderr}");
 }
+
+/// `check` says what `run` says of a pipeline error: exit 2, nothing sent.
+#[test]
+fn check_of_a_pipeline_with_an_empty_key_file_exits_2_like_run() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key = dir.path().join("key");
+    std::fs::write(&key, "").unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("p.yaml");
+    let yaml = format!(
+        "version: 1\nname: t\nsource:\n  base_url: http://127.0.0.1:9\n  api_key_file: {}\nstreams:\n  - name: users\n    endpoint: /api/v3/users\n    fields: [id]\ndestination:\n  duckdb: {{ path: {} }}\n",
+        key.display(),
+        dir.path().join("out.duckdb").display()
+    );
+    std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("{e}"));
+    let path = path.to_str().unwrap_or_default();
+    for command in ["run", "check"] {
+        let out = lucca_sync(&[command, path]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{command}: {}",
+            text(&out.stderr)
+        );
+    }
+}
