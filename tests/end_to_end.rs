@@ -158,12 +158,17 @@ async fn users_land_in_parquet() {
         entries,
         [".lucca-sync", ".lucca-sync.lock", "_runs", "users"]
     );
-    let internal: Vec<String> = std::fs::read_dir(out_dir.join(".lucca-sync"))
+    let mut internal: Vec<String> = std::fs::read_dir(out_dir.join(".lucca-sync"))
         .unwrap_or_else(|e| panic!("{e}"))
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(internal, ["users"], "no staging left");
+    internal.sort();
+    assert_eq!(
+        internal,
+        ["_current", "_published", "users"],
+        "no staging left"
+    );
     assert_eq!(parquet_files(&out_dir.join("_runs")).len(), 1);
     server.shutdown().await;
 }

@@ -53,7 +53,8 @@ fn users_query(out: &Path, parquet: bool, sql: &str) -> i64 {
 /// The stored cursor of the `users` stream.
 fn stored_cursor(out: &Path, parquet: bool) -> String {
     if parquet {
-        let version = std::fs::read_link(out.join("users")).unwrap_or_else(|e| panic!("{e}"));
+        // `users` leads to the published version's directory, named by run.
+        let version = std::fs::canonicalize(out.join("users")).unwrap_or_else(|e| panic!("{e}"));
         let name = version.file_name().unwrap_or_default().to_string_lossy();
         let state = out
             .join(".lucca-sync/users")
@@ -846,5 +847,107 @@ async fn a_new_field_becomes_a_new_column_and_old_rows_keep_theirs() {
             }
         }
     }
+    server.shutdown().await;
+}
+
+/// The run whose files a Parquet table shows (`{run_id}-0.parquet`).
+fn runs_shown(table: &Path) -> std::collections::BTreeSet<String> {
+    parquet_files(table)
+        .iter()
+        .filter_map(|f| {
+            let name = f.file_name()?.to_string_lossy().into_owned();
+            Some(name.strip_suffix("-0.parquet")?.to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parquet_run_killed_at_any_step_of_its_publish_shows_one_run_in_every_table() {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("strace is not installed: skipped (.ci/run installs it)");
+        return;
+    }
+    let server = sandbox(SandboxConfig::default().with_users(UserData::Synthetic(300))).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (destination, out) = parquet_destination(dir.path());
+    let yaml = format!(
+        "version: 1\nname: t\nsource:\n  base_url: ${{LUCCA_BASE_URL}}\n  api_key: ${{LUCCA_API_KEY}}\n  rate_limit_per_minute: unlimited\nstreams:\n  - name: users\n    endpoint: /api/v3/users\n    fields: [id, lastName, \"userWorkCycles[id,workCycleID]\"]\n    primary_key: id\n  - name: departments\n    endpoint: /api/v3/departments\n    fields: [id, name]\ndestination:\n{destination}\n"
+    );
+    let path = dir.path().join("p.yaml");
+    std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("{e}"));
+    let path = path.to_string_lossy().into_owned();
+    let first = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let tables = ["users", "users__user_work_cycles", "departments"];
+    let users = query_parquet_i64(&out.join("users"), "select count(*) from t");
+    let mut published = runs_shown(&out.join("users"));
+    // Killed at a thread's n-th rename, then at its n-th symbolic link
+    // made, directory made or file removed, for every n until a run gets
+    // through.
+    let mut killed_after_publish = 0;
+    for calls in [
+        "rename,renameat,renameat2",
+        "symlink,symlinkat",
+        "mkdir,mkdirat",
+        "unlink,unlinkat,rmdir",
+    ] {
+        for when in 1..30 {
+            let out_status = tokio::process::Command::new("strace")
+                .args(["-f", "-qq", "-o", "/dev/null"])
+                .args(["-e", &format!("trace={calls}")])
+                .args(["-e", &format!("inject={calls}:signal=SIGKILL:when={when}")])
+                .arg(env!("CARGO_BIN_EXE_lucca-sync"))
+                .args(["run", &path])
+                .env("LUCCA_BASE_URL", server.base_url())
+                .env("LUCCA_API_KEY", KEY)
+                .env("LUCCA_SYNC_LOG_FORMAT", "json")
+                .output()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let shown: std::collections::BTreeSet<String> = tables
+                .iter()
+                .flat_map(|t| runs_shown(&out.join(t)))
+                .collect();
+            assert_eq!(
+                shown.len(),
+                1,
+                "killed at {calls} #{when}: the tables show {shown:?}"
+            );
+            assert_eq!(
+                query_parquet_i64(&out.join("users"), "select count(*) from t"),
+                users
+            );
+            if out_status.status.code() == Some(0) {
+                break;
+            }
+            if !shown.is_subset(&published) {
+                killed_after_publish += 1;
+            }
+            published.extend(shown);
+        }
+    }
+    assert!(killed_after_publish > 0, "no kill point after a publish");
+    // The next run files the history of a run killed right after its
+    // publish: every run whose tables were shown has its history.
+    let last = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(last.status.code(), Some(0), "{}", text(&last.stderr));
+    for run in &published {
+        assert!(
+            out.join("_runs").join(format!("{run}.parquet")).exists(),
+            "no history for {run}"
+        );
+    }
+    let leftovers: Vec<_> = snapshot(&out)
+        .into_iter()
+        .filter(|(p, _)| {
+            let p = p.to_string_lossy();
+            p.contains("staging-") || p.contains(".link-") || p.contains(".new-")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     server.shutdown().await;
 }

@@ -1,18 +1,23 @@
 //! The Parquet loader. Each stream is a directory of Parquet files,
-//! `{dir}/{stream}/`, which is a symbolic link to a version directory
+//! `{dir}/{stream}/`, which leads to a version directory
 //! `{dir}/.lucca-sync/{stream}/{run_id}/` holding the files of one run
 //! (`{run_id}-0.parquet`, under `{column}={value}/` directories when the
-//! stream is partitioned). A run writes new version directories, then
-//! publishes each stream by renaming a new link over the old one: a single
-//! atomic step, so a reader listing `{stream}/` sees either the old files or
-//! the new ones, never a mix, and a killed run leaves the old link. The
-//! previous version is kept until the next run, so a reader that was
-//! listing it can finish. A stream's incremental cursor is stored beside
-//! the version it describes (`{run_id}.state.json`) and is therefore
-//! published in the same step. Every run adds `_runs/{run_id}.parquet`, its
-//! history.
+//! stream is partitioned), through two links: `{stream}` ->
+//! `.lucca-sync/_current/{stream}`, and `_current` -> a published state,
+//! `.lucca-sync/_published/{run_id}/`, a directory of one link per stream
+//! to its version. A run writes its new versions and a new published state
+//! (the other streams keep their versions), then renames a new `_current`
+//! link over the old one: a single atomic step for all the streams of the
+//! directory, so a reader sees either the old files of every stream or the
+//! new ones, never a mix, and a killed run leaves the old state. The
+//! previous state and its versions are kept until the next run, so a
+//! reader that was listing them can finish. A stream's incremental cursor
+//! is stored beside the version it describes (`{run_id}.state.json`) and
+//! is therefore published in the same step, as is the run's history
+//! (`_runs/{run_id}.parquet`, moved there from the published state after
+//! the switch, or by the next run if this one is killed first).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -82,6 +87,18 @@ fn write_bounded(
 pub const INTERNAL_DIR: &str = ".lucca-sync";
 /// Directory of the run history, one file per run.
 pub const RUNS_DIR: &str = "_runs";
+/// Inside [`INTERNAL_DIR`]: the published states, one directory of links
+/// per run (stream names never start with `_`).
+const PUBLISHED_DIR: &str = "_published";
+/// Inside [`INTERNAL_DIR`]: the link to the current published state.
+const CURRENT_LINK: &str = "_current";
+/// Inside a published state: the link to the state before it.
+const PREVIOUS_LINK: &str = "_previous";
+/// Inside a published state: its run's history, until filed in `_runs/`.
+const HISTORY_FILE: &str = "_runs.parquet";
+/// The published state made of the streams' own links of a directory
+/// written before published states existed.
+const LEGACY_STATE: &str = "_legacy";
 /// Directory name of a null partition value (Hive's convention, read as
 /// NULL by pyarrow, Spark and Hive).
 pub const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
@@ -177,8 +194,10 @@ fn arrow_err(path: &Path, context: &str) -> impl Fn(arrow::error::ArrowError) ->
 }
 
 impl ParquetLoad {
-    /// Takes the directory's lock, clears what killed runs left (staging,
-    /// unpublished versions) and creates this run's staging directory.
+    /// Takes the directory's lock, finishes what a run killed after its
+    /// publish left (its history file), clears what killed runs left
+    /// (staging, unpublished versions) and creates this run's staging
+    /// directory.
     pub fn open(dir: &Path, run_id: &str) -> Result<Self, LoadError> {
         steady_heap();
         fs::create_dir_all(dir).map_err(io_err("create the directory", dir))?;
@@ -195,30 +214,83 @@ impl ParquetLoad {
         };
         if let Ok(entries) = fs::read_dir(&internal) {
             for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with("staging-") {
+                if entry.file_name().to_string_lossy().starts_with("staging-") {
                     tracing::info!(dir = %entry.path().display(), "removing the staging directory of an interrupted run");
                     let _ = fs::remove_dir_all(entry.path());
-                } else {
-                    load.prune_versions(&name);
                 }
             }
+        }
+        load.file_history()?;
+        load.remove_leftover_links();
+        if let Some(current) = load.current_run() {
+            let previous = fs::read_link(load.published_dir(&current).join(PREVIOUS_LINK))
+                .ok()
+                .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()));
+            load.prune(&[Some(current), previous]);
         }
         fs::create_dir_all(&load.staging)
             .map_err(io_err("create the staging directory", &load.staging))?;
         Ok(load)
     }
 
+    fn internal(&self) -> PathBuf {
+        self.dir.join(INTERNAL_DIR)
+    }
+
     /// `{dir}/.lucca-sync/{stream}`: the versions of a stream.
     fn versions_dir(&self, stream: &str) -> PathBuf {
-        self.dir.join(INTERNAL_DIR).join(stream)
+        self.internal().join(stream)
+    }
+
+    /// `{dir}/.lucca-sync/_published/{run_id}`: the links of one published
+    /// state of the directory.
+    fn published_dir(&self, run_id: &str) -> PathBuf {
+        self.internal().join(PUBLISHED_DIR).join(run_id)
+    }
+
+    /// The run whose published state is current (`_current` points to it).
+    fn current_run(&self) -> Option<String> {
+        fs::read_link(self.internal().join(CURRENT_LINK))
+            .ok()
+            .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
+    }
+
+    /// The published streams and their versions (run ids), as a published
+    /// state's links give them; for a directory written before published
+    /// states existed, as each stream's own link gives them.
+    fn versions_in(&self, published: Option<&Path>) -> BTreeMap<String, String> {
+        let (dir, legacy) = match published {
+            Some(published) => (published.to_path_buf(), false),
+            None => (self.dir.clone(), true),
+        };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return BTreeMap::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let target = fs::read_link(entry.path()).ok()?;
+                if name.starts_with('_') || (legacy && !target.starts_with(INTERNAL_DIR)) {
+                    return None;
+                }
+                let version = target.file_name()?.to_string_lossy().into_owned();
+                Some((name, version))
+            })
+            .collect()
+    }
+
+    /// The published streams and their versions.
+    fn published_versions(&self) -> BTreeMap<String, String> {
+        match self.current_run() {
+            Some(run) => self.versions_in(Some(&self.published_dir(&run))),
+            None => self.versions_in(None),
+        }
     }
 
     /// The published version of a stream (its run id), if any.
     fn current_version(&self, stream: &str) -> Option<String> {
-        fs::read_link(self.dir.join(stream))
-            .ok()
-            .and_then(|target| target.file_name().map(|n| n.to_string_lossy().into_owned()))
+        self.published_versions().remove(stream)
     }
 
     fn state_path(&self, stream: &str, version: &str) -> PathBuf {
@@ -232,33 +304,44 @@ impl ParquetLoad {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Keeps the published version of a stream and the one before it (a
-    /// reader may still be listing it); removes every other version, among
+    /// Keeps the given published states (the current one and the one
+    /// before it, which a reader may still be listing) and the versions
+    /// they name; removes every other published state and version, among
     /// them those of killed runs.
-    fn prune_versions(&self, stream: &str) {
-        let versions = self.versions_dir(stream);
-        let current = self.current_version(stream);
-        let Ok(entries) = fs::read_dir(&versions) else {
+    fn prune(&self, keep: &[Option<String>]) {
+        let keep: Vec<&String> = keep.iter().flatten().collect();
+        let mut kept_versions: HashSet<(String, String)> = HashSet::new();
+        for run in &keep {
+            kept_versions.extend(self.versions_in(Some(&self.published_dir(run))));
+        }
+        let published = self.internal().join(PUBLISHED_DIR);
+        for entry in fs::read_dir(&published).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !keep.iter().any(|k| **k == name) {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+        let Ok(streams) = fs::read_dir(self.internal()) else {
             return;
         };
-        let mut names: Vec<String> = entries
-            .flatten()
-            .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        let keep: Vec<String> = match &current {
-            Some(current) => {
-                let previous = names.iter().rfind(|n| n.as_str() < current.as_str());
-                std::iter::once(current.clone())
-                    .chain(previous.cloned())
-                    .collect()
+        for stream in streams.flatten() {
+            let stream_name = stream.file_name().to_string_lossy().into_owned();
+            if stream_name.starts_with('_') || stream_name.starts_with("staging-") {
+                continue;
             }
-            None => Vec::new(),
-        };
-        for name in names.iter().filter(|n| !keep.contains(n)) {
-            let _ = fs::remove_dir_all(versions.join(name));
-            let _ = fs::remove_file(versions.join(format!("{name}.state.json")));
+            for entry in fs::read_dir(stream.path()).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let version = name.strip_suffix(".state.json").unwrap_or(&name).to_owned();
+                if !kept_versions.contains(&(stream_name.clone(), version)) {
+                    let path = entry.path();
+                    let _ = if path.is_dir() {
+                        fs::remove_dir_all(&path)
+                    } else {
+                        fs::remove_file(&path)
+                    };
+                }
+            }
+            let _ = fs::remove_dir(stream.path());
         }
     }
 
@@ -533,37 +616,146 @@ impl ParquetLoad {
         Ok(())
     }
 
-    /// Publishes each committed stream by swapping its link to the new
-    /// version (flushed to disk first), writes the run history, then removes
-    /// staging and old versions.
+    /// Publishes the run in one atomic step: the new versions (flushed to
+    /// disk first) and the versions of the other published streams are
+    /// linked from a new published state, `_published/{run_id}/`, which
+    /// also holds the run's history file; renaming a new `_current` link
+    /// over the old one then switches every stream at once. Each stream's
+    /// own link, `{dir}/{stream}` -> `.lucca-sync/_current/{stream}`, is
+    /// made once. The history file then moves to `_runs/` (a run killed
+    /// before it does is finished by the next one), and the published
+    /// states and versions older than the previous one are removed.
     pub fn publish(self, history: &[RunRecord]) -> Result<(), LoadError> {
         for stream in &self.committed {
-            let version = self.versions_dir(stream).join(&self.run_id);
-            sync_tree(&version)?;
-            let link = self.dir.join(stream);
-            let temp = self.dir.join(format!(".{stream}.link-{}", self.run_id));
-            let target = Path::new(INTERNAL_DIR).join(stream).join(&self.run_id);
-            let _ = fs::remove_file(&temp);
-            symlink_dir(&target, &temp)
-                .and_then(|()| fs::rename(&temp, &link))
-                .map_err(io_err("publish", &link))?;
-            sync_dir(&link);
+            sync_tree(&self.versions_dir(stream).join(&self.run_id))?;
         }
-        if !history.is_empty() {
-            let runs = self.dir.join(RUNS_DIR);
-            fs::create_dir_all(&runs).map_err(io_err("create the directory", &runs))?;
-            let to = runs.join(format!("{}.parquet", self.run_id));
-            let from = self.staging.join("runs.parquet");
-            let batch =
-                run_history_batch(history).map_err(arrow_err(&to, "record the run history"))?;
-            write_file(&from, &batch)?;
-            fs::rename(&from, &to).map_err(io_err("publish", &to))?;
-            sync_dir(&to);
+        if self.current_run().is_none() {
+            // A directory written before published states: its streams'
+            // own links become the current state, with the same versions.
+            let legacy = self.versions_in(None);
+            if !legacy.is_empty() {
+                self.write_published_state(LEGACY_STATE, &legacy, None, None)?;
+                self.switch_current(LEGACY_STATE)?;
+            }
         }
-        let _ = fs::remove_dir_all(&self.staging);
+        let previous = self.current_run();
+        let mut versions = self.published_versions();
+        // A stream whose link was removed by hand is no longer published.
+        versions.retain(|stream, _| fs::symlink_metadata(self.dir.join(stream)).is_ok());
         for stream in &self.committed {
-            self.prune_versions(stream);
+            versions.insert(stream.clone(), self.run_id.clone());
         }
+        // Each stream's own link, made before the switch: a new stream's
+        // dangles until then (a killed run's is removed by the next run).
+        for stream in versions.keys() {
+            let link = self.dir.join(stream);
+            let target = Path::new(INTERNAL_DIR).join(CURRENT_LINK).join(stream);
+            if fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
+                let temp = self.dir.join(format!(".{stream}.link-{}", self.run_id));
+                replace_link(&target, &link, &temp)?;
+            }
+        }
+        let history = if history.is_empty() {
+            None
+        } else {
+            Some(run_history_batch(history).map_err(arrow_err(
+                &self.published_dir(&self.run_id).join(HISTORY_FILE),
+                "record the run history",
+            ))?)
+        };
+        self.write_published_state(
+            &self.run_id,
+            &versions,
+            previous.as_deref(),
+            history.as_ref(),
+        )?;
+        self.switch_current(&self.run_id)?;
+        self.file_history()?;
+        let _ = fs::remove_dir_all(&self.staging);
+        self.prune(&[Some(self.run_id.clone()), previous]);
+        Ok(())
+    }
+
+    /// Makes a published state the current one: the atomic step.
+    fn switch_current(&self, run: &str) -> Result<(), LoadError> {
+        replace_link(
+            &Path::new(PUBLISHED_DIR).join(run),
+            &self.internal().join(CURRENT_LINK),
+            &self
+                .internal()
+                .join(format!("{CURRENT_LINK}.new-{}", self.run_id)),
+        )
+    }
+
+    /// Removes the links a killed run left: its temporary links, and the
+    /// links of its new streams (made before its publish, leading nowhere).
+    fn remove_leftover_links(&self) {
+        let current = Path::new(INTERNAL_DIR).join(CURRENT_LINK);
+        let temporary = |name: &str| {
+            (name.starts_with('.') && name.contains(".link-"))
+                || name.starts_with(&format!("{CURRENT_LINK}.new-"))
+        };
+        for dir in [self.dir.clone(), self.internal()] {
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                let Ok(target) = fs::read_link(&path) else {
+                    continue;
+                };
+                let dangling = target.starts_with(&current) && fs::metadata(&path).is_err();
+                if dangling || temporary(&entry.file_name().to_string_lossy()) {
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+    }
+
+    /// Writes a published state: a link per stream to its version, one to
+    /// the state before, and the run's history file.
+    fn write_published_state(
+        &self,
+        run: &str,
+        versions: &BTreeMap<String, String>,
+        previous: Option<&str>,
+        history: Option<&RecordBatch>,
+    ) -> Result<(), LoadError> {
+        let dir = self.published_dir(run);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).map_err(io_err("create the directory", &dir))?;
+        for (stream, version) in versions {
+            let target = Path::new("../..").join(stream).join(version);
+            let link = dir.join(stream);
+            symlink_dir(&target, &link).map_err(io_err("link", &link))?;
+        }
+        if let Some(previous) = previous {
+            let link = dir.join(PREVIOUS_LINK);
+            symlink_dir(&Path::new("..").join(previous), &link).map_err(io_err("link", &link))?;
+        }
+        if let Some(batch) = history {
+            write_file(&dir.join(HISTORY_FILE), batch)?;
+        }
+        File::open(&dir)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err("flush", &dir))?;
+        sync_dir(&dir);
+        Ok(())
+    }
+
+    /// Moves the current published state's history file to
+    /// `_runs/{run_id}.parquet`, if it is still there.
+    fn file_history(&self) -> Result<(), LoadError> {
+        let Some(run) = self.current_run() else {
+            return Ok(());
+        };
+        let from = self.published_dir(&run).join(HISTORY_FILE);
+        if !from.exists() {
+            return Ok(());
+        }
+        let runs = self.dir.join(RUNS_DIR);
+        fs::create_dir_all(&runs).map_err(io_err("create the directory", &runs))?;
+        let to = runs.join(format!("{run}.parquet"));
+        fs::rename(&from, &to).map_err(io_err("publish", &to))?;
+        sync_dir(&to);
+        sync_dir(&from);
         Ok(())
     }
 
@@ -577,6 +769,17 @@ impl ParquetLoad {
             let _ = fs::remove_file(versions.join(format!("{}.state.json", self.run_id)));
         }
     }
+}
+
+/// Points `link` at `target` in one atomic step: a new link made at
+/// `temp`, renamed over the old one.
+fn replace_link(target: &Path, link: &Path, temp: &Path) -> Result<(), LoadError> {
+    let _ = fs::remove_file(temp);
+    symlink_dir(target, temp)
+        .and_then(|()| fs::rename(temp, link))
+        .map_err(io_err("publish", link))?;
+    sync_dir(link);
+    Ok(())
 }
 
 #[cfg(unix)]
@@ -1216,13 +1419,17 @@ fn combine(
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::path::{Path, PathBuf};
     use std::sync::Arc;
 
-    use arrow::array::{Int64Array, RecordBatch, StringArray};
+    use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
     use parquet::basic::Encoding;
     use parquet::file::reader::{FileReader, SerializedFileReader};
 
-    use super::{escape_partition, unescape_partition, write_file};
+    use super::{
+        CURRENT_LINK, INTERNAL_DIR, PUBLISHED_DIR, escape_partition, unescape_partition, write_file,
+    };
 
     #[test]
     fn mostly_distinct_columns_are_written_without_a_dictionary() {
@@ -1447,6 +1654,75 @@ mod tests {
         let written = run("r2", &[batch(vec![3, 4, 3], vec!["f", "g", "h"], false)]);
         assert_eq!(published_rows(dir.path(), "users"), "1=e,2=c,3=h,4=g");
         assert_eq!(written, 2);
+    }
+
+    #[test]
+    fn a_directory_of_per_stream_links_is_adopted_by_the_next_publish() {
+        use crate::load::StreamCommit;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let batch = |ids: Vec<i64>, names: Vec<&str>| {
+            RecordBatch::try_from_iter_with_nullable([
+                ("id", Arc::new(Int64Array::from(ids)) as ArrayRef, true),
+                ("name", Arc::new(StringArray::from(names)) as ArrayRef, true),
+            ])
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        // The layout before published states: `{stream}` linked to its
+        // version directly, one link per stream.
+        for (stream, rows) in [
+            ("users", batch(vec![1], vec!["a"])),
+            ("teams", batch(vec![7], vec!["t"])),
+        ] {
+            let version = dir.path().join(INTERNAL_DIR).join(stream).join("r0");
+            fs::create_dir_all(&version).unwrap_or_else(|e| panic!("{e}"));
+            write_file(&version.join("r0-0.parquet"), &rows).unwrap_or_else(|e| panic!("{e}"));
+            super::symlink_dir(
+                &Path::new(INTERNAL_DIR).join(stream).join("r0"),
+                &dir.path().join(stream),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        for run_id in ["r1", "r2"] {
+            let mut load =
+                super::ParquetLoad::open(dir.path(), run_id).unwrap_or_else(|e| panic!("{e}"));
+            load.write("users", &batch(vec![2], vec![run_id]))
+                .unwrap_or_else(|e| panic!("{e}"));
+            load.commit_stream(
+                "users",
+                &StreamCommit {
+                    run_id: run_id.into(),
+                    ..StreamCommit::default()
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            load.publish(&[]).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(published_rows(dir.path(), "users"), format!("2={run_id}"));
+            assert_eq!(
+                published_rows(dir.path(), "teams"),
+                "7=t",
+                "kept by {run_id}"
+            );
+        }
+        let link = fs::read_link(dir.path().join("teams")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            link,
+            Path::new(INTERNAL_DIR).join(CURRENT_LINK).join("teams")
+        );
+        // r2's state and the one before it (r1's) are kept, with their
+        // versions; the adopted state and users' first version are gone.
+        let names = |path: PathBuf| -> Vec<String> {
+            let mut names: Vec<String> = fs::read_dir(path)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        let internal = dir.path().join(INTERNAL_DIR);
+        assert_eq!(names(internal.join(PUBLISHED_DIR)), ["r1", "r2"]);
+        assert_eq!(names(internal.join("users")), ["r1", "r2"]);
+        assert_eq!(names(internal.join("teams")), ["r0"]);
     }
 
     #[test]
