@@ -217,6 +217,52 @@ async fn a_replace_run_that_reads_no_record_leaves_an_empty_table_of_the_declare
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_replace_run_that_reads_no_record_empties_the_child_tables_and_keeps_their_columns() {
+    let pipeline = |dir: &std::path::Path, destination: &str| {
+        let text = format!(
+            "version: 1\nname: users\nsource:\n  base_url: ${{LUCCA_BASE_URL}}\n  api_key: ${{LUCCA_API_KEY}}\n  rate_limit_per_minute: unlimited\nstreams:\n  - name: users\n    endpoint: /api/v3/users\n    fields: [id, lastName, \"userWorkCycles[id,workCycleID]\"]\n    primary_key: id\ndestination:\n{destination}\n"
+        );
+        let path = dir.join("users.yaml");
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        path
+    };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (duckdb, db) = duckdb_destination(dir.path());
+    let (parquet, out_dir) = parquet_destination(dir.path());
+    for users in [5, 0] {
+        let server = sandbox(SandboxConfig::default().with_users(UserData::Synthetic(users))).await;
+        for destination in [&duckdb, &parquet] {
+            run_ok(&pipeline(dir.path(), destination), &server).await;
+        }
+        server.shutdown().await;
+    }
+    let columns = |table: &str| {
+        query_string(
+            &db,
+            &format!(
+                "SELECT string_agg(column_name || ' ' || data_type, ',' ORDER BY ordinal_position) \
+                 FROM information_schema.columns WHERE table_name = '{table}'"
+            ),
+        )
+    };
+    // The array is still a child table, not flattened columns of `users`.
+    assert_eq!(columns("users"), "id BIGINT,last_name VARCHAR");
+    assert_eq!(
+        columns("users__user_work_cycles"),
+        "users_id BIGINT,list_index BIGINT,id BIGINT,work_cycle_id BIGINT"
+    );
+    assert_eq!(
+        query_i64(&db, "SELECT count(*) FROM users__user_work_cycles"),
+        0
+    );
+    for (table, fields) in [("users", 2), ("users__user_work_cycles", 4)] {
+        let file = only_parquet_file(&out_dir.join(table));
+        assert_eq!(file.metadata().file_metadata().num_rows(), 0, "{table}");
+        assert_eq!(file.schema().fields().len(), fields, "{table}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn verbose_logs_one_line_per_page_without_the_http_librarys_chatter() {
     let server = sandbox(SandboxConfig::default()).await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

@@ -421,7 +421,15 @@ impl ParquetLoad {
             // of the parent records rewritten.
             None if parent_keys.is_some() && previous.is_some() => Arc::new(Schema::empty()),
             None if commit.write_mode != WriteMode::Replace => return Ok(0),
-            None => Arc::new(Schema::empty()),
+            // An emptied table keeps the columns it had (one empty file,
+            // so that readers still find the table and its columns).
+            None => match &previous {
+                Some(previous) => match parquet_files(previous, &commit.partition_by)?.first() {
+                    Some(old) => file_schema_of(&old.path)?,
+                    None => Arc::new(Schema::empty()),
+                },
+                None => Arc::new(Schema::empty()),
+            },
         };
         let version = self.versions_dir(stream).join(&self.run_id);
         fs::create_dir_all(&version).map_err(io_err("create the directory", &version))?;

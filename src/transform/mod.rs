@@ -768,6 +768,22 @@ impl StreamTransform {
     /// = 0, one empty Parquet file), not none.
     pub fn finish(&mut self) -> Result<Vec<TableBatch>, TransformError> {
         let mut out = self.emit()?;
+        if out.is_empty() && self.schema.is_none() && self.policies.replaces_table {
+            // A declared field the table had as a child table stays one,
+            // not flattened columns of this table.
+            let children: Vec<NodeId> = (1..self.nodes.len())
+                .filter(|&id| match &self.nodes[id] {
+                    Node::Object { name, .. } => self
+                        .policies
+                        .existing
+                        .contains_key(&format!("{}__{name}", self.table)),
+                    _ => false,
+                })
+                .collect();
+            for id in children {
+                self.make_child_table(id);
+            }
+        }
         if out.is_empty()
             && self.schema.is_none()
             && self.policies.replaces_table
