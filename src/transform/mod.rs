@@ -690,7 +690,12 @@ impl StreamTransform {
             return false;
         };
         let child_table = format!("{}__{column}", self.table);
-        if known.contains_key(column) || self.policies.existing.contains_key(&child_table) {
+        // A null (or scalar) where the table has the field as an object
+        // (flattened columns) or as a child table is no new field.
+        if known.contains_key(column)
+            || was_flattened(known, column)
+            || self.policies.existing.contains_key(&child_table)
+        {
             return false;
         }
         let action = match self.policies.on_schema_change {

@@ -529,6 +529,51 @@ fn a_declared_field_the_table_has_flattened_is_no_new_column_when_absent() {
 }
 
 #[test]
+fn a_null_where_the_table_has_an_object_is_no_new_field() {
+    // Earlier runs saw `manager` and `extendedData.e_badge` as objects; this
+    // run's first record has them null (the head of the company has no
+    // manager), the next as objects again.
+    let table: crate::load::TableColumns = [
+        "id",
+        "manager_id",
+        "manager_name",
+        "extended_data_e_badge_code",
+    ]
+    .into_iter()
+    .map(|c| (c.to_owned(), None))
+    .collect();
+    let policies = ColumnPolicies {
+        existing: [("users".to_owned(), table)].into_iter().collect(),
+        on_schema_change: OnSchemaChange::Fail,
+        ..ColumnPolicies::default()
+    };
+    let json = r#"{"items":[
+      {"id":1,"manager":null,"extendedData":{"e_badge":null}},
+      {"id":2,"manager":{"id":1,"name":"A"},"extendedData":{"e_badge":{"code":"X"}}}
+    ]}"#;
+    let mut t = StreamTransform::new("users", &[]).with_policies(policies);
+    let _ = t.push_page(&page(json)).unwrap_or_else(|e| panic!("{e}"));
+    let batches = t.finish().unwrap_or_else(|e| panic!("{e}"));
+    assert!(t.schema_changes().is_empty(), "{:?}", t.schema_changes());
+    let users = batch_of(&batches, "users");
+    let names: Vec<&str> = users
+        .schema_ref()
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "id",
+            "manager_id",
+            "manager_name",
+            "extended_data_e_badge_code"
+        ]
+    );
+}
+
+#[test]
 fn a_child_table_column_takes_the_pii_policy_of_its_name() {
     let json = r#"{"data":{"items":[
       {"id":1,"mail":"a@x","birthDate":"1990-01-01","contacts":[{"mail":"b@x","birthDate":"1991-01-01","kind":"home"}]}
