@@ -951,3 +951,47 @@ async fn a_parquet_run_killed_at_any_step_of_its_publish_shows_one_run_in_every_
     assert!(leftovers.is_empty(), "{leftovers:?}");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_merge_keyed_on_a_renamed_field_merges_its_child_tables_too() {
+    let server = sandbox(SandboxConfig::default().with_users(UserData::Synthetic(30))).await;
+    for parquet in [false, true] {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (destination, out) = if parquet {
+            parquet_destination(dir.path())
+        } else {
+            duckdb_destination(dir.path())
+        };
+        let yaml = format!(
+            "version: 1\nname: t\nsource:\n  base_url: ${{LUCCA_BASE_URL}}\n  api_key: ${{LUCCA_API_KEY}}\n  rate_limit_per_minute: unlimited\nstreams:\n  - name: users\n    endpoint: /api/v3/users\n    fields: [id, lastName, \"userWorkCycles[id,workCycleID]\"]\n    primary_key: id\n    write_mode: merge\n    columns: {{ user_key: {{ path: id }} }}\ndestination:\n{destination}\n"
+        );
+        let path = dir.path().join("p.yaml");
+        std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("{e}"));
+        let path = path.to_string_lossy().into_owned();
+        for _ in 0..2 {
+            let run = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+            assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+        }
+        let sql = "select count(*) from {t} where users_user_key is null";
+        let orphans = if parquet {
+            query_parquet_i64(
+                &out.join("users__user_work_cycles"),
+                &sql.replace("{t}", "t"),
+            )
+        } else {
+            query_i64(&out, &sql.replace("{t}", "users__user_work_cycles"))
+        };
+        assert_eq!(orphans, 0, "parquet={parquet}");
+        let items = "select count(*) from {t}";
+        let once = if parquet {
+            query_parquet_i64(
+                &out.join("users__user_work_cycles"),
+                &items.replace("{t}", "t"),
+            )
+        } else {
+            query_i64(&out, &items.replace("{t}", "users__user_work_cycles"))
+        };
+        assert!(once > 0, "parquet={parquet}");
+    }
+    server.shutdown().await;
+}

@@ -617,6 +617,23 @@ fn columns_and_pii_rules() {
     );
 }
 
+#[test]
+fn a_dropped_key_or_partition_column_is_refused() {
+    let text = "version: 1\nname: t\nsource:\n  base_url: https://acme.ilucca.net\n  api_key: k\n\
+                streams:\n  - name: a\n    endpoint: /a\n    fields: [id, mail, site]\n    \
+                primary_key: mail\n    partition_by: [site]\n    columns:\n      \
+                mail: { pii: drop }\n      site: { pii: drop }\n\
+                destination:\n  parquet: { dir: out }\n";
+    assert_eq!(
+        text_errors(text, &test_env),
+        vec![
+            "p.yaml:10:18: primary_key field `mail` is dropped (column `mail` has pii: drop): \
+             merges and child tables need the key; hash it instead (pii: hash)",
+            "p.yaml:11:20: partition_by column `site` has pii: drop: it is not written",
+        ]
+    );
+}
+
 // ------------------------------------------------------------------ catalog
 
 fn catalog_pipeline(streams: &str) -> String {

@@ -463,6 +463,25 @@ fn check_stream(
         }
     }
 
+    let dropped = |column: &str| {
+        stream
+            .columns
+            .get(column)
+            .is_some_and(|spec| spec.pii == PiiPolicy::Drop)
+    };
+    for (j, field) in primary_key.iter().enumerate() {
+        let column = stream_column(stream, field);
+        if pk_ok[j] && dropped(&column) {
+            c.at_value(
+                &pk_path(j),
+                format!(
+                    "primary_key field `{field}` is dropped (column `{column}` has pii: drop): \
+                     merges and child tables need the key; hash it instead (pii: hash)"
+                ),
+            );
+        }
+    }
+
     // write_mode
     if stream.write_mode == WriteMode::Merge && stream.primary_key.is_none() {
         c.at_value(
@@ -550,6 +569,11 @@ fn check_stream(
                     "partition_by column `{column}` is part of the primary key: a merge cannot \
                      partition on it (partition on another column, or use write_mode: replace)"
                 ),
+            );
+        } else if dropped(column) {
+            c.at_value(
+                &path,
+                format!("partition_by column `{column}` has pii: drop: it is not written"),
             );
         } else if check_in_fields && !columns.contains(column) {
             c.at_value(

@@ -238,6 +238,22 @@ impl ColumnPolicies {
         }
     }
 
+    /// The column of a top-level key field: the name `columns:` gives it,
+    /// else the one `naming` makes.
+    fn key_column(&self, field: &str) -> String {
+        self.renames
+            .get(&field.to_lowercase())
+            .cloned()
+            .unwrap_or_else(|| self.naming.segment(field))
+    }
+
+    /// True when a top-level key field's column is hashed (`pii: hash`).
+    fn key_is_hashed(&self, field: &str) -> bool {
+        self.columns
+            .get(&self.key_column(field))
+            .is_some_and(|spec| spec.pii == PiiPolicy::Hash)
+    }
+
     /// The same policies, knowing the destination's existing tables.
     pub fn with_existing(mut self, existing: HashMap<String, TableColumns>) -> Self {
         self.existing = existing;
@@ -823,11 +839,17 @@ impl StreamTransform {
                 .child_keys
                 .iter()
                 .map(|k| {
-                    pairs
+                    let value = pairs
                         .iter()
                         .find(|(name, _)| name.eq_ignore_ascii_case(k))
                         .and_then(|(_, raw)| scalar(*raw).ok())
-                        .unwrap_or(Scalar::Null)
+                        .unwrap_or(Scalar::Null);
+                    // A hashed key is hashed in the child tables too: the
+                    // same value, so that they join.
+                    match &self.mac {
+                        Some(mac) if self.policies.key_is_hashed(k) => hashed(mac, &value),
+                        _ => value,
+                    }
                 })
                 .collect();
             let arrays = std::mem::take(&mut ctx.arrays);
@@ -945,14 +967,11 @@ impl StreamTransform {
         child.mac = self.mac.clone();
         child.warmup_rows = self.warmup_rows;
         child.lay_out(path);
-        // Parent key columns and `list_index` come first.
+        // Parent key columns (named after the parent's key columns) and
+        // `list_index` come first.
         let mut leading = Vec::new();
         for key in &self.policies.child_keys {
-            leading.push(format!(
-                "{}_{}",
-                self.table,
-                self.policies.naming.segment(key)
-            ));
+            leading.push(format!("{}_{}", self.table, self.policies.key_column(key)));
         }
         leading.push(LIST_INDEX_COLUMN.to_owned());
         let declared_columns = std::mem::take(&mut child.columns);

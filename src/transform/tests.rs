@@ -601,7 +601,39 @@ fn a_child_table_column_takes_the_pii_policy_of_its_name() {
     assert!(contacts.column_by_name("kind").is_some());
 }
 
-/// The texts of a VARCHAR column.
+#[test]
+fn a_child_tables_parent_key_is_named_and_hashed_as_the_parents_key_column() {
+    let json = r#"{"data":{"items":[
+      {"mail":"a@x","contacts":[{"kind":"home"},{"kind":"work"}]}
+    ]}}"#;
+    // The key `mail` is hashed: its child tables carry the same hash.
+    let mut hashed = policies(&[("mail", None, PiiPolicy::Hash)], Some("k1"));
+    hashed.child_keys = vec!["mail".into()];
+    // The key `mail` is stored as `login` (`columns: {login: {path: mail}}`).
+    let mut renamed = ColumnPolicies::default();
+    renamed.renames.insert("mail".into(), "login".into());
+    renamed.child_keys = vec!["mail".into()];
+    for (policies, parent_column, child_column) in [
+        (hashed, "mail", "users_mail"),
+        (renamed, "login", "users_login"),
+    ] {
+        let mut t = StreamTransform::new("users", &[]).with_policies(policies);
+        let _ = t.push_page(&page(json)).unwrap_or_else(|e| panic!("{e}"));
+        let batches = t.finish().unwrap_or_else(|e| panic!("{e}"));
+        let parent = texts_of(&batch_of(&batches, "users"), parent_column);
+        let child = texts_of(&batch_of(&batches, "users__contacts"), child_column);
+        assert_eq!(
+            child,
+            [parent[0].clone(), parent[0].clone()],
+            "{child_column}"
+        );
+        if parent_column == "mail" {
+            assert_eq!(child[0].as_deref().map(str::len), Some(64), "hashed");
+        }
+    }
+}
+
+/// The texts of a VARCHAR column./// The texts of a VARCHAR column.
 fn texts_of(batch: &RecordBatch, name: &str) -> Vec<Option<String>> {
     let column = batch
         .column_by_name(name)
