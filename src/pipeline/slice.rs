@@ -146,12 +146,13 @@ pub struct Window {
 }
 
 impl Window {
-    /// The filter value: `between,{start}T00:00:00,{end}T23:59:59` (naive
-    /// times, as Lucca writes them, so that a datetime field's last day is
-    /// inside the window and no record is in two windows).
+    /// The filter value: `between,{start}T00:00:00,{end}T23:59:59.999`
+    /// (naive times with milliseconds, as Lucca writes them, so that a
+    /// datetime field's whole last day, its last second included, is inside
+    /// the window and no record is in two windows).
     pub fn between(&self) -> String {
         format!(
-            "between,{}T00:00:00,{}T23:59:59",
+            "between,{}T00:00:00,{}T23:59:59.999",
             self.start.format("%Y-%m-%d"),
             self.end.format("%Y-%m-%d")
         )
@@ -237,9 +238,9 @@ mod tests {
         assert_eq!(
             shown,
             [
-                "between,2024-01-31T00:00:00,2024-02-28T23:59:59",
-                "between,2024-02-29T00:00:00,2024-03-30T23:59:59",
-                "between,2024-03-31T00:00:00,2024-04-10T23:59:59",
+                "between,2024-01-31T00:00:00,2024-02-28T23:59:59.999",
+                "between,2024-02-29T00:00:00,2024-03-30T23:59:59.999",
+                "between,2024-03-31T00:00:00,2024-04-10T23:59:59.999",
             ]
         );
         // An incremental run on 2024-04-05 re-reads from 2024-03-05 on.
