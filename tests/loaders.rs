@@ -995,3 +995,87 @@ async fn a_merge_keyed_on_a_renamed_field_merges_its_child_tables_too() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_duckdb_file_another_program_writes_is_neither_replaced_nor_corrupted() {
+    let server = sandbox(SandboxConfig::default().with_users(UserData::Synthetic(30))).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (destination, db) = duckdb_destination(dir.path());
+    let path = pipeline(dir.path(), &destination, "", "unlimited");
+    let run = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let users = query_i64(&db, "select count(*) from users");
+    let wal = db.with_file_name("lucca.duckdb.wal");
+
+    // A program with a read-write connection: the run refuses, the file
+    // stays as it was. (Read before the connection opens: closing any file
+    // of this process on the database would release DuckDB's lock.)
+    let before = std::fs::read(&db).unwrap_or_else(|e| panic!("{e}"));
+    let writer = duckdb::Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+    let run = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stderr).contains("another program has this DuckDB file open for writing"),
+        "{}",
+        text(&run.stderr)
+    );
+    assert_eq!(std::fs::read(&db).unwrap_or_else(|e| panic!("{e}")), before);
+
+    // The same program edits rows and dies before its checkpoint: its
+    // write-ahead log stays beside the file (copied here as it was on
+    // disk, before the connection closes and checkpoints).
+    writer
+        .execute_batch(
+            "DELETE FROM users WHERE id = (SELECT min(id) FROM users); \
+             UPDATE users SET last_name = 'EDITED' WHERE id = (SELECT max(id) FROM users);",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let crashed = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (destination, crashed_db) = duckdb_destination(crashed.path());
+    std::fs::create_dir_all(crashed_db.parent().unwrap_or(crashed.path()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(&db, &crashed_db).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(&wal, crashed_db.with_file_name("lucca.duckdb.wal"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(writer);
+    let path = pipeline(crashed.path(), &destination, "", "unlimited");
+    let run = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    // The log was not replayed onto the new file: every user, as served.
+    assert!(!crashed_db.with_file_name("lucca.duckdb.wal").exists());
+    assert_eq!(query_i64(&crashed_db, "select count(*) from users"), users);
+    assert_eq!(
+        query_i64(
+            &crashed_db,
+            "select count(*) from users where last_name = 'EDITED'"
+        ),
+        0
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_duckdb_path_that_is_a_link_updates_the_file_it_leads_to() {
+    let server = sandbox(SandboxConfig::default().with_users(UserData::Synthetic(30))).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (destination, real) = duckdb_destination(dir.path());
+    let path = pipeline(dir.path(), &destination, "", "unlimited");
+    let run = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    // `current.duckdb` -> `out/lucca.duckdb`, as a deployment might point
+    // its BI tool at a stable name.
+    let link = dir.path().join("current.duckdb");
+    std::os::unix::fs::symlink(&real, &link).unwrap_or_else(|e| panic!("{e}"));
+    let destination = format!("  duckdb: {{ path: {} }}", link.display());
+    let path = pipeline(
+        dir.path(),
+        &destination,
+        "    write_mode: append\n",
+        "unlimited",
+    );
+    let run = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    assert!(std::fs::read_link(&link).is_ok(), "still a link");
+    assert_eq!(query_i64(&real, "select count(*) from users"), 60);
+    server.shutdown().await;
+}

@@ -127,10 +127,14 @@ impl DuckdbLoad {
         if let Some(dir) = live.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir).map_err(|e| io("create the directory", dir, e))?;
         }
+        // A link to the file: the file it leads to is the one replaced
+        // (and locked), not the link.
+        let live = &resolve_links(live);
         let lock = DestinationLock::acquire(&lock_path(live))?;
         remove_leftovers(live);
         let temp = temp_path(live, run_id);
         if live.exists() {
+            settle_live_file(live)?;
             fs::copy(live, &temp).map_err(|e| io("copy the database to", &temp, e))?;
         }
         let (conn, held_back_memory) = match start_duckdb(live, &temp, options) {
@@ -802,6 +806,82 @@ fn start_duckdb(
         None => None,
     };
     Ok((conn, held_back_memory))
+}
+
+/// `path` with its symbolic links resolved (a file not there yet: its
+/// directory's), so that the run replaces the file a link leads to.
+fn resolve_links(path: &Path) -> PathBuf {
+    if let Ok(real) = fs::canonicalize(path) {
+        return real;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) if !dir.as_os_str().is_empty() => fs::canonicalize(dir)
+            .map(|dir| dir.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Readies the live file for its copy. Fails if another program has it
+/// open for writing (DuckDB's own lock): what it writes after the copy
+/// would be lost, and its write-ahead log (`{file}.wal`, named after the
+/// path) would be replayed onto the file this run publishes. A write-ahead
+/// log a program left behind (it died before its checkpoint) is folded into
+/// the live file first, as any DuckDB client opening the file would do;
+/// left there, it would be replayed onto the new file, deleting and
+/// changing its rows.
+fn settle_live_file(live: &Path) -> Result<(), LoadError> {
+    let has_log = wal_path(live).exists();
+    let duck_err = |context: &str| {
+        let path = live.to_path_buf();
+        let context = context.to_owned();
+        move |source| LoadError::Duckdb {
+            path,
+            context,
+            source,
+        }
+    };
+    let mode = if has_log {
+        duckdb::AccessMode::ReadWrite
+    } else {
+        duckdb::AccessMode::ReadOnly
+    };
+    let config = duckdb::Config::default()
+        .access_mode(mode)
+        .and_then(|c| c.threads(1))
+        .map_err(duck_err("configure DuckDB"))?;
+    let conn = Connection::open_with_flags(live, config).map_err(|source| {
+        if source.to_string().contains("Conflicting lock") {
+            LoadError::InUse {
+                path: live.to_path_buf(),
+                reason: if has_log {
+                    "another program has this DuckDB file open, and the write-ahead log a \
+                     program left ({file}.wal) must be folded into it first"
+                } else {
+                    "another program has this DuckDB file open for writing (a BI tool or a \
+                     script with a read-write connection; read-only readers do not block a run)"
+                },
+                source,
+            }
+        } else {
+            LoadError::Duckdb {
+                path: live.to_path_buf(),
+                context: "open the file".into(),
+                source,
+            }
+        }
+    })?;
+    if has_log {
+        tracing::info!(file = %wal_path(live).display(), "folding the write-ahead log another program left into the file before copying it");
+        conn.execute_batch("CHECKPOINT;").map_err(duck_err(
+            "check the write-ahead log another program left in",
+        ))?;
+    }
+    conn.close().map_err(|(_, source)| LoadError::Duckdb {
+        path: live.to_path_buf(),
+        context: "close the file".into(),
+        source,
+    })
 }
 
 /// Removes a working copy, its WAL and DuckDB's spill directory.

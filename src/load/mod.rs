@@ -57,6 +57,13 @@ pub enum LoadError {
         lock.display()
     )]
     Busy { lock: PathBuf },
+    /// Another program holds the DuckDB file (DuckDB's own lock).
+    #[error("{}: {reason}: close it and run again ({source})", path.display())]
+    InUse {
+        path: PathBuf,
+        reason: &'static str,
+        source: ::duckdb::Error,
+    },
     /// An earlier DuckDB error rolled the run's working copy back.
     #[error(
         "{}: not written: an earlier error rolled this run's changes back: {reason}",
