@@ -309,7 +309,7 @@ fn endpoints_lists_the_catalog_and_details_one() {
         "slice             date from 2020-01-01 to today + 1 year, step 1 month, lookback 3 months",
         "leavePeriod.ownerId",
         "leave_period_owner_id",
-        "bigint",
+        "double",
     ] {
         assert!(detail.contains(line), "{line} missing from:\n{detail}");
     }
