@@ -1219,7 +1219,10 @@ mod tests {
     fn a_destination_that_cannot_open_leaves_no_working_copy() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let live = dir.path().join("hr.duckdb");
-        fs::write(&live, b"the previous data").unwrap_or_else(|e| panic!("{e}"));
+        Connection::open(&live)
+            .and_then(|c| c.execute_batch("CREATE TABLE t AS SELECT 1 AS x;"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let before = fs::read(&live).unwrap_or_default();
         let options = LoadOptions {
             duckdb_memory_limit: "a lot".into(),
         };
@@ -1231,10 +1234,18 @@ mod tests {
             !temp_path(&live, "r1").exists(),
             "the working copy was left behind"
         );
-        assert_eq!(
-            fs::read(&live).unwrap_or_default(),
-            b"the previous data".to_vec()
-        );
+        assert_eq!(fs::read(&live).unwrap_or_default(), before);
+        // A file that is no DuckDB database fails before any copy, too.
+        fs::write(&live, b"the previous data").unwrap_or_else(|e| panic!("{e}"));
+        let options = LoadOptions {
+            duckdb_memory_limit: "1GB".into(),
+        };
+        match DuckdbLoad::open(&live, "r2", &options) {
+            Err(e) => assert!(e.to_string().contains("not a valid DuckDB database"), "{e}"),
+            Ok(_) => panic!("opened a file that is no database"),
+        }
+        assert!(!temp_path(&live, "r2").exists());
+        assert_eq!(fs::read(&live).unwrap_or_default(), b"the previous data");
     }
 
     #[test]
