@@ -49,6 +49,18 @@ pub enum TransformError {
         index: usize,
         message: String,
     },
+    /// A record of a merged stream without a primary key value.
+    #[error(
+        "stream `{stream}`: page {page} ({url}): record {number} of the page has no value for its primary key ({key}): a merge matches records on the key, so every record needs one; choose a key every record has (e.g. id)"
+    )]
+    NoKey {
+        stream: String,
+        page: u64,
+        url: String,
+        /// 1-based position of the record in its page.
+        number: usize,
+        key: String,
+    },
     /// A value that does not fit its column's type. Never silently nulled.
     #[error(
         "stream `{stream}`: record id {record_id}: field `{field}`: value {value} does not fit column `{column}` of type {column_type:?} (page {page}: {url})"
@@ -176,6 +188,9 @@ pub struct ColumnPolicies {
     /// Top-level fields of the primary key, carried by child tables. Empty:
     /// arrays of objects stay JSON text.
     pub child_keys: Vec<String>,
+    /// The primary key columns of a `merge` stream: a record needs a value
+    /// in one of them. Empty otherwise.
+    pub merge_key: Vec<String>,
     /// Each run makes the table anew (`replace`), so its column types may
     /// be chosen afresh: a first run that reads no record creates it with
     /// the declared columns, and the first batch may widen a type. An
@@ -195,6 +210,7 @@ impl Default for ColumnPolicies {
             on_schema_change: OnSchemaChange::default(),
             existing: HashMap::new(),
             child_keys: Vec::new(),
+            merge_key: Vec::new(),
             replaces_table: false,
         }
     }
@@ -208,6 +224,13 @@ impl ColumnPolicies {
             .as_ref()
             .map(|k| k.fields().into_iter().map(str::to_owned).collect())
             .unwrap_or_default();
+        let merge_key = if stream.write_mode == WriteMode::Merge {
+            keys.iter()
+                .map(|k| crate::pipeline::naming::stream_column(stream, k))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let child_keys =
             if stream.arrays == ArrayPolicy::Table && keys.iter().all(|k| !k.contains('.')) {
                 keys
@@ -233,6 +256,7 @@ impl ColumnPolicies {
                 .map_or(DEFAULT_MAX_DEPTH, |d| d as usize),
             on_schema_change: stream.on_schema_change,
             existing: HashMap::new(),
+            merge_key,
             child_keys,
             replaces_table: stream.write_mode == WriteMode::Replace,
         }
@@ -281,6 +305,7 @@ impl ColumnPolicies {
                 .collect(),
             renames: HashMap::new(),
             child_keys: Vec::new(),
+            merge_key: Vec::new(),
             ..self.clone()
         }
     }
@@ -401,6 +426,12 @@ pub struct StreamTransform {
     cursor_column: Option<usize>,
     /// The highest cursor value read: (sortable value, text as sent).
     max_cursor: Option<(i64, String)>,
+    /// Datetime cursor values past this (microseconds, two days from now)
+    /// are not taken as the cursor: one far-future date would make every
+    /// later run ask for changes after it, and read none.
+    cursor_limit: i64,
+    /// True once a future cursor value was reported.
+    future_cursor_seen: bool,
     /// Declared types, PII policies, `on_bad_value`, naming, drift.
     policies: ColumnPolicies,
     /// The keyed MAC of `pii: hash` columns, ready to clone per value.
@@ -442,6 +473,8 @@ impl StreamTransform {
             cursor_path: None,
             cursor_column: None,
             max_cursor: None,
+            cursor_limit: i64::MAX,
+            future_cursor_seen: false,
             policies: ColumnPolicies::default(),
             mac: None,
             nulled_values: 0,
@@ -583,6 +616,10 @@ impl StreamTransform {
             .iter()
             .position(|c| c.path.to_lowercase() == lower);
         self.cursor_path = Some(lower);
+        self.cursor_limit = (chrono::Utc::now() + chrono::Duration::days(2))
+            .naive_utc()
+            .and_utc()
+            .timestamp_micros();
         self
     }
 
@@ -832,6 +869,15 @@ impl StreamTransform {
         };
         self.row += 1;
         self.fill_object(0, pairs, &mut ctx)?;
+        if !self.policies.merge_key.is_empty() && !self.has_key_value() {
+            return Err(TransformError::NoKey {
+                stream: self.stream.clone(),
+                page: at.number,
+                url: at.url.to_owned(),
+                number: index + 1,
+                key: self.policies.merge_key.join(", "),
+            });
+        }
         self.end_row();
         if !ctx.arrays.is_empty() {
             let keys: Vec<Scalar> = self
@@ -925,6 +971,17 @@ impl StreamTransform {
             }
         }
         self.rows_pending += 1;
+    }
+
+    /// True when some primary key column got a value in this row (nulls
+    /// are left to `end_row`).
+    fn has_key_value(&self) -> bool {
+        let row = self.row;
+        self.policies.merge_key.iter().any(|name| {
+            self.columns
+                .iter()
+                .any(|c| c.last_row == row && !c.dead && c.name == *name)
+        })
     }
 
     fn root_path(&self) -> &str {
@@ -1204,10 +1261,11 @@ impl StreamTransform {
             .map_err(|e| self.bad_record(ctx.index, ctx.at, format!("field `{key}`: {e}")))?;
         let row = self.row;
         let col = &mut self.columns[column];
-        if col.last_row == row || col.dead {
+        if col.last_row == row || col.dead || matches!(value, Scalar::Null) {
             // The same field twice (e.g. `cultureID` and `cultureId` on one
-            // record): the first non-null wins. A dropped column keeps
-            // nothing.
+            // record): the first non-null wins (a null is left to
+            // `end_row`, so that a value after it under the other spelling
+            // still counts). A dropped column keeps nothing.
             return Ok(());
         }
         let value = match (&self.mac, col.hashed) {
@@ -1215,6 +1273,17 @@ impl StreamTransform {
             // Validation requires a key; without one nothing personal is
             // ever stored in clear.
             (None, true) => Scalar::Null,
+            // A number into a DECIMAL column is read from its text, digit
+            // by digit (through a float, 1234567890123456.78 became
+            // ...456.80 and 1.005 rounded to 1.00); an exponent form goes
+            // through the float.
+            (_, false)
+                if matches!(value, Scalar::Float(_))
+                    && matches!(col.builder, ColumnBuilder::Decimal(..))
+                    && !raw.text.contains(['e', 'E']) =>
+            {
+                Scalar::BigInt(raw.text)
+            }
             (_, false) => value,
         };
         // Before the first batch fixes the schema, an inferred type may
@@ -1271,6 +1340,18 @@ impl StreamTransform {
             Scalar::Int(i) => (*i, i.to_string()),
             _ => return,
         };
+        if matches!(value, Scalar::Str(_)) && rank > self.cursor_limit {
+            if !self.future_cursor_seen {
+                self.future_cursor_seen = true;
+                tracing::warn!(
+                    stream = %self.stream,
+                    field = self.cursor_path.as_deref().unwrap_or_default(),
+                    value = %text,
+                    "a record's incremental cursor is in the future ({text}): not stored as the cursor (the next runs would ask for changes after it and read none)"
+                );
+            }
+            return;
+        }
         if self
             .max_cursor
             .as_ref()

@@ -888,6 +888,110 @@ fn an_integer_past_i64_is_kept_exactly_as_varchar_or_a_declared_decimal() {
     );
 }
 
+#[test]
+fn a_decimal_column_reads_json_numbers_from_their_text() {
+    let declared = || {
+        policies(
+            &[(
+                "amount",
+                Some(DeclaredType::Decimal {
+                    precision: 20,
+                    scale: 2,
+                }),
+                PiiPolicy::Keep,
+            )],
+            None,
+        )
+    };
+    let json = r#"{"data":{"items":[
+      {"id":1,"amount":1234567890123456.78},{"id":2,"amount":2.675},{"id":3,"amount":-0.1},{"id":4,"amount":1.5E2}
+    ]}}"#;
+    let mut t = StreamTransform::new("users", &[]).with_policies(declared());
+    // 2.675 has three decimals: not exact at scale 2, as the text "2.675"
+    // (through a float it was rounded to 2.68, and 1.005 to 1.00).
+    match t.push_page(&page(json)).and_then(|_| t.finish()) {
+        Err(e) => assert!(e.to_string().contains("value 2.675 does not fit"), "{e}"),
+        Ok(_) => panic!("2.675 went into decimal(20,2)"),
+    }
+    let json = json.replace("2.675", "2.67");
+    let (b, _) = run_with(&[], declared(), &json);
+    let amount = b
+        .column_by_name("amount")
+        .unwrap_or_else(|| panic!("amount"))
+        .as_primitive::<arrow::datatypes::Decimal128Type>();
+    assert_eq!(
+        amount.iter().collect::<Vec<_>>(),
+        [
+            Some(123_456_789_012_345_678),
+            Some(267),
+            Some(-10),
+            Some(15_000)
+        ]
+    );
+}
+
+#[test]
+fn a_far_future_cursor_value_is_not_the_cursor() {
+    let json = r#"{"data":{"items":[
+      {"id":1,"modifiedAt":"2024-05-01T10:00:00.5"},
+      {"id":2,"modifiedAt":"9999-12-31T00:00:00"},
+      {"id":3,"modifiedAt":"2024-06-01T09:00:00"},
+      {"id":4,"modifiedAt":null}
+    ]}}"#;
+    let fields = [field("id", &[]), field("modifiedAt", &[])];
+    let mut t = StreamTransform::new("users", &fields).with_cursor_field("modifiedAt");
+    let _ = t.push_page(&page(json)).unwrap_or_else(|e| panic!("{e}"));
+    let batches = t.finish().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        batch_of(&batches, "users").num_rows(),
+        4,
+        "the record is kept"
+    );
+    assert_eq!(t.max_cursor(), Some("2024-06-01T09:00:00"));
+}
+
+#[test]
+fn a_merged_record_without_a_key_value_fails_the_stream() {
+    let merge = |key: &[&str]| ColumnPolicies {
+        merge_key: key.iter().map(|k| (*k).to_owned()).collect(),
+        ..ColumnPolicies::default()
+    };
+    // A composite key with one part null still tells records apart.
+    let json = r#"{"data":{"items":[{"id":1,"site":null},{"id":null,"site":"b"}]}}"#;
+    let (b, _) = run_with(&[], merge(&["id", "site"]), json);
+    assert_eq!(b.num_rows(), 2);
+    // A key null or absent in a record: every such record would be merged
+    // into one row.
+    for json in [
+        r#"{"data":{"items":[{"id":1},{"id":null,"n":2}]}}"#,
+        r#"{"data":{"items":[{"id":1},{"n":2}]}}"#,
+    ] {
+        let mut t = StreamTransform::new("users", &[]).with_policies(merge(&["id"]));
+        match t.push_page(&page(json)).and_then(|_| t.finish()) {
+            Err(e) => assert!(
+                e.to_string().contains(
+                    "record 2 of the page has no value for its primary key (id): a merge matches records on the key"
+                ),
+                "{e}"
+            ),
+            Ok(_) => panic!("a record without a key was merged: {json}"),
+        }
+    }
+}
+
+#[test]
+fn a_null_under_one_spelling_leaves_the_value_under_the_other() {
+    let json = r#"{"data":{"items":[
+      {"id":1,"cultureID":null,"cultureId":1036},{"id":2,"cultureID":1033,"cultureId":null}
+    ]}}"#;
+    let b = run(&[], json);
+    let culture = b
+        .column_by_name("culture_id")
+        .unwrap_or_else(|| panic!("culture_id"))
+        .as_primitive::<arrow::datatypes::Int64Type>();
+    assert_eq!(culture.iter().collect::<Vec<_>>(), [Some(1036), Some(1033)]);
+}
+
 /// A field dropped for privacy stays dropped when its value turns out to
 /// be an object: none of its members becomes a column.
 #[test]
