@@ -345,6 +345,18 @@ pub async fn run_pipeline(
                 .collect(),
             partition_by: s.spec.partition_by.clone(),
             parent: None,
+            version_key: match &s.spec.incremental {
+                Some(incremental)
+                    if s.spec.write_mode == WriteMode::Append && !s.primary_key.is_empty() =>
+                {
+                    s.primary_key
+                        .iter()
+                        .chain(std::iter::once(&incremental.cursor_field))
+                        .map(|k| stream_column(&s.spec, k))
+                        .collect()
+                }
+                _ => Vec::new(),
+            },
         })
         .collect();
     let run_started = chrono::Utc::now();

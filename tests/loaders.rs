@@ -1079,3 +1079,65 @@ async fn a_duckdb_path_that_is_a_link_updates_the_file_it_leads_to() {
     assert_eq!(query_i64(&real, "select count(*) from users"), 60);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_incremental_append_does_not_append_a_record_read_again() {
+    for parquet in [false, true] {
+        // Request 3 (the third run's) finds user 5 edited.
+        let server = sandbox(SandboxConfig {
+            users: UserData::Synthetic(200),
+            faults: Faults {
+                mutate_after: Some((
+                    2,
+                    Mutation {
+                        touch: vec![5],
+                        ..Mutation::default()
+                    },
+                )),
+                ..Faults::default()
+            },
+            ..SandboxConfig::default()
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (destination, out) = if parquet {
+            parquet_destination(dir.path())
+        } else {
+            duckdb_destination(dir.path())
+        };
+        let yaml = format!(
+            "version: 1\nname: t\nsource:\n  base_url: ${{LUCCA_BASE_URL}}\n  api_key: ${{LUCCA_API_KEY}}\n  rate_limit_per_minute: unlimited\nstreams:\n  - name: users\n    endpoint: /api/v3/users\n    params: {{ formerEmployees: \"true\" }}\n    fields: [id, lastName, modifiedAt, \"userWorkCycles[id,workCycleID]\"]\n    primary_key: id\n    write_mode: append\n    incremental: {{ cursor_field: modifiedAt, lookback_secs: 86400 }}\ndestination:\n{destination}\n"
+        );
+        let path = dir.path().join("p.yaml");
+        std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("{e}"));
+        let path = path.to_string_lossy().into_owned();
+        let count = |table: &str, filter: &str| {
+            let sql = format!("select count(*) from {{t}} {filter}");
+            if parquet {
+                query_parquet_i64(&out.join(table), &sql.replace("{t}", "t"))
+            } else {
+                query_i64(&out, &sql.replace("{t}", table))
+            }
+        };
+        let mut counts = Vec::new();
+        for _ in 0..3 {
+            let run = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+            assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+            counts.push((
+                count("users", ""),
+                count("users__user_work_cycles", ""),
+                count("users", "where id = 5"),
+            ));
+        }
+        let (users, items, _) = counts[0];
+        assert_eq!(users, 200, "parquet={parquet}");
+        // The second run re-reads the last day before the cursor: nothing
+        // new. The third finds user 5 edited: one more version of it, with
+        // its items.
+        assert_eq!(counts[1], (users, items, 1), "parquet={parquet}");
+        let (users3, items3, fives) = counts[2];
+        assert_eq!((users3, fives), (users + 1, 2), "parquet={parquet}");
+        assert!(items3 > items, "parquet={parquet}: {items3} items");
+        server.shutdown().await;
+    }
+}

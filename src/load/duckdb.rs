@@ -427,6 +427,15 @@ impl DuckdbLoad {
                         "DELETE FROM {table} t WHERE EXISTS (SELECT 1 FROM {stage_name} s WHERE {matches});\
                          INSERT INTO {table} BY NAME SELECT * FROM {stage_name}{last_version};"
                     ));
+                } else if let Some(read_again) = self.read_again_filter(stream, commit)? {
+                    // An incremental append: the rows of record versions
+                    // the table already has were read again.
+                    written -= self.count(&format!(
+                        "SELECT count(*) FROM {stage_name} s WHERE {read_again}"
+                    ))?;
+                    sql.push_str(&format!(
+                        "INSERT INTO {table} BY NAME SELECT * FROM {stage_name} s WHERE NOT {read_again};"
+                    ));
                 } else {
                     sql.push_str(&format!(
                         "INSERT INTO {table} BY NAME SELECT * FROM {stage_name};"
@@ -493,19 +502,20 @@ impl DuckdbLoad {
     /// quoted, comma-separated `key` columns) supersedes: 0 when every key
     /// is staged once.
     fn superseded_rows(&self, stage: &str, key: &str) -> Result<u64, LoadError> {
+        self.count(&format!(
+            "SELECT coalesce(sum(n - 1), 0)::BIGINT FROM \
+             (SELECT count(*) AS n FROM {stage} GROUP BY {key} HAVING count(*) > 1)"
+        ))
+    }
+
+    /// The number a counting query returns.
+    fn count(&self, sql: &str) -> Result<u64, LoadError> {
         self.conn()?
-            .query_row(
-                &format!(
-                    "SELECT coalesce(sum(n - 1), 0)::BIGINT FROM \
-                     (SELECT count(*) AS n FROM {stage} GROUP BY {key} HAVING count(*) > 1)"
-                ),
-                [],
-                |row| row.get::<_, i64>(0),
-            )
+            .query_row(sql, [], |row| row.get::<_, i64>(0))
             .map(|rows| u64::try_from(rows).unwrap_or(0))
             .map_err(|source| LoadError::Duckdb {
                 path: self.live.clone(),
-                context: format!("look for keys staged twice in {stage}"),
+                context: format!("count rows ({sql})"),
                 source,
             })
     }
@@ -532,6 +542,69 @@ impl DuckdbLoad {
             "EXISTS (SELECT 1 FROM {} s WHERE {matches})",
             quote_ident(&parent_stage.name)
         ))
+    }
+
+    /// For an incremental append (see [`StreamCommit::version_key`]): the
+    /// SQL condition on a staged row (`s`) that it is a record version the
+    /// table already has, or, in a child table, an item of one. `None` when
+    /// nothing is to be left out (no version key, or a table without it).
+    fn read_again_filter(
+        &self,
+        stream: &str,
+        commit: &StreamCommit,
+    ) -> Result<Option<String>, LoadError> {
+        let same = |key: &[String], a: &str, b: &str| {
+            key.iter()
+                .map(|c| format!("{a}.{c} IS NOT DISTINCT FROM {b}.{c}", c = quote_ident(c)))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        };
+        let has_all = |table: &str, key: &[String]| -> Result<bool, LoadError> {
+            let columns = self.table_columns(table)?;
+            Ok(key.iter().all(|k| columns.iter().any(|(c, _)| c == k)))
+        };
+        if !commit.version_key.is_empty() {
+            if !has_all(stream, &commit.version_key)? {
+                return Ok(None);
+            }
+            return Ok(Some(format!(
+                "EXISTS (SELECT 1 FROM {} t WHERE {})",
+                quote_ident(stream),
+                same(&commit.version_key, "s", "t")
+            )));
+        }
+        let Some(link) = commit
+            .parent
+            .as_ref()
+            .filter(|l| !l.parent_version_key.is_empty())
+        else {
+            return Ok(None);
+        };
+        let Some(parent_stage) = self.stages.get(&link.table) else {
+            return Ok(None);
+        };
+        if !has_all(&link.table, &link.parent_version_key)? {
+            return Ok(None);
+        }
+        let item_of = link
+            .parent_key
+            .iter()
+            .zip(&link.child_key)
+            .map(|(p, c)| {
+                format!(
+                    "p.{} IS NOT DISTINCT FROM s.{}",
+                    quote_ident(p),
+                    quote_ident(c)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        Ok(Some(format!(
+            "EXISTS (SELECT 1 FROM {} p JOIN {} t ON {} WHERE {item_of})",
+            quote_ident(&parent_stage.name),
+            quote_ident(&link.table),
+            same(&link.parent_version_key, "p", "t")
+        )))
     }
 
     /// The stream's table and child tables in the working copy, with their
@@ -666,6 +739,7 @@ impl DuckdbLoad {
                 column_comments: Vec::new(),
                 partition_by: Vec::new(),
                 parent: None,
+                version_key: Vec::new(),
             };
             self.commit_stream(RUNS_TABLE, &commit)?;
             self.sql(

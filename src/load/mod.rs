@@ -104,6 +104,12 @@ pub struct StreamCommit {
     /// For a child table: its parent, whose merge replaces the child rows
     /// of every parent record it rewrites.
     pub parent: Option<ParentLink>,
+    /// For an incremental `append` with a primary key: the columns that
+    /// tell a version of a record (the key and the cursor). A staged row
+    /// whose values the table already has is the same version read again
+    /// (the lookback re-reads the last minutes before the cursor), and is
+    /// not appended again; nor are its items in the child tables.
+    pub version_key: Vec<String>,
 }
 
 /// How a child table (`users__user_work_cycles`) hangs off its parent.
@@ -115,6 +121,9 @@ pub struct ParentLink {
     pub parent_key: Vec<String>,
     /// The same key in the child table (`users_id`).
     pub child_key: Vec<String>,
+    /// The parent's [`StreamCommit::version_key`]: the items of a parent
+    /// record read again are not appended again.
+    pub parent_version_key: Vec<String>,
 }
 
 impl StreamCommit {
@@ -142,7 +151,9 @@ impl StreamCommit {
                     .iter()
                     .map(|k| format!("{stream}_{k}"))
                     .collect(),
+                parent_version_key: self.version_key.clone(),
             }),
+            version_key: Vec::new(),
             ..self.clone()
         }
     }

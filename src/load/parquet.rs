@@ -446,6 +446,11 @@ impl ParquetLoad {
             _ => Vec::new(),
         };
         let target = union_schema(old_files.first(), &schema, new_fields)?;
+        let read_again = if commit.write_mode == WriteMode::Append {
+            self.read_again(commit, &old_files)?
+        } else {
+            None
+        };
 
         let mut written = file.rows;
         let merged_keys = if commit.write_mode == WriteMode::Merge && commit.parent.is_none() {
@@ -515,10 +520,13 @@ impl ParquetLoad {
                     });
                 }
             }
+            if let Some((columns, keys)) = &read_again {
+                written -= count_keys_in(&file.parts, columns, keys)?;
+            }
             for part in &file.parts {
                 sources.push(Source {
                     path: part.clone(),
-                    skip_keys: None,
+                    skip_keys: read_again.clone(),
                     skip_rows: skip_rows.next().unwrap_or_default(),
                     tag: new_tag.clone(),
                     constants: Vec::new(),
@@ -550,6 +558,63 @@ impl ParquetLoad {
         }
         self.committed.push(stream.to_owned());
         Ok(written)
+    }
+
+    /// For an incremental append (see [`StreamCommit::version_key`]): the
+    /// columns and keys of the staged rows to leave out, the record
+    /// versions the stream's published files already have, or in a child
+    /// table the items of those records. `None` when nothing is left out.
+    fn read_again(
+        &mut self,
+        commit: &StreamCommit,
+        old_files: &[VersionFile],
+    ) -> Result<Option<KeysToSkip>, LoadError> {
+        if !commit.version_key.is_empty() {
+            let old: Vec<PathBuf> = old_files.iter().map(|f| f.path.clone()).collect();
+            return Ok(keys_of(&old, &commit.version_key)?
+                .map(|keys| (commit.version_key.clone(), Arc::new(keys))));
+        }
+        let Some(link) = commit
+            .parent
+            .as_ref()
+            .filter(|l| !l.parent_version_key.is_empty())
+        else {
+            return Ok(None);
+        };
+        let Some(version) = self.current_version(&link.table) else {
+            return Ok(None);
+        };
+        let published: Vec<PathBuf> =
+            parquet_files(&self.versions_dir(&link.table).join(version), &[])?
+                .into_iter()
+                .map(|f| f.path)
+                .collect();
+        let Some(published) = keys_of(&published, &link.parent_version_key)? else {
+            return Ok(None);
+        };
+        let Some(parent) = self.writers.get_mut(&link.table) else {
+            return Ok(None);
+        };
+        if let Some(writer) = parent.writer.take() {
+            let part = parent.parts.last().cloned().unwrap_or_default();
+            writer
+                .close()
+                .map_err(parquet_err(&part, "finish a part file"))?;
+        }
+        // The keys of the parent's staged rows that are versions read again.
+        let mut parents = KeySet::new(&link.parent_key);
+        let mut repeated = HashSet::new();
+        for path in &parent.parts {
+            for batch in open_batches(path)? {
+                let batch = batch.map_err(arrow_err(path, "read"))?;
+                let new = published.keep(&batch, &link.parent_version_key, path)?;
+                let again = arrow::compute::not(&new).map_err(arrow_err(path, "read"))?;
+                let again = arrow::compute::filter_record_batch(&batch, &again)
+                    .map_err(arrow_err(path, "read"))?;
+                parents.add(&again, &link.parent_key, path, &mut repeated)?;
+            }
+        }
+        Ok(Some((link.child_key.clone(), Arc::new(parents))))
     }
 
     /// For a merged child table: its key columns and the keys of the parent
@@ -1280,6 +1345,49 @@ fn row_keys(
             }))
         })
         .collect())
+}
+
+/// The keys (`columns`) of every row of some files, reading those columns
+/// only; `None` when a file lacks one of them (a table from before the
+/// column existed: nothing is known to be there already).
+fn keys_of(paths: &[PathBuf], columns: &[String]) -> Result<Option<KeySet>, LoadError> {
+    let mut keys = KeySet::new(columns);
+    let mut repeated = HashSet::new();
+    for path in paths {
+        let file = File::open(path).map_err(io_err("open", path))?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(path, "read"))?;
+        let fields = builder.schema().fields();
+        if !columns.iter().all(|c| fields.iter().any(|f| f.name() == c)) {
+            return Ok(None);
+        }
+        let mask = parquet::arrow::ProjectionMask::columns(
+            builder.parquet_schema(),
+            columns.iter().map(String::as_str),
+        );
+        let reader = builder
+            .with_projection(mask)
+            .build()
+            .map_err(parquet_err(path, "read"))?;
+        for batch in reader {
+            let batch = batch.map_err(arrow_err(path, "read"))?;
+            keys.add(&batch, columns, path, &mut repeated)?;
+        }
+    }
+    Ok(Some(keys))
+}
+
+/// How many rows of some files have a key in `keys`.
+fn count_keys_in(paths: &[PathBuf], columns: &[String], keys: &KeySet) -> Result<u64, LoadError> {
+    let mut count = 0;
+    for path in paths {
+        for batch in open_batches(path)? {
+            let batch = batch.map_err(arrow_err(path, "read"))?;
+            let keep = keys.keep(&batch, columns, path)?;
+            count += (keep.len() - keep.true_count()) as u64;
+        }
+    }
+    Ok(count)
 }
 
 /// Every key of the new rows of a merge, and (in the text form of
