@@ -634,6 +634,21 @@ fn a_dropped_key_or_partition_column_is_refused() {
     );
 }
 
+#[test]
+fn two_fields_in_one_column_are_refused() {
+    let stream = "  - name: a\n    endpoint: /a\n    fields: [id, managerId, \"manager[id,name]\", cultureID, cultureId]\n";
+    assert_eq!(
+        text_errors(&with_stream(stream), &test_env),
+        vec![
+            "p.yaml:9:13: fields `managerId` and `manager.id` both make column `manager_id`: \
+             store one under another name (columns: { manager_id_2: { path: manager.id } })"
+        ]
+    );
+    // Renamed, they are two columns.
+    let renamed = format!("{stream}    columns: {{ manager_ref: {{ path: manager.id }} }}\n");
+    let _ = loaded(&with_stream(&renamed), &test_env);
+}
+
 // ------------------------------------------------------------------ catalog
 
 fn catalog_pipeline(streams: &str) -> String {

@@ -2,7 +2,7 @@
 //! no file reads. Every problem is reported, each at its key or value, and
 //! the per-stream settings the runner needs are resolved (defaults applied).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use url::{Host, Url};
@@ -519,11 +519,28 @@ fn check_stream(
     }
 
     // columns
-    let columns: Vec<String> = leaf_paths(&fields)
-        .iter()
-        .map(|p| stream_column(stream, p))
-        .collect();
+    let paths = leaf_paths(&fields);
+    let columns: Vec<String> = paths.iter().map(|p| stream_column(stream, p)).collect();
     if check_in_fields {
+        // Two fields in one column (`managerId` and `manager[id]`): which
+        // one got the plain name would depend on the order of `fields`.
+        // (`cultureID` and `cultureId` are one field in two spellings.)
+        let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+        for (path, column) in paths.iter().zip(&columns) {
+            match seen.get(column.as_str()) {
+                Some(first) if !first.eq_ignore_ascii_case(path) => c.at_value(
+                    &at("fields"),
+                    format!(
+                        "fields `{first}` and `{path}` both make column `{column}`: store one \
+                         under another name (columns: {{ {column}_2: {{ path: {path} }} }})"
+                    ),
+                ),
+                Some(_) => {}
+                None => {
+                    seen.insert(column, path);
+                }
+            }
+        }
         for (name, spec) in &stream.columns {
             if let Some(path) = &spec.path {
                 if !is_dotted_path(path) || !contains_path(&fields, path) {
