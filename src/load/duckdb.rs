@@ -525,19 +525,7 @@ impl DuckdbLoad {
     fn parent_rows_filter(&self, commit: &StreamCommit) -> Option<String> {
         let link = commit.parent.as_ref()?;
         let parent_stage = self.stages.get(&link.table)?;
-        let matches = link
-            .parent_key
-            .iter()
-            .zip(&link.child_key)
-            .map(|(p, c)| {
-                format!(
-                    "s.{} IS NOT DISTINCT FROM t.{}",
-                    quote_ident(p),
-                    quote_ident(c)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" AND ");
+        let matches = item_of(link, "s", "t");
         Some(format!(
             "EXISTS (SELECT 1 FROM {} s WHERE {matches})",
             quote_ident(&parent_stage.name)
@@ -573,11 +561,7 @@ impl DuckdbLoad {
                 same(&commit.version_key, "s", "t")
             )));
         }
-        let Some(link) = commit
-            .parent
-            .as_ref()
-            .filter(|l| !l.parent_version_key.is_empty())
-        else {
+        let Some(link) = commit.parent_read_again() else {
             return Ok(None);
         };
         let Some(parent_stage) = self.stages.get(&link.table) else {
@@ -586,19 +570,7 @@ impl DuckdbLoad {
         if !has_all(&link.table, &link.parent_version_key)? {
             return Ok(None);
         }
-        let item_of = link
-            .parent_key
-            .iter()
-            .zip(&link.child_key)
-            .map(|(p, c)| {
-                format!(
-                    "p.{} IS NOT DISTINCT FROM s.{}",
-                    quote_ident(p),
-                    quote_ident(c)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" AND ");
+        let item_of = item_of(link, "p", "s");
         Ok(Some(format!(
             "EXISTS (SELECT 1 FROM {} p JOIN {} t ON {} WHERE {item_of})",
             quote_ident(&parent_stage.name),
@@ -836,15 +808,7 @@ fn start_duckdb(
     temp: &Path,
     options: &LoadOptions,
 ) -> Result<(Connection, Option<String>), LoadError> {
-    let duck_err = |context: &str| {
-        let path = live.to_path_buf();
-        let context = context.to_owned();
-        move |source| LoadError::Duckdb {
-            path,
-            context,
-            source,
-        }
-    };
+    let duck_err = |context: &str| duck_err(live, context);
     let config = duckdb::Config::default()
         .with("storage_compatibility_version", STORAGE_COMPATIBILITY)
         .map_err(duck_err("set the storage compatibility version"))?
@@ -882,6 +846,34 @@ fn start_duckdb(
     Ok((conn, held_back_memory))
 }
 
+/// The SQL condition that a child table's row (alias `child`) is an item
+/// of a parent row (alias `parent`): its key columns hold the parent's key.
+fn item_of(link: &super::ParentLink, parent: &str, child: &str) -> String {
+    link.parent_key
+        .iter()
+        .zip(&link.child_key)
+        .map(|(p, c)| {
+            format!(
+                "{parent}.{} IS NOT DISTINCT FROM {child}.{}",
+                quote_ident(p),
+                quote_ident(c)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// Maps a DuckDB error on the file at `path` to the loader's error.
+fn duck_err(path: &Path, context: &str) -> impl FnOnce(duckdb::Error) -> LoadError + use<> {
+    let path = path.to_path_buf();
+    let context = context.to_owned();
+    move |source| LoadError::Duckdb {
+        path,
+        context,
+        source,
+    }
+}
+
 /// `path` with its symbolic links resolved (a file not there yet: its
 /// directory's), so that the run replaces the file a link leads to.
 fn resolve_links(path: &Path) -> PathBuf {
@@ -906,15 +898,7 @@ fn resolve_links(path: &Path) -> PathBuf {
 /// changing its rows.
 fn settle_live_file(live: &Path) -> Result<(), LoadError> {
     let has_log = wal_path(live).exists();
-    let duck_err = |context: &str| {
-        let path = live.to_path_buf();
-        let context = context.to_owned();
-        move |source| LoadError::Duckdb {
-            path,
-            context,
-            source,
-        }
-    };
+    let duck_err = |context: &str| duck_err(live, context);
     let mode = if has_log {
         duckdb::AccessMode::ReadWrite
     } else {

@@ -127,6 +127,14 @@ pub struct ParentLink {
 }
 
 impl StreamCommit {
+    /// For a child table of an incremental append: its parent link, whose
+    /// records read again bring no new items.
+    pub fn parent_read_again(&self) -> Option<&ParentLink> {
+        self.parent
+            .as_ref()
+            .filter(|l| !l.parent_version_key.is_empty())
+    }
+
     /// The commit of one of this stream's child tables: same run and write
     /// mode, no cursor, merged by the parent's key.
     pub fn for_child(&self, stream: &str, table: &str) -> StreamCommit {

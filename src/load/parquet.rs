@@ -574,11 +574,7 @@ impl ParquetLoad {
             return Ok(keys_of(&old, &commit.version_key)?
                 .map(|keys| (commit.version_key.clone(), Arc::new(keys))));
         }
-        let Some(link) = commit
-            .parent
-            .as_ref()
-            .filter(|l| !l.parent_version_key.is_empty())
-        else {
+        let Some(link) = commit.parent_read_again() else {
             return Ok(None);
         };
         let Some(version) = self.current_version(&link.table) else {
@@ -592,19 +588,13 @@ impl ParquetLoad {
         let Some(published) = keys_of(&published, &link.parent_version_key)? else {
             return Ok(None);
         };
-        let Some(parent) = self.writers.get_mut(&link.table) else {
+        let Some(parts) = self.finished_parts(&link.table)? else {
             return Ok(None);
         };
-        if let Some(writer) = parent.writer.take() {
-            let part = parent.parts.last().cloned().unwrap_or_default();
-            writer
-                .close()
-                .map_err(parquet_err(&part, "finish a part file"))?;
-        }
         // The keys of the parent's staged rows that are versions read again.
         let mut parents = KeySet::new(&link.parent_key);
         let mut repeated = HashSet::new();
-        for path in &parent.parts {
+        for path in parts {
             for batch in open_batches(path)? {
                 let batch = batch.map_err(arrow_err(path, "read"))?;
                 let new = published.keep(&batch, &link.parent_version_key, path)?;
@@ -627,17 +617,26 @@ impl ParquetLoad {
         else {
             return Ok(None);
         };
-        let Some(parent) = self.writers.get_mut(&link.table) else {
+        let Some(parts) = self.finished_parts(&link.table)? else {
             return Ok(None);
         };
-        if let Some(writer) = parent.writer.take() {
-            let part = parent.parts.last().cloned().unwrap_or_default();
+        let (keys, _) = primary_keys(parts, &link.parent_key)?;
+        Ok(Some((link.child_key.clone(), keys)))
+    }
+
+    /// The staged part files of a table, its open part finished first;
+    /// `None` when the run staged nothing for it.
+    fn finished_parts(&mut self, table: &str) -> Result<Option<&[PathBuf]>, LoadError> {
+        let Some(file) = self.writers.get_mut(table) else {
+            return Ok(None);
+        };
+        if let Some(writer) = file.writer.take() {
+            let part = file.parts.last().cloned().unwrap_or_default();
             writer
                 .close()
                 .map_err(parquet_err(&part, "finish a part file"))?;
         }
-        let (keys, _) = primary_keys(&parent.parts, &link.parent_key)?;
-        Ok(Some((link.child_key.clone(), keys)))
+        Ok(Some(&file.parts))
     }
 
     /// The stream's published tables (its own and its child tables) with
