@@ -238,6 +238,28 @@ fn main() -> ExitCode {
 /// errors included.
 static JSON_LOGS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
+/// A run's error: for the log collector, a JSON line with the pipeline,
+/// the exit code and, when the error names them, the stream and URL, as
+/// fields to query on.
+fn report_run_error(pipeline: &str, e: &run::RunError) {
+    // Every RunError but a pipeline file's own names the pipeline.
+    let message = match e {
+        run::RunError::Pipeline(_) => format!("pipeline `{pipeline}`: {e}"),
+        _ => e.to_string(),
+    };
+    if !json_logs() {
+        eprintln!("error: {message}");
+        return;
+    }
+    let exit_code = exit_code(e);
+    match e.stream_and_url() {
+        Some((stream, url)) => {
+            tracing::error!(pipeline, stream, url, exit_code, "{message}");
+        }
+        None => tracing::error!(pipeline, exit_code, "{message}"),
+    }
+}
+
 /// An error for the person or the log collector: a JSON log line when logs
 /// are JSON, else `error: ...` on stderr.
 fn report_error(message: &str) {
@@ -552,11 +574,7 @@ async fn run_all(
                 if let Some(progress) = &options.progress {
                     progress.finish();
                 }
-                // Every RunError but a pipeline file's own names the pipeline.
-                report_error(&match &e {
-                    run::RunError::Pipeline(_) => format!("pipeline `{}`: {e}", pipeline.spec.name),
-                    _ => e.to_string(),
-                });
+                report_run_error(&pipeline.spec.name, &e);
                 summaries.push(PipelineSummary::failed(&pipeline.spec.name, e.to_string()));
                 return (exit_code(&e), summaries);
             }

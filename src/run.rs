@@ -162,6 +162,18 @@ pub enum RunError {
 }
 
 impl RunError {
+    /// The stream and URL the error happened on, when it names them (a
+    /// rejected key: the request that got the 401).
+    pub fn stream_and_url(&self) -> Option<(&str, &str)> {
+        match self {
+            RunError::KeyRejected {
+                source: ExtractError::KeyRejected { stream, url },
+                ..
+            } => Some((stream, url)),
+            _ => None,
+        }
+    }
+
     /// True when the API key was rejected.
     pub fn is_key_rejected(&self) -> bool {
         matches!(self, RunError::KeyRejected { .. })

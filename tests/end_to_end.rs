@@ -367,6 +367,21 @@ async fn a_401_mid_run_stops_every_request_and_publishes_nothing() {
     assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
     let statuses: Vec<u16> = server.requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses, [200, 200, 401], "no request after the 401");
+    // The log line says where, in fields a log collector can query.
+    let error = text(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("no error line: {}", text(&out.stderr)));
+    assert_eq!(error["pipeline"], "users", "{error}");
+    assert_eq!(error["stream"], "users", "{error}");
+    assert_eq!(error["exit_code"], 3, "{error}");
+    assert!(
+        error["url"]
+            .as_str()
+            .is_some_and(|u| u.contains("/api/v3/users?")),
+        "{error}"
+    );
     let left: Vec<_> = snapshot(&dir.path().join("out"))
         .into_iter()
         .filter(|(p, _)| !p.to_string_lossy().ends_with(".lock"))
