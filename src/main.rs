@@ -575,7 +575,21 @@ async fn run_all(
                     progress.finish();
                 }
                 report_run_error(&pipeline.spec.name, &e);
-                summaries.push(PipelineSummary::failed(&pipeline.spec.name, e.to_string()));
+                let streams: Vec<String> = pipeline
+                    .streams
+                    .iter()
+                    .map(|s| s.spec.name.clone())
+                    .collect();
+                let status = match e {
+                    run::RunError::Interrupted { .. } => "stopped",
+                    _ => "failed",
+                };
+                summaries.push(PipelineSummary::failed(
+                    &pipeline.spec.name,
+                    &streams,
+                    status,
+                    e.to_string(),
+                ));
                 return (exit_code(&e), summaries);
             }
         }

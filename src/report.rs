@@ -123,13 +123,33 @@ impl PipelineSummary {
         }
     }
 
-    /// The summary of a run that stopped as a whole.
-    pub fn failed(pipeline: &str, error: String) -> Self {
+    /// The summary of a run that stopped as a whole (a rejected key, a
+    /// signal, a destination error): each of its streams with `status`
+    /// (`failed`, or `stopped` for a signal) and nothing written, so that
+    /// per-stream alerts see a 0, not a missing series.
+    pub fn failed(pipeline: &str, streams: &[String], status: &str, error: String) -> Self {
         PipelineSummary {
             pipeline: pipeline.to_owned(),
             run_id: None,
+            streams: streams
+                .iter()
+                .map(|stream| StreamSummary {
+                    stream: stream.clone(),
+                    status: status.to_owned(),
+                    error: Some(error.clone()),
+                    rows: 0,
+                    records: 0,
+                    pages: 0,
+                    api_count: None,
+                    requests: 0,
+                    retries: 0,
+                    throttled: 0,
+                    elapsed_secs: 0.0,
+                    child_tables: Vec::new(),
+                    schema_changes: Vec::new(),
+                })
+                .collect(),
             error: Some(error),
-            streams: Vec::new(),
         }
     }
 }

@@ -506,6 +506,56 @@ fn two_streams(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_rejected_key_still_reports_every_stream_as_not_loaded() {
+    let server = sandbox(SandboxConfig {
+        faults: Faults {
+            unauthorized_after: Some(0),
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (path, _db) = two_streams(dir.path(), "unlimited", "");
+    let summary = dir.path().join("summary.json");
+    let metrics = dir.path().join("lucca_sync.prom");
+    let out = lucca_sync(
+        &[
+            "run",
+            &path,
+            "--summary-json",
+            summary.to_str().unwrap_or_default(),
+            "--metrics-file",
+            metrics.to_str().unwrap_or_default(),
+        ],
+        &server.base_url(),
+        KEY,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary).unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let streams = &json["pipelines"][0]["streams"];
+    assert_eq!(streams[0]["stream"], "users", "{json}");
+    assert_eq!(streams[1]["stream"], "departments", "{json}");
+    for stream in [&streams[0], &streams[1]] {
+        assert_eq!(stream["status"], "failed", "{json}");
+        assert_eq!(stream["rows"], 0, "{json}");
+    }
+    // Per-stream alerts see a 0, not a series gone missing.
+    let prom = std::fs::read_to_string(&metrics).unwrap_or_else(|e| panic!("{e}"));
+    for line in [
+        "lucca_sync_stream_success{pipeline=\"t\",stream=\"users\"} 0",
+        "lucca_sync_stream_success{pipeline=\"t\",stream=\"departments\"} 0",
+        "lucca_sync_run_exit_code 3",
+    ] {
+        assert!(prom.lines().any(|l| l == line), "{line}\n{prom}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn summary_json_and_metrics_file_describe_the_run() {
     let server = sandbox(SandboxConfig {
         faults: Faults {
