@@ -15,7 +15,7 @@ use crate::extract::{
     ExtractError, ExtractSummary, Extractor, KeyRejection, Page, RequestBudget, StreamCounters,
     StreamPlan, build_client,
 };
-use crate::load::{Load, LoadError, LoadOptions, RunRecord, StreamCommit};
+use crate::load::{Load, LoadError, LoadOptions, RunRecord, StreamCommit, VersionKey};
 use crate::pipeline::naming::stream_column;
 use crate::pipeline::{
     Pipeline, PipelineError, RateLimit, ResolvedStream, Window, WriteMode, fields_query, leaf_paths,
@@ -357,17 +357,17 @@ pub async fn run_pipeline(
                 .collect(),
             partition_by: s.spec.partition_by.clone(),
             parent: None,
-            version_key: match &s.spec.incremental {
-                Some(incremental)
-                    if s.spec.write_mode == WriteMode::Append && !s.primary_key.is_empty() =>
-                {
+            version_key: match (&s.spec.incremental, &s.slice) {
+                _ if s.spec.write_mode != WriteMode::Append => VersionKey::None,
+                (Some(incremental), _) if !s.primary_key.is_empty() => VersionKey::Columns(
                     s.primary_key
                         .iter()
                         .chain(std::iter::once(&incremental.cursor_field))
                         .map(|k| stream_column(&s.spec, k))
-                        .collect()
-                }
-                _ => Vec::new(),
+                        .collect(),
+                ),
+                (_, Some(_)) => VersionKey::WholeRow,
+                _ => VersionKey::None,
             },
         })
         .collect();

@@ -172,6 +172,54 @@ async fn an_incremental_run_rereads_only_recent_leave_windows() {
     server.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sliced_append_does_not_append_the_windows_it_reads_again() {
+    for parquet in [false, true] {
+        let server = sandbox(SandboxConfig::default()).await;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (path, db) = local_copy("absences", dir.path());
+        let out_dir = dir.path().join("out").join("parquet");
+        let mut yaml = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .replace("    write_mode: merge\n", "    write_mode: append\n");
+        if parquet {
+            yaml = yaml.replace(
+                &format!("duckdb: {{ path: {} }}", db.display()),
+                &format!("parquet: {{ dir: {} }}", out_dir.display()),
+            );
+        }
+        std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("{e}"));
+        let count = |sql: &str| {
+            if parquet {
+                query_parquet_i64(&out_dir.join("leaves"), &sql.replace("{t}", "t"))
+            } else {
+                query_i64(&db, &sql.replace("{t}", "leaves"))
+            }
+        };
+        let mut rows = Vec::new();
+        for _ in 0..2 {
+            let out = lucca_sync(
+                &["run", path.to_str().unwrap_or_default()],
+                &server.base_url(),
+                KEY,
+            )
+            .await;
+            assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+            rows.push(count("select count(*) from {t}"));
+        }
+        // The second run re-read its last windows: the same leaves, not
+        // appended again.
+        assert!(rows[0] > 0, "parquet={parquet}");
+        assert_eq!(rows[1], rows[0], "parquet={parquet}");
+        assert_eq!(
+            count("select count(distinct id) from {t}"),
+            rows[0],
+            "parquet={parquet}"
+        );
+        server.shutdown().await;
+    }
+}
+
 /// The ready pipelines run nightly against real tenants: none may read an
 /// endpoint whose path is a guess (not in Lucca's documentation), which a
 /// tenant without that path would answer 404, failing every run.

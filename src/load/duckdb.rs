@@ -16,8 +16,8 @@ use duckdb::Connection;
 
 use super::{
     LATEST_RUNS_VIEW, LoadError, LoadOptions, MOSTLY_DISTINCT, RUN_ID_COLUMN, RUNS_TABLE,
-    RunRecord, STATE_TABLE, StreamCommit, TableColumns, distinct_share, lock::DestinationLock,
-    run_history_batch, sync_dir,
+    RunRecord, STATE_TABLE, StreamCommit, TableColumns, VersionKey, distinct_share,
+    lock::DestinationLock, run_history_batch, sync_dir,
 };
 use crate::pipeline::WriteMode;
 
@@ -427,7 +427,9 @@ impl DuckdbLoad {
                         "DELETE FROM {table} t WHERE EXISTS (SELECT 1 FROM {stage_name} s WHERE {matches});\
                          INSERT INTO {table} BY NAME SELECT * FROM {stage_name}{last_version};"
                     ));
-                } else if let Some(read_again) = self.read_again_filter(stream, commit)? {
+                } else if let Some(read_again) =
+                    self.read_again_filter(stream, &stage.name, commit)?
+                {
                     // An incremental append: the rows of record versions
                     // the table already has were read again.
                     written -= self.count(&format!(
@@ -532,13 +534,15 @@ impl DuckdbLoad {
         ))
     }
 
-    /// For an incremental append (see [`StreamCommit::version_key`]): the
-    /// SQL condition on a staged row (`s`) that it is a record version the
-    /// table already has, or, in a child table, an item of one. `None` when
-    /// nothing is to be left out (no version key, or a table without it).
+    /// For an append that reads records again (see
+    /// [`StreamCommit::version_key`]): the SQL condition on a staged row
+    /// (`s`) that it is a record version the table already has, or, in a
+    /// child table, an item of one. `None` when nothing is to be left out
+    /// (no version key, or a table without its columns).
     fn read_again_filter(
         &self,
         stream: &str,
+        stage: &str,
         commit: &StreamCommit,
     ) -> Result<Option<String>, LoadError> {
         let same = |key: &[String], a: &str, b: &str| {
@@ -547,18 +551,29 @@ impl DuckdbLoad {
                 .collect::<Vec<_>>()
                 .join(" AND ")
         };
-        let has_all = |table: &str, key: &[String]| -> Result<bool, LoadError> {
-            let columns = self.table_columns(table)?;
-            Ok(key.iter().all(|k| columns.iter().any(|(c, _)| c == k)))
-        };
-        if !commit.version_key.is_empty() {
-            if !has_all(stream, &commit.version_key)? {
+        // The version columns of `table` staged in `stage`, if `table` has
+        // them all.
+        let version_columns = |table: &str, stage: &str, key: &VersionKey| {
+            let staged: Vec<String> = self
+                .table_columns(stage)?
+                .into_iter()
+                .map(|(c, _)| c)
+                .collect();
+            let Some(columns) = key.columns(&staged) else {
                 return Ok(None);
-            }
+            };
+            let existing = self.table_columns(table)?;
+            let has_all = columns.iter().all(|k| existing.iter().any(|(c, _)| c == k));
+            Ok::<_, LoadError>((has_all && !columns.is_empty()).then_some(columns))
+        };
+        if commit.version_key != VersionKey::None {
+            let Some(columns) = version_columns(stream, stage, &commit.version_key)? else {
+                return Ok(None);
+            };
             return Ok(Some(format!(
                 "EXISTS (SELECT 1 FROM {} t WHERE {})",
                 quote_ident(stream),
-                same(&commit.version_key, "s", "t")
+                same(&columns, "s", "t")
             )));
         }
         let Some(link) = commit.parent_read_again() else {
@@ -567,15 +582,17 @@ impl DuckdbLoad {
         let Some(parent_stage) = self.stages.get(&link.table) else {
             return Ok(None);
         };
-        if !has_all(&link.table, &link.parent_version_key)? {
+        let Some(columns) =
+            version_columns(&link.table, &parent_stage.name, &link.parent_version_key)?
+        else {
             return Ok(None);
-        }
+        };
         let item_of = item_of(link, "p", "s");
         Ok(Some(format!(
             "EXISTS (SELECT 1 FROM {} p JOIN {} t ON {} WHERE {item_of})",
             quote_ident(&parent_stage.name),
             quote_ident(&link.table),
-            same(&link.parent_version_key, "p", "t")
+            same(&columns, "p", "t")
         )))
     }
 
@@ -711,7 +728,7 @@ impl DuckdbLoad {
                 column_comments: Vec::new(),
                 partition_by: Vec::new(),
                 parent: None,
-                version_key: Vec::new(),
+                version_key: VersionKey::None,
             };
             self.commit_stream(RUNS_TABLE, &commit)?;
             self.sql(

@@ -104,12 +104,43 @@ pub struct StreamCommit {
     /// For a child table: its parent, whose merge replaces the child rows
     /// of every parent record it rewrites.
     pub parent: Option<ParentLink>,
-    /// For an incremental `append` with a primary key: the columns that
-    /// tell a version of a record (the key and the cursor). A staged row
-    /// whose values the table already has is the same version read again
-    /// (the lookback re-reads the last minutes before the cursor), and is
+    /// For an `append` that reads records again (an incremental stream's
+    /// lookback, a sliced stream's re-read windows): what tells a version
+    /// of a record. A staged row whose version the table already has is
     /// not appended again; nor are its items in the child tables.
-    pub version_key: Vec<String>,
+    pub version_key: VersionKey,
+}
+
+/// How an append recognises a record version it reads again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum VersionKey {
+    /// Every staged row is new.
+    #[default]
+    None,
+    /// These columns tell a version: an incremental stream's primary key
+    /// and cursor.
+    Columns(Vec<String>),
+    /// Every column but the run id: a sliced stream, which re-reads whole
+    /// windows and has no cursor.
+    WholeRow,
+}
+
+impl VersionKey {
+    /// The columns to compare, given the staged table's columns; `None`
+    /// when every row is new.
+    pub fn columns<'a>(&self, staged: impl IntoIterator<Item = &'a String>) -> Option<Vec<String>> {
+        match self {
+            VersionKey::None => None,
+            VersionKey::Columns(columns) => Some(columns.clone()),
+            VersionKey::WholeRow => Some(
+                staged
+                    .into_iter()
+                    .filter(|c| c.as_str() != RUN_ID_COLUMN)
+                    .cloned()
+                    .collect(),
+            ),
+        }
+    }
 }
 
 /// How a child table (`users__user_work_cycles`) hangs off its parent.
@@ -123,7 +154,7 @@ pub struct ParentLink {
     pub child_key: Vec<String>,
     /// The parent's [`StreamCommit::version_key`]: the items of a parent
     /// record read again are not appended again.
-    pub parent_version_key: Vec<String>,
+    pub parent_version_key: VersionKey,
 }
 
 impl StreamCommit {
@@ -132,7 +163,7 @@ impl StreamCommit {
     pub fn parent_read_again(&self) -> Option<&ParentLink> {
         self.parent
             .as_ref()
-            .filter(|l| !l.parent_version_key.is_empty())
+            .filter(|l| l.parent_version_key != VersionKey::None)
     }
 
     /// The commit of one of this stream's child tables: same run and write
@@ -161,7 +192,7 @@ impl StreamCommit {
                     .collect(),
                 parent_version_key: self.version_key.clone(),
             }),
-            version_key: Vec::new(),
+            version_key: VersionKey::None,
             ..self.clone()
         }
     }

@@ -447,7 +447,7 @@ impl ParquetLoad {
         };
         let target = union_schema(old_files.first(), &schema, new_fields)?;
         let read_again = if commit.write_mode == WriteMode::Append {
-            self.read_again(commit, &old_files)?
+            self.read_again(commit, &file.parts, &old_files)?
         } else {
             None
         };
@@ -560,19 +560,32 @@ impl ParquetLoad {
         Ok(written)
     }
 
-    /// For an incremental append (see [`StreamCommit::version_key`]): the
-    /// columns and keys of the staged rows to leave out, the record
-    /// versions the stream's published files already have, or in a child
-    /// table the items of those records. `None` when nothing is left out.
+    /// For an append that reads records again (see
+    /// [`StreamCommit::version_key`]): the columns and keys of the staged
+    /// rows (of `staged` columns) to leave out, the record versions the
+    /// stream's published files already have, or in a child table the items
+    /// of those records. `None` when nothing is left out.
     fn read_again(
         &mut self,
         commit: &StreamCommit,
+        staged: &[PathBuf],
         old_files: &[VersionFile],
     ) -> Result<Option<KeysToSkip>, LoadError> {
-        if !commit.version_key.is_empty() {
+        // The columns of the first part, which every later part has too (a
+        // part ends when the columns grow).
+        let names = |parts: &[PathBuf]| -> Result<Vec<String>, LoadError> {
+            Ok(match parts.first() {
+                Some(first) => file_schema_of(first)?
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect(),
+                None => Vec::new(),
+            })
+        };
+        if let Some(columns) = commit.version_key.columns(&names(staged)?) {
             let old: Vec<PathBuf> = old_files.iter().map(|f| f.path.clone()).collect();
-            return Ok(keys_of(&old, &commit.version_key)?
-                .map(|keys| (commit.version_key.clone(), Arc::new(keys))));
+            return Ok(keys_of(&old, &columns)?.map(|keys| (columns, Arc::new(keys))));
         }
         let Some(link) = commit.parent_read_again() else {
             return Ok(None);
@@ -580,24 +593,28 @@ impl ParquetLoad {
         let Some(version) = self.current_version(&link.table) else {
             return Ok(None);
         };
+        let Some(parts) = self.finished_parts(&link.table)? else {
+            return Ok(None);
+        };
+        let parts = parts.to_vec();
+        let Some(columns) = link.parent_version_key.columns(&names(&parts)?) else {
+            return Ok(None);
+        };
         let published: Vec<PathBuf> =
             parquet_files(&self.versions_dir(&link.table).join(version), &[])?
                 .into_iter()
                 .map(|f| f.path)
                 .collect();
-        let Some(published) = keys_of(&published, &link.parent_version_key)? else {
-            return Ok(None);
-        };
-        let Some(parts) = self.finished_parts(&link.table)? else {
+        let Some(published) = keys_of(&published, &columns)? else {
             return Ok(None);
         };
         // The keys of the parent's staged rows that are versions read again.
         let mut parents = KeySet::new(&link.parent_key);
         let mut repeated = HashSet::new();
-        for path in parts {
+        for path in &parts {
             for batch in open_batches(path)? {
                 let batch = batch.map_err(arrow_err(path, "read"))?;
-                let new = published.keep(&batch, &link.parent_version_key, path)?;
+                let new = published.keep(&batch, &columns, path)?;
                 let again = arrow::compute::not(&new).map_err(arrow_err(path, "read"))?;
                 let again = arrow::compute::filter_record_batch(&batch, &again)
                     .map_err(arrow_err(path, "read"))?;
