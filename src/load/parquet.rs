@@ -99,6 +99,9 @@ const HISTORY_FILE: &str = "_runs.parquet";
 /// The published state made of the streams' own links of a directory
 /// written before published states existed.
 const LEGACY_STATE: &str = "_legacy";
+/// The longest file or directory name most file systems take (ext4, XFS,
+/// APFS, NTFS: 255).
+const MAX_NAME_BYTES: usize = 255;
 /// Directory name of a null partition value (Hive's convention, read as
 /// NULL by pyarrow, Spark and Hive).
 pub const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
@@ -1068,7 +1071,18 @@ impl VersionWriter {
                 } else {
                     escape_partition(text.value(row))
                 };
-                key.push_str(&format!("{column}={value}"));
+                let segment = format!("{column}={value}");
+                if segment.len() > MAX_NAME_BYTES {
+                    return Err(LoadError::Io {
+                        action: "partition".into(),
+                        path: self.root.clone(),
+                        source: std::io::Error::other(format!(
+                            "partition_by column `{column}`: a value makes a directory name of {} bytes, more than file systems allow ({MAX_NAME_BYTES}): partition on a column with short values",
+                            segment.len()
+                        )),
+                    });
+                }
+                key.push_str(&segment);
             }
         }
         let mut groups: Vec<(String, Vec<u32>)> = Vec::new();
@@ -1912,5 +1926,30 @@ mod tests {
             assert_eq!(unescape_partition(&escaped), value);
         }
         assert_eq!(escape_partition("a/b"), "a%2Fb");
+    }
+
+    #[test]
+    fn a_partition_value_too_long_for_a_directory_name_says_so() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let batch = RecordBatch::try_from_iter_with_nullable([
+            ("id", Arc::new(Int64Array::from(vec![1])) as ArrayRef, true),
+            (
+                "site",
+                Arc::new(StringArray::from(vec!["x".repeat(300)])) as ArrayRef,
+                true,
+            ),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut writer =
+            super::VersionWriter::new(dir.path(), "r1", &batch.schema(), &["site".to_owned()]);
+        match writer.write(&batch) {
+            Err(e) => assert!(
+                e.to_string().contains(
+                    "partition_by column `site`: a value makes a directory name of 305 bytes"
+                ),
+                "{e}"
+            ),
+            Ok(()) => panic!("a 305-byte directory name"),
+        }
     }
 }
