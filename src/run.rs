@@ -18,7 +18,7 @@ use crate::extract::{
 use crate::load::{Load, LoadError, LoadOptions, RunRecord, StreamCommit, VersionKey};
 use crate::pipeline::naming::stream_column;
 use crate::pipeline::{
-    Pipeline, PipelineError, RateLimit, ResolvedStream, Window, WriteMode, fields_query, leaf_paths,
+    Pipeline, PipelineError, RateLimit, ResolvedStream, Window, WriteMode, fields_query,
 };
 use crate::settings::Settings;
 use crate::transform::{
@@ -206,6 +206,8 @@ struct StreamEnd {
     cursor: Option<String>,
     /// The stream's tables: its own first, then its child tables.
     tables: Vec<String>,
+    /// Their columns, with the Lucca field each holds.
+    columns: Vec<ColumnInfo>,
 }
 
 /// What a stream's transform produced, besides its batches.
@@ -213,6 +215,7 @@ struct StreamEnd {
 struct TransformOutput {
     cursor: Option<String>,
     tables: Vec<String>,
+    columns: Vec<ColumnInfo>,
     schema_changes: Vec<SchemaChange>,
 }
 
@@ -346,15 +349,8 @@ pub async fn run_pipeline(
                 "Lucca {} (stream `{}` of pipeline `{name}`), loaded by lucca-sync",
                 s.spec.endpoint, s.spec.name
             ),
-            column_comments: leaf_paths(&s.fields)
-                .iter()
-                .map(|path| {
-                    (
-                        stream_column(&s.spec, path),
-                        format!("Lucca field `{path}` of {}", s.spec.endpoint),
-                    )
-                })
-                .collect(),
+            // Made at the commit, from the columns the stream made.
+            column_comments: Vec::new(),
             partition_by: s.spec.partition_by.clone(),
             parent: None,
             version_key: match (&s.spec.incremental, &s.slice) {
@@ -430,6 +426,11 @@ pub async fn run_pipeline(
         .iter()
         .map(|s| s.spec.incremental.as_ref().map(|i| i.cursor_field.clone()))
         .collect();
+    let endpoints: Vec<String> = pipeline
+        .streams
+        .iter()
+        .map(|s| s.spec.endpoint.clone())
+        .collect();
     let limited = options.limit.is_some();
     let loader = tokio::task::spawn_blocking(move || {
         let mut load = load;
@@ -466,7 +467,13 @@ pub async fn run_pipeline(
                                     .map(|(c, f)| (f, c)),
                             }
                             .filter(|_| !limited);
-                            commit_tables(&mut load, &commit, &end.tables, &existing_children[i])
+                            commit_tables(
+                                &mut load,
+                                &commit,
+                                &end,
+                                &endpoints[i],
+                                &existing_children[i],
+                            )
                         }
                         (failure, _) => {
                             for table in &tables {
@@ -537,6 +544,7 @@ pub async fn run_pipeline(
                 (Ok(_), Ok(output)) => Some(StreamEnd {
                     cursor: output.cursor.clone(),
                     tables: output.tables.clone(),
+                    columns: output.columns.clone(),
                 }),
                 _ => None,
             };
@@ -662,17 +670,29 @@ pub async fn run_pipeline(
 }
 
 /// Commits a successful stream's tables: its child tables first (a merged
-/// child needs its parent's staged keys), then its own table. Child tables
+/// child needs its parent's staged keys), then its own table, each with a
+/// comment on every column naming the Lucca field it holds. Child tables
 /// of earlier runs that this run did not write are committed empty (a
 /// replaced stream empties them). Returns (table, rows), its own first.
 fn commit_tables(
     load: &mut Load,
     commit: &StreamCommit,
-    tables: &[String],
+    end: &StreamEnd,
+    endpoint: &str,
     existing_children: &[String],
 ) -> Result<Vec<(String, u64)>, LoadError> {
-    let stream = tables.first().cloned().unwrap_or_default();
-    let mut children: Vec<String> = tables.iter().skip(1).cloned().collect();
+    let comments = |table: &str| -> Vec<(String, String)> {
+        end.columns
+            .iter()
+            .filter(|c| c.table == table && !c.field.is_empty())
+            .map(|c| {
+                let text = format!("Lucca field `{}` of {endpoint}", c.field);
+                (c.column.clone(), text)
+            })
+            .collect()
+    };
+    let stream = end.tables.first().cloned().unwrap_or_default();
+    let mut children: Vec<String> = end.tables.iter().skip(1).cloned().collect();
     for table in existing_children {
         if !children.contains(table) {
             children.push(table.clone());
@@ -680,10 +700,14 @@ fn commit_tables(
     }
     let mut rows = Vec::new();
     for child in &children {
-        let n = load.commit_stream(child, &commit.for_child(&stream, child))?;
+        let mut child_commit = commit.for_child(&stream, child);
+        child_commit.column_comments = comments(child);
+        let n = load.commit_stream(child, &child_commit)?;
         rows.push((child.clone(), n));
     }
-    let n = load.commit_stream(&stream, commit)?;
+    let mut commit = commit.clone();
+    commit.column_comments = comments(&stream);
+    let n = load.commit_stream(&stream, &commit)?;
     rows.insert(0, (stream, n));
     Ok(rows)
 }
@@ -739,6 +763,7 @@ fn transform_stream(
     Ok(TransformOutput {
         cursor: transform.max_cursor().map(str::to_owned),
         tables: transform.tables(),
+        columns: transform.describe(),
         schema_changes: transform.schema_changes(),
     })
 }

@@ -503,6 +503,45 @@ async fn duckdb_tables_and_columns_carry_comments_from_the_pipeline() {
         "Lucca /api/v3/users (stream `users` of pipeline `users`), loaded by lucca-sync"
     );
     server.shutdown().await;
+
+    // Columns no `fields` entry names one by one: a renamed one, the
+    // members of extendedData, a child table's.
+    let server = sandbox(SandboxConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (destination, db) = duckdb_destination(dir.path());
+    let yaml = format!(
+        "version: 1\nname: t\nsource:\n  base_url: ${{LUCCA_BASE_URL}}\n  api_key: ${{LUCCA_API_KEY}}\n  rate_limit_per_minute: unlimited\nstreams:\n  - name: users\n    endpoint: /api/v3/users\n    fields: [id, lastName, extendedData, \"userWorkCycles[id,workCycleID]\"]\n    primary_key: id\n    columns: {{ surname: {{ path: lastName }} }}\ndestination:\n{destination}\n"
+    );
+    let path = dir.path().join("p.yaml");
+    std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("{e}"));
+    let run = lucca_sync(&["run", &path.to_string_lossy()], &server.base_url(), KEY).await;
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    for (table, column, field) in [
+        ("users", "surname", "lastName"),
+        (
+            "users",
+            "extended_data_e_blood_type",
+            "extendedData.e_bloodType",
+        ),
+        (
+            "users__user_work_cycles",
+            "work_cycle_id",
+            "userWorkCycles.workCycleID",
+        ),
+    ] {
+        assert_eq!(
+            query_string(
+                &db,
+                &format!(
+                    "select coalesce(comment, '') from duckdb_columns() \
+                     where table_name = '{table}' and column_name = '{column}'"
+                )
+            ),
+            format!("Lucca field `{field}` of /api/v3/users"),
+            "{table}.{column}"
+        );
+    }
+    server.shutdown().await;
 }
 
 /// DuckDB writes row groups of 30,720 rows (so that each is compressed
