@@ -723,6 +723,27 @@ fn leaves_inherit_their_slice_and_owner_filter() {
 }
 
 #[test]
+fn a_bad_slice_on_the_required_field_is_one_error() {
+    // Sliced on `date`, as leaves require, with a bad step: the step is
+    // the error, not a missing `date` filter.
+    let text = catalog_pipeline(
+        "  - endpoint: leaves\n\
+         \x20   slice: { field: date, step: 1 fortnight }\n\
+         \x20 - name: l2\n\
+         \x20   endpoint: leaves\n\
+         \x20   slice: { from: 2020-13-01 }\n",
+    );
+    assert_eq!(
+        text_errors(&text, &no_env),
+        vec![
+            "p.yaml:8:33: slice step: `1 fortnight` is not a step: write `N days`, `N weeks`, \
+             `N months` or `N years`, e.g. `1 month`",
+            "p.yaml:11:20: slice from: `2020-13-01` is not a date: write yyyy-mm-dd",
+        ]
+    );
+}
+
+#[test]
 fn catalog_and_slice_errors_are_located() {
     let text = catalog_pipeline(
         "  - endpoint: usres\n\

@@ -609,8 +609,16 @@ fn check_stream(
         .as_ref()
         .and_then(|slice| check_slice(i, stream, slice, c));
     if let Some(e) = entry {
+        // The field the stream slices on, its slice valid or not (an
+        // invalid one has its own error).
+        let sliced_field = stream.slice.as_ref().and_then(|s| {
+            s.field
+                .as_ref()
+                .or_else(|| e.slice.as_ref().and_then(|d| d.field.as_ref()))
+        });
         for filter in &e.required_filters {
-            let by_slice = slice.as_ref().is_some_and(|s| &s.field == filter);
+            let by_slice =
+                slice.as_ref().is_some_and(|s| &s.field == filter) || sliced_field == Some(filter);
             if !by_slice && !stream.params.contains_key(filter) {
                 c.at_value(
                     &at("endpoint"),
