@@ -250,6 +250,9 @@ pub struct StreamStart {
     pub page_size: u32,
     /// Requests per minute the budget allows, `None` when unlimited.
     pub rate_limit_per_minute: Option<u32>,
+    /// Date windows of a sliced stream, read one after the other (0: not
+    /// sliced): the API counts each window apart.
+    pub windows: u64,
 }
 
 /// What a stream's tasks produced before the loader's verdict.
@@ -504,6 +507,7 @@ pub async fn run_pipeline(
                     stream: stream.spec.name.clone(),
                     page_size: plan.page_size,
                     rate_limit_per_minute: spec.source.rate_limit_per_minute.per_minute(),
+                    windows: plan.windows.len() as u64,
                 },
                 Arc::clone(&counters),
             );

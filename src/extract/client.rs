@@ -30,6 +30,8 @@ pub struct StreamCounters {
     pub pages: AtomicU64,
     /// The count the API reported plus one; 0 while unknown.
     pub api_count_plus_one: AtomicU64,
+    /// Date windows begun so far (a sliced stream; 0 otherwise).
+    pub windows_begun: AtomicU64,
 }
 
 impl StreamCounters {

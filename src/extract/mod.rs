@@ -369,6 +369,9 @@ impl Extractor {
             {
                 break;
             }
+            if !plan.windows.is_empty() {
+                StreamCounters::bump(&counters.windows_begun);
+            }
             let count = self
                 .extract_pass(plan, base, &counters, &pages, &mut summary, counted)
                 .await?;
