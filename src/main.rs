@@ -4,6 +4,8 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -518,10 +520,31 @@ fn load_all(paths: &[PathBuf], env: &dyn Fn(&str) -> Option<String>) -> Result<V
     if failed { Err(exit::USAGE) } else { Ok(loaded) }
 }
 
+/// How a signal reaches the run: `token` is cancelled by a task once tokio
+/// has seen the signal; `received` is set inside the signal handler itself,
+/// so a check right after a publish cannot miss a signal that came during
+/// it (the task may not have run yet).
+struct Stop {
+    token: CancellationToken,
+    received: Arc<AtomicBool>,
+}
+
+impl Stop {
+    fn came(&self) -> bool {
+        self.token.is_cancelled() || self.received.load(Ordering::SeqCst)
+    }
+}
+
 /// Cancelled on SIGINT or SIGTERM.
-fn stop_on_signals() -> CancellationToken {
-    let stop = CancellationToken::new();
-    let token = stop.clone();
+fn stop_on_signals() -> Stop {
+    let token = CancellationToken::new();
+    let received = Arc::new(AtomicBool::new(false));
+    #[cfg(unix)]
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // Cannot fail for these two signals; if it did, `token` still works.
+        let _ = signal_hook::flag::register(signal, Arc::clone(&received));
+    }
+    let cancel = token.clone();
     tokio::spawn(async move {
         #[cfg(unix)]
         {
@@ -541,12 +564,12 @@ fn stop_on_signals() -> CancellationToken {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
+        cancel.cancel();
         tracing::warn!(
             "signal received: stopping; a pipeline not yet publishing will not be published"
         );
-        token.cancel();
     });
-    stop
+    Stop { token, received }
 }
 
 /// Runs the pipelines one after the other; stops at the first that fails
@@ -561,7 +584,7 @@ async fn run_all(
     let mut code = exit::OK;
     let mut summaries = Vec::new();
     for (index, pipeline) in pipelines.iter().enumerate() {
-        match run::run_pipeline(pipeline, settings, &budgets, &stop, options).await {
+        match run::run_pipeline(pipeline, settings, &budgets, &stop.token, options).await {
             Ok(report) => {
                 if let Some(progress) = &options.progress {
                     progress.finish();
@@ -593,7 +616,7 @@ async fn run_all(
                 return (exit_code(&e), summaries);
             }
         }
-        if stop.is_cancelled() {
+        if stop.came() {
             // The signal came while this pipeline was publishing: it is
             // published, so its own code stands; the next ones do not run.
             tracing::warn!(

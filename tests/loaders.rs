@@ -731,8 +731,9 @@ async fn a_signal_during_the_publish_exits_with_the_runs_own_code() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("signal received"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // Said even when tokio's signal task has not run yet as the publish
+    // ends (its own "signal received" line may then come late or never).
     assert!(
         stderr.contains("the signal came while the pipeline was publishing: it is published"),
         "{stderr}"
