@@ -1030,8 +1030,9 @@ fn tenant_extractor(
 ) -> Result<(Extractor, KeyRejection), RunError> {
     let source = &pipeline.spec.source;
     let rejection = KeyRejection::default();
+    let api_key = pipeline.api_key()?;
     let http = build_client(
-        &pipeline.api_key()?,
+        &api_key,
         settings.timeouts(source),
         Arc::clone(&budget),
         stop.clone(),
@@ -1047,6 +1048,7 @@ fn tenant_extractor(
         stop: stop.clone(),
         pool: Arc::default(),
         budget,
+        api_key,
     };
     Ok((extractor, rejection))
 }

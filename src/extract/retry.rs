@@ -16,6 +16,7 @@ use url::Url;
 
 use super::client::{MaxPause, PausedTooLong, StreamCounters};
 use super::paging::{EnvelopeError, ParsedPage, parse_envelope};
+use super::redact::redact;
 use super::{ExtractError, Extractor, LUCCA_API_VERSION, StreamPlan, display_url};
 use crate::pipeline::PagingStyle;
 
@@ -175,7 +176,11 @@ pub(super) async fn fetch_page(
                 reason,
                 status,
                 retry_after,
-            } => (reason, status, retry_after),
+            } => (
+                redact(&reason, extractor.api_key.expose()),
+                status,
+                retry_after,
+            ),
         };
         let gave_up = |last: String| ExtractError::GaveUp {
             stream: plan.stream.clone(),
@@ -319,7 +324,7 @@ async fn try_once(
             };
         }
         Some(Retryable::Fatal) => {
-            let detail = error_detail(response).await;
+            let detail = error_detail(response, extractor.api_key.expose()).await;
             return Attempt::Fail(fatal_status(plan, shown, status, detail));
         }
     }
@@ -418,8 +423,10 @@ fn fatal_status(
     }
 }
 
-/// A short excerpt of an error body (RFC 7807 `title`/`detail` when present).
-async fn error_detail(response: reqwest::Response) -> String {
+/// A short excerpt of an error body (RFC 7807 `title`/`detail` when
+/// present), with `secret` and any credential value redacted before it is
+/// cut short: a gateway's error page may echo the `Authorization` header.
+async fn error_detail(response: reqwest::Response, secret: &str) -> String {
     let Ok(body) = response.bytes().await else {
         return String::new();
     };
@@ -441,6 +448,7 @@ async fn error_detail(response: reqwest::Response) -> String {
     if text.is_empty() {
         return String::new();
     }
+    let text = redact(&text, secret);
     let excerpt: String = text.chars().take(300).collect();
     format!(" ({excerpt})")
 }

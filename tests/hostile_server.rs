@@ -1,0 +1,165 @@
+//! The extractor against servers that misbehave in ways Lucca's tenant (and
+//! so the sandbox) does not: a gateway echoing the request's headers in its
+//! error pages, links that never end, bodies that are valid JSON of a kind
+//! no tenant should send. Each test serves its answers from a closure.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+
+/// One request as the scripted server saw it.
+#[derive(Debug, Clone)]
+struct Req {
+    path: String,
+    authorization: String,
+}
+
+/// An answer: status, `Content-Type` and body.
+type Answer = (u16, &'static str, String);
+
+/// A server answering every request with `answer`; returns its base URL and
+/// the requests it saw.
+async fn scripted_server(
+    answer: impl Fn(&Req) -> Answer + Send + Sync + 'static,
+) -> (String, Arc<Mutex<Vec<Req>>>, tokio::task::JoinHandle<()>) {
+    use axum::response::IntoResponse;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let base = format!("http://{addr}");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let answer = Arc::new(answer);
+    let app = {
+        let seen = Arc::clone(&seen);
+        axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+                let req = Req {
+                    path: uri.path().to_owned(),
+                    authorization: headers
+                        .get(axum::http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned(),
+                };
+                let (status, content_type, body) = answer(&req);
+                seen.lock().unwrap_or_else(|e| e.into_inner()).push(req);
+                async move {
+                    (
+                        axum::http::StatusCode::from_u16(status)
+                            .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
+                        [(axum::http::header::CONTENT_TYPE, content_type)],
+                        body,
+                    )
+                        .into_response()
+                }
+            },
+        )
+    };
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (base, seen, task)
+}
+
+fn requests(seen: &Arc<Mutex<Vec<Req>>>) -> Vec<Req> {
+    seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// A pipeline file of `streams` (YAML list items) into a DuckDB file.
+fn pipeline(dir: &std::path::Path, streams: &str) -> (String, std::path::PathBuf) {
+    let (destination, db) = duckdb_destination(dir);
+    let text = format!(
+        "version: 1\nname: t\nsource:\n  base_url: ${{LUCCA_BASE_URL}}\n  api_key: ${{LUCCA_API_KEY}}\n  rate_limit_per_minute: unlimited\n  max_attempts: 2\nstreams:\n{streams}destination:\n{destination}\n"
+    );
+    let path = dir.join("p.yaml");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    (path.to_string_lossy().into_owned(), db)
+}
+
+fn stream(name: &str, endpoint: &str, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    endpoint: {endpoint}\n    fields: [id, name]\n    primary_key: id\n{extra}"
+    )
+}
+
+/// A v3 page of `ids`.
+fn v3_page(ids: std::ops::RangeInclusive<u32>) -> String {
+    let items: Vec<String> = ids
+        .clone()
+        .map(|id| format!(r#"{{"id":{id},"name":"n{id}"}}"#))
+        .collect();
+    format!(
+        r#"{{"data":{{"items":[{}],"count":{}}}}}"#,
+        items.join(","),
+        items.len()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_page_echoing_the_key_never_shows_it() {
+    // Gateways that echo the request's `Authorization` header in their
+    // error pages, as JSON, problem+json, text and HTML.
+    let (base, seen, task) = scripted_server(|req| {
+        let echo = &req.authorization;
+        match req.path.as_str() {
+            "/api/v3/p400" => (
+                400,
+                "application/problem+json",
+                format!(
+                    r#"{{"type":"x","title":"Bad Request: {echo}","status":400,"detail":"Authorization: {echo}"}}"#
+                ),
+            ),
+            "/api/v3/m400" => (
+                400,
+                "application/json",
+                format!(r#"{{"Message":"Invalid header Authorization={echo}"}}"#),
+            ),
+            "/api/v3/t403" => (403, "text/plain", format!("Forbidden for {echo}")),
+            "/api/v3/h404" => (
+                404,
+                "text/html",
+                format!("<html><pre>GET /x\nAuthorization: {echo}</pre></html>"),
+            ),
+            _ => (200, "application/json", v3_page(1..=3)),
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let streams: String = ["p400", "m400", "t403", "h404", "users"]
+        .iter()
+        .map(|s| stream(s, &format!("/api/v3/{s}"), ""))
+        .collect();
+    let (path, db) = pipeline(dir.path(), &streams);
+    let summary = dir.path().join("summary.json");
+    let summary_arg = summary.to_string_lossy().into_owned();
+    for args in [
+        vec!["-v", "run", "--summary-json", &summary_arg, &path],
+        vec!["check", &path],
+        vec!["run", "--dry-run", &path],
+    ] {
+        let out = lucca_sync(&args, &base, KEY).await;
+        let shown = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(
+            shown.contains("lucca application=<redacted>"),
+            "{args:?}: {shown}"
+        );
+        assert!(!shown.contains(KEY), "{args:?}: {shown}");
+    }
+    let written = std::fs::read_to_string(&summary).unwrap_or_else(|e| panic!("{e}"));
+    assert!(written.contains("<redacted>"), "{written}");
+    assert!(!written.contains(KEY), "{written}");
+    let history = query_string(
+        &db,
+        "select string_agg(coalesce(error, ''), ' | ') from _lucca_sync_runs",
+    );
+    assert!(history.contains("<redacted>"), "{history}");
+    assert!(!history.contains(KEY), "{history}");
+    assert_eq!(ids(&db, "users"), vec![1, 2, 3]);
+    // The pages really did echo the key.
+    let sent = format!("lucca application={KEY}");
+    assert!(requests(&seen).iter().all(|r| r.authorization == sent));
+    task.abort();
+}
