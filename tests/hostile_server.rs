@@ -12,6 +12,8 @@ use common::*;
 /// One request as the scripted server saw it.
 #[derive(Debug, Clone)]
 struct Req {
+    /// `http://127.0.0.1:{port}`.
+    base: String,
     path: String,
     authorization: String,
 }
@@ -34,9 +36,11 @@ async fn scripted_server(
     let answer = Arc::new(answer);
     let app = {
         let seen = Arc::clone(&seen);
+        let base = base.clone();
         axum::Router::new().fallback(
             move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
                 let req = Req {
+                    base: base.clone(),
                     path: uri.path().to_owned(),
                     authorization: headers
                         .get(axum::http::header::AUTHORIZATION)
@@ -161,5 +165,57 @@ async fn an_error_page_echoing_the_key_never_shows_it() {
     // The pages really did echo the key.
     let sent = format!("lucca application={KEY}");
     assert!(requests(&seen).iter().all(|r| r.authorization == sent));
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_next_link_that_never_ends_fails_the_stream_instead_of_looping() {
+    // A cursor link and a v4 cursor that always name the same next page.
+    let records = r#"[{"id":1,"name":"a"},{"id":2,"name":"b"}]"#;
+    let (base, seen, task) = scripted_server(move |req| {
+        let body = if req.path.starts_with("/lucca-api/") {
+            format!(
+                r#"{{"items":{records},"totalCount":2,"links":{{"next":{{"href":"{}{}?page=abc&limit=2"}}}}}}"#,
+                req.base, req.path
+            )
+        } else {
+            format!(r#"{{"items":{records},"count":2,"next":"abc"}}"#)
+        };
+        (200, "application/json", body)
+    })
+    .await;
+    for (endpoint, paging) in [
+        ("/lucca-api/employees", "cursor"),
+        ("/organization/structure/api/x", "v4"),
+    ] {
+        let before = requests(&seen).len();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (path, _db) = pipeline(
+            dir.path(),
+            &stream(
+                "s",
+                endpoint,
+                &format!("    paging: {paging}\n    page_size: 2\n"),
+            ),
+        );
+        let out = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            lucca_sync(&["run", &path], &base, KEY),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{paging}: still running after 60 s"));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{paging}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stdout).contains("one already read in this stream"),
+            "{paging}: {}",
+            text(&out.stdout)
+        );
+        assert_eq!(requests(&seen).len() - before, 2, "{paging}");
+    }
     task.abort();
 }

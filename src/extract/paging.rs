@@ -339,6 +339,9 @@ pub struct Pager {
     position: Position,
     read: u64,
     total: Option<u64>,
+    /// Every URL fetched by following a `next` link or cursor, the first
+    /// page's included: a link back to one of them is a loop.
+    followed: HashSet<String>,
 }
 
 /// What the pager decided after a page.
@@ -367,6 +370,7 @@ impl Pager {
             position,
             read: 0,
             total: None,
+            followed: HashSet::new(),
         }
     }
 
@@ -487,16 +491,43 @@ impl Pager {
     /// tenant's link may name only `limit` and `page`, and without
     /// `fields.root` the next page would name no next page, without
     /// `fields`, `sort` and the stream's filters it would hold other records.
+    ///
+    /// A link that never ends would be followed forever: a next page whose
+    /// URL was already fetched in this pass (the page just read included)
+    /// fails the stream, and so do links still followed once twice the
+    /// API's count and a page more were read (a server that names a new
+    /// URL for the same records each time).
     fn follow(&mut self, next: &str) -> Result<NextPage, String> {
+        let read = self.current_url();
+        self.followed.insert(page_key(&read));
+        if let Some(count) = self.total
+            && self.read > count.saturating_mul(2) + u64::from(self.page_size)
+        {
+            return Err(format!(
+                "the API counts {count} records, {} were read and the page still names a next page (`{next}`); stopping rather than read on without end",
+                self.read
+            ));
+        }
+        let url = self.next_url(&read, next)?;
+        if !self.followed.insert(page_key(&url)) {
+            return Err(format!(
+                "the page names as its next page one already read in this stream ({}); stopping rather than loop",
+                super::display_url(&url)
+            ));
+        }
+        Ok(NextPage::Fetch(url))
+    }
+
+    /// Moves to the page `next` names, from the page `read`; returns its URL.
+    fn next_url(&mut self, read: &Url, next: &str) -> Result<Url, String> {
         let is_link = next.starts_with("http://")
             || next.starts_with("https://")
             || next.starts_with('/')
             || next.starts_with('?');
         if !is_link && self.style == PagingStyle::V4 {
             self.position = Position::PageCursor(next.to_owned());
-            return Ok(NextPage::Fetch(self.current_url()));
+            return Ok(self.current_url());
         }
-        let read = self.current_url();
         let mut url = read
             .join(next)
             .map_err(|e| format!("next page link `{next}` is not a URL: {e}"))?;
@@ -515,8 +546,25 @@ impl Pager {
             url.query_pairs_mut().extend_pairs(missing);
         }
         self.position = Position::Cursor(Some(url));
-        Ok(NextPage::Fetch(self.current_url()))
+        Ok(self.current_url())
     }
+}
+
+/// What identifies the page a URL asks for: the URL with its query
+/// parameters sorted (a link may name ours in another order).
+fn page_key(url: &Url) -> String {
+    let mut pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    pairs.sort();
+    let mut key = url.clone();
+    key.set_fragment(None);
+    key.set_query(None);
+    if !pairs.is_empty() {
+        key.query_pairs_mut().extend_pairs(pairs);
+    }
+    key.into()
 }
 
 #[cfg(test)]
@@ -788,6 +836,54 @@ mod tests {
         // No link while `totalCount` says more: a failure, not the end.
         let mut p = Pager::new(PagingStyle::Cursor, PageBy::Offset, base(), 2);
         assert!(p.advance(facts(2, Some(5))).is_err());
+    }
+
+    #[test]
+    fn a_next_link_that_never_ends_fails_the_stream() {
+        let link = |next, count| PageFacts {
+            next: Some(next),
+            ..facts(2, count)
+        };
+        let repeats = |result: Result<NextPage, String>| {
+            result.is_err_and(|e| e.contains("one already read in this stream"))
+        };
+        // A cursor link naming the same page again.
+        let same = "https://acme.ilucca.net/api/v3/users?page=abc";
+        let mut p = Pager::new(PagingStyle::Cursor, PageBy::Offset, base(), 2);
+        let _ = fetched(p.advance(link(same, Some(5))));
+        assert!(repeats(p.advance(link(same, Some(5)))));
+        // v4 cursors going round: a, b, a.
+        let mut p = Pager::new(PagingStyle::V4, PageBy::Offset, base(), 2);
+        let _ = fetched(p.advance(link("a", None)));
+        let _ = fetched(p.advance(link("b", None)));
+        assert!(repeats(p.advance(link("a", None))));
+        // A link back to the first page, its parameters in another order.
+        let mut p = Pager::new(PagingStyle::V4, PageBy::Offset, base(), 2);
+        assert!(repeats(p.advance(link("?limit=2&page=1", None))));
+        // A new link each time, past twice the count and a page.
+        let mut p = Pager::new(PagingStyle::Cursor, PageBy::Offset, base(), 2);
+        let mut pages = 0;
+        let error = loop {
+            pages += 1;
+            assert!(pages < 100, "never stops");
+            let next = format!("https://acme.ilucca.net/api/v3/users?page={pages}");
+            let page = PageFacts {
+                next: Some(&next),
+                ..facts(2, Some(5))
+            };
+            match p.advance(page) {
+                Ok(NextPage::Fetch(_)) => {}
+                Ok(NextPage::Done) => panic!("done"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(pages, 7, "{error}");
+        assert!(
+            error.starts_with(
+                "the API counts 5 records, 14 were read and the page still names a next page"
+            ),
+            "{error}"
+        );
     }
 
     #[test]
