@@ -219,3 +219,29 @@ async fn a_next_link_that_never_ends_fails_the_stream_instead_of_looping() {
     }
     task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lone_surrogate_escape_is_stored_as_the_replacement_character() {
+    // .NET writes half an emoji as a lone surrogate escape.
+    let (base, seen, task) = scripted_server(|_| {
+        (
+            200,
+            "application/json",
+            r#"{"data":{"items":[{"id":1,"name":"ok"},{"id":2,"name":"broken \ud83d end"},{"id":3,"name":"x\udc00"},{"id":4,"n\ud800me":"key"}],"count":4}}"#.to_owned(),
+        )
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (path, db) = pipeline(dir.path(), &stream("s", "/api/v3/x", ""));
+    let out = lucca_sync(&["run", &path], &base, KEY).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_eq!(requests(&seen).len(), 1);
+    assert_eq!(
+        query_string(
+            &db,
+            "select string_agg(coalesce(name, '-'), '|' order by id) from s"
+        ),
+        "ok|broken \u{fffd} end|x\u{fffd}|-"
+    );
+    task.abort();
+}
