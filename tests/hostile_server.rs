@@ -245,3 +245,34 @@ async fn a_lone_surrogate_escape_is_stored_as_the_replacement_character() {
     );
     task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_problem_json_error_shows_its_errors() {
+    // ASP.NET's ValidationProblemDetails: the title says little, `errors`
+    // says what to change.
+    let (base, _seen, task) = scripted_server(|_| {
+        (
+            400,
+            "application/problem+json",
+            r#"{"type":"https://tools.ietf.org/html/rfc7231#section-6.5.1","title":"One or more validation errors occurred.","status":400,"errors":{"limit":["The field limit must be between 1 and 100."]}}"#.to_owned(),
+        )
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (path, _db) = pipeline(
+        dir.path(),
+        &stream(
+            "e",
+            "/lucca-api/employees",
+            "    paging: cursor\n    page_size: 500\n",
+        ),
+    );
+    let out = lucca_sync(&["run", &path], &base, KEY).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("HTTP 400 (One or more validation errors occurred.: limit: The field limit must be between 1 and 100.) (not retried)"),
+        "{}",
+        text(&out.stdout)
+    );
+    task.abort();
+}
