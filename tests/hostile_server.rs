@@ -15,6 +15,7 @@ struct Req {
     /// `http://127.0.0.1:{port}`.
     base: String,
     path: String,
+    query: String,
     authorization: String,
 }
 
@@ -42,6 +43,7 @@ async fn scripted_server(
                 let req = Req {
                     base: base.clone(),
                     path: uri.path().to_owned(),
+                    query: uri.query().unwrap_or_default().to_owned(),
                     authorization: headers
                         .get(axum::http::header::AUTHORIZATION)
                         .and_then(|v| v.to_str().ok())
@@ -274,5 +276,49 @@ async fn a_problem_json_error_shows_its_errors() {
         "{}",
         text(&out.stdout)
     );
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_next_link_naming_the_other_scheme_on_the_tenant_is_followed_on_ours() {
+    // A tenant behind a proxy writes its links with the scheme it sees:
+    // https on our (loopback) http base. Followed on the base's scheme.
+    let (base, seen, task) = scripted_server(|req| {
+        let page: u32 = req
+            .query
+            .split('&')
+            .find_map(|p| p.strip_prefix("page="))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(1);
+        let next = if page < 3 {
+            let https = req.base.replacen("http://", "https://", 1);
+            format!(r#""{https}{}?limit=2&page={}""#, req.path, page + 1)
+        } else {
+            "null".to_owned()
+        };
+        let first = page * 2 - 1;
+        (
+            200,
+            "application/json",
+            format!(
+                r#"{{"items":[{{"id":{first},"name":"a"}},{{"id":{},"name":"b"}}],"count":6,"next":{next}}}"#,
+                first + 1
+            ),
+        )
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (path, db) = pipeline(
+        dir.path(),
+        &stream(
+            "s",
+            "/organization/structure/api/x",
+            "    paging: v4\n    page_size: 2\n",
+        ),
+    );
+    let out = lucca_sync(&["run", &path], &base, KEY).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_eq!(ids(&db, "s"), (1..=6).collect::<Vec<i64>>());
+    assert_eq!(requests(&seen).len(), 3);
     task.abort();
 }

@@ -520,8 +520,9 @@ impl Pager {
 
     /// Moves to the page `next` names, from the page `read`; returns its URL.
     fn next_url(&mut self, read: &Url, next: &str) -> Result<Url, String> {
-        let is_link = next.starts_with("http://")
-            || next.starts_with("https://")
+        let scheme = next.get(..8).unwrap_or(next).to_ascii_lowercase();
+        let is_link = scheme.starts_with("http://")
+            || scheme.starts_with("https://")
             || next.starts_with('/')
             || next.starts_with('?');
         if !is_link && self.style == PagingStyle::V4 {
@@ -532,10 +533,7 @@ impl Pager {
             .join(next)
             .map_err(|e| format!("next page link `{next}` is not a URL: {e}"))?;
         if url.origin() != self.base.origin() {
-            return Err(format!(
-                "next page link points to another host ({}); refusing to send the API key there",
-                url.host_str().unwrap_or("?")
-            ));
+            self.same_tenant(&mut url)?;
         }
         let set: HashSet<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
         let missing: Vec<_> = read
@@ -547,6 +545,64 @@ impl Pager {
         }
         self.position = Position::Cursor(Some(url));
         Ok(self.current_url())
+    }
+}
+
+impl Pager {
+    /// Accepts a link of another origin than the base URL's only when it
+    /// differs by the scheme alone (`http` for `https` or the reverse, on
+    /// the same host, each on its default port or both on the same one):
+    /// a tenant behind a proxy may write its links with the scheme it sees.
+    /// The link is then followed on the base URL's scheme and port, so an
+    /// `https` base is never downgraded to plain `http` (and an `http`
+    /// base, allowed only on loopback hosts, stays on the port it serves).
+    /// Any other host or port is refused: the API key goes nowhere else.
+    fn same_tenant(&self, url: &mut Url) -> Result<(), String> {
+        let base = &self.base;
+        let web = |scheme: &str| scheme == "http" || scheme == "https";
+        if url.host_str() != base.host_str() {
+            return Err(format!(
+                "next page link points to another host ({}); refusing to send the API key there",
+                url.host_str().unwrap_or("?")
+            ));
+        }
+        if !web(url.scheme()) {
+            return Err(format!(
+                "next page link uses another scheme ({}: on {}); refusing to send the API key there",
+                url.scheme(),
+                base.scheme()
+            ));
+        }
+        // `port()` is `None` on the scheme's default port.
+        if url.port() != base.port() {
+            let port = |u: &Url| u.port_or_known_default().unwrap_or_default();
+            return Err(if url.scheme() == base.scheme() {
+                format!(
+                    "next page link points to another port ({} for {}); refusing to send the API key there",
+                    port(url),
+                    port(base)
+                )
+            } else {
+                format!(
+                    "next page link points to another scheme and port ({}:{} for {}:{}); refusing to send the API key there",
+                    url.scheme(),
+                    port(url),
+                    base.scheme(),
+                    port(base)
+                )
+            });
+        }
+        let from = url.scheme().to_owned();
+        if url.set_scheme(base.scheme()).is_err() || url.set_port(base.port()).is_err() {
+            return Err(format!(
+                "next page link uses another scheme ({from} for {}) and cannot be moved to ours",
+                base.scheme()
+            ));
+        }
+        if from == "http" {
+            tracing::debug!(link = %super::display_url(url), "next page link named http: followed on https, the base URL's scheme");
+        }
+        Ok(())
     }
 }
 
@@ -884,6 +940,77 @@ mod tests {
             ),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_link_on_the_tenant_on_the_other_scheme_is_followed_on_ours() {
+        let follow = |base: &str, next: &str| {
+            let base = Url::parse(base).unwrap_or_else(|e| panic!("{e}"));
+            let mut p = Pager::new(PagingStyle::Cursor, PageBy::Offset, base, 2);
+            let page = PageFacts {
+                next: Some(next),
+                ..facts(2, None)
+            };
+            p.advance(page).map(|n| match n {
+                NextPage::Fetch(url) => url.to_string(),
+                NextPage::Done => "done".to_owned(),
+            })
+        };
+        // http on an https base: upgraded, never downgraded.
+        assert_eq!(
+            follow(
+                "https://acme.ilucca.net/x",
+                "http://acme.ilucca.net/x?page=2"
+            )
+            .as_deref(),
+            Ok("https://acme.ilucca.net/x?page=2&limit=2")
+        );
+        assert_eq!(
+            follow(
+                "https://acme.ilucca.net/x",
+                "HTTP://ACME.ilucca.net:80/x?page=2"
+            )
+            .as_deref(),
+            Ok("https://acme.ilucca.net/x?page=2&limit=2")
+        );
+        // https on an http (loopback) base: followed where the tenant is.
+        assert_eq!(
+            follow("http://127.0.0.1:8080/x", "https://127.0.0.1:8080/x?page=2").as_deref(),
+            Ok("http://127.0.0.1:8080/x?page=2&limit=2")
+        );
+        // Another host, another port, another scheme: refused, saying which.
+        for (base, next, says) in [
+            (
+                "https://acme.ilucca.net/x",
+                "https://evil.example/x",
+                "another host (evil.example)",
+            ),
+            (
+                "https://acme.ilucca.net/x",
+                "http://acme.ilucca.net:8080/x",
+                "another scheme and port (http:8080 for https:443)",
+            ),
+            (
+                "https://acme.ilucca.net/x",
+                "https://acme.ilucca.net:8443/x",
+                "another port (8443 for 443)",
+            ),
+            (
+                "http://127.0.0.1:8080/x",
+                "http://127.0.0.1:9090/x",
+                "another port (9090 for 8080)",
+            ),
+            (
+                "https://acme.ilucca.net/x",
+                "ftp://acme.ilucca.net/x",
+                "another scheme (ftp: on https)",
+            ),
+        ] {
+            match follow(base, next) {
+                Err(e) => assert!(e.contains(says), "{next}: {e}"),
+                other => panic!("{next}: {other:?}"),
+            }
+        }
     }
 
     #[test]
