@@ -13,7 +13,7 @@ use std::ops::Range;
 
 /// Nesting deeper than this is refused (as serde_json does), so that a
 /// hostile record cannot exhaust the stack.
-const MAX_DEPTH: usize = 128;
+pub const MAX_DEPTH: usize = 128;
 
 /// The bytes that end a run of plain string characters: the closing
 /// quote, a backslash, and the control characters JSON forbids in strings.
@@ -113,6 +113,17 @@ pub struct Raw<'a> {
 pub struct ScanError {
     pub what: &'static str,
     pub at: usize,
+}
+
+/// [`ScanError::what`] of nesting deeper than [`MAX_DEPTH`].
+const TOO_DEEP: &str = "nested too deeply";
+
+impl ScanError {
+    /// True when the text nests deeper than [`MAX_DEPTH`]: not a text cut
+    /// short, the same on every read.
+    pub fn is_too_deep(&self) -> bool {
+        self.what == TOO_DEEP
+    }
 }
 
 /// The members of the JSON object `text`, in order, keys decoded.
@@ -595,7 +606,7 @@ impl<'a> Reader<'a> {
     fn enter(&mut self) -> Result<(), ScanError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(self.error("nested too deeply"));
+            return Err(self.error(TOO_DEEP));
         }
         self.pos += 1;
         Ok(())

@@ -322,3 +322,27 @@ async fn a_next_link_naming_the_other_scheme_on_the_tenant_is_followed_on_ours()
     assert_eq!(requests(&seen).len(), 3);
     task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_nested_too_deeply_fails_at_once_without_retry() {
+    let (base, seen, task) = scripted_server(|_| {
+        let deep = format!("{}1{}", "[".repeat(300), "]".repeat(300));
+        (
+            200,
+            "application/json",
+            format!(r#"{{"data":{{"items":[{{"id":1,"x":{deep}}}],"count":1}}}}"#),
+        )
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (path, _db) = pipeline(dir.path(), &stream("s", "/api/v3/x", ""));
+    let out = lucca_sync(&["run", &path], &base, KEY).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("deeper than 128 levels"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(requests(&seen).len(), 1, "not retried");
+    task.abort();
+}

@@ -199,9 +199,18 @@ pub fn parse_envelope(
             found.wrong = Some(format!("the body is {}", kind_name(raw.kind)));
         })
     };
-    walked
-        .and_then(|()| reader.end())
-        .map_err(|e| EnvelopeError::InvalidJson(e.to_string()))?;
+    walked.and_then(|()| reader.end()).map_err(|e| {
+        if e.is_too_deep() {
+            // The whole body was read and nests too deeply: asking again
+            // gets the same body, unlike one cut short.
+            EnvelopeError::Unexpected(format!(
+                "the body nests arrays and objects deeper than {} levels ({e}); not retried, as every attempt would read the same",
+                json::MAX_DEPTH
+            ))
+        } else {
+            EnvelopeError::InvalidJson(e.to_string())
+        }
+    })?;
     let expected = expected_envelope(style);
     let data_count = found.data_count.take();
     let data_count = count_of(&mut found, "data.count", data_count);
@@ -718,6 +727,19 @@ mod tests {
                 }
                 other => panic!("{body}: {other:?}"),
             }
+        }
+        // Nesting past the limit is no cut body: the same on every attempt.
+        let deep = format!(
+            r#"{{"items":[{{"id":1,"x":{}1{}}}]}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        match parse(&deep) {
+            Err(EnvelopeError::Unexpected(m)) => assert!(
+                m.starts_with("the body nests arrays and objects deeper than 128 levels (nested too deeply at byte"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
         }
         match parse(r#"{"data":{"id":1}}"#) {
             Err(EnvelopeError::Unexpected(m)) => assert_eq!(
