@@ -17,9 +17,11 @@ struct Req {
     path: String,
     query: String,
     authorization: String,
+    /// When it arrived.
+    at: std::time::Instant,
 }
 
-/// An answer: status, `Content-Type` and body.
+/// An answer: status, `Content-Type` (the `Location` of a 3xx) and body.
 type Answer = (u16, &'static str, String);
 
 /// A server answering every request with `answer`; returns its base URL and
@@ -49,14 +51,20 @@ async fn scripted_server(
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default()
                         .to_owned(),
+                    at: std::time::Instant::now(),
                 };
                 let (status, content_type, body) = answer(&req);
                 seen.lock().unwrap_or_else(|e| e.into_inner()).push(req);
+                let header = if (300..400).contains(&status) {
+                    axum::http::header::LOCATION
+                } else {
+                    axum::http::header::CONTENT_TYPE
+                };
                 async move {
                     (
                         axum::http::StatusCode::from_u16(status)
                             .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
-                        [(axum::http::header::CONTENT_TYPE, content_type)],
+                        [(header, content_type)],
                         body,
                     )
                         .into_response()
@@ -344,5 +352,57 @@ async fn a_body_nested_too_deeply_fails_at_once_without_retry() {
         text(&out.stdout)
     );
     assert_eq!(requests(&seen).len(), 1, "not retried");
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirect_hop_takes_a_slot_of_the_budget_and_is_counted() {
+    let (base, seen, task) = scripted_server(|req| match req.path.as_str() {
+        "/api/v3/old" => (301, "/api/v3/new", String::new()),
+        "/api/v3/loop" => (302, "/api/v3/loop", String::new()),
+        _ => (200, "application/json", v3_page(1..=3)),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (path, db) = pipeline(dir.path(), &stream("s", "/api/v3/old", ""));
+    let limited = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .replacen(
+            "rate_limit_per_minute: unlimited",
+            "rate_limit_per_minute: 120",
+            1,
+        );
+    std::fs::write(&path, limited).unwrap_or_else(|e| panic!("{e}"));
+    let summary = dir.path().join("summary.json");
+    let out = lucca_sync(
+        &["run", "--summary-json", &summary.to_string_lossy(), &path],
+        &base,
+        KEY,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_eq!(ids(&db, "s"), vec![1, 2, 3]);
+    let sent = requests(&seen);
+    let paths: Vec<&str> = sent.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/api/v3/old", "/api/v3/new"]);
+    assert!(
+        sent[1].at - sent[0].at >= std::time::Duration::from_millis(450),
+        "the hop waits for its slot (120/min)"
+    );
+    let written = std::fs::read_to_string(&summary).unwrap_or_else(|e| panic!("{e}"));
+    let json: serde_json::Value = serde_json::from_str(&written).unwrap_or_else(|e| panic!("{e}"));
+    assert!(written.contains("\"requests\": 2"), "{json}");
+    // A redirect loop ends after 5 hops, each of them sent and counted.
+    let before = requests(&seen).len();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (path, _db) = pipeline(dir.path(), &stream("s", "/api/v3/loop", ""));
+    let out = lucca_sync(&["run", &path], &base, KEY).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("too many redirects (more than 5)"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(requests(&seen).len() - before, 6);
     task.abort();
 }

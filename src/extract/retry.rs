@@ -14,7 +14,7 @@ use reqwest_retry::policies::ExponentialBackoff;
 use reqwest_retry::{Jitter, RetryDecision, RetryPolicy, Retryable, RetryableStrategy};
 use url::Url;
 
-use super::client::{MaxPause, PausedTooLong, StreamCounters};
+use super::client::{MaxPause, PausedTooLong, RedirectRefused, StreamCounters};
 use super::paging::{EnvelopeError, ParsedPage, parse_envelope};
 use super::redact::redact;
 use super::{ExtractError, Extractor, LUCCA_API_VERSION, StreamPlan, display_url};
@@ -284,6 +284,15 @@ async fn try_once(
                 url: shown.to_owned(),
                 asked: left.as_secs() + u64::from(left.subsec_nanos() > 0),
                 cap: extractor.retry.max_retry_after.as_secs(),
+            });
+        }
+        if let Some(refused) = e.downcast_ref::<RedirectRefused>() {
+            return Attempt::Fail(ExtractError::GaveUp {
+                stream: plan.stream.clone(),
+                url: shown.to_owned(),
+                page: number,
+                attempts: 1,
+                last: refused.to_string(),
             });
         }
         // Otherwise only the stop gate fails in middleware.
