@@ -13,7 +13,7 @@ use std::ops::Range;
 
 /// Nesting deeper than this is refused (as serde_json does), so that a
 /// hostile record cannot exhaust the stack.
-const MAX_DEPTH: usize = 128;
+pub const MAX_DEPTH: usize = 128;
 
 /// The bytes that end a run of plain string characters: the closing
 /// quote, a backslash, and the control characters JSON forbids in strings.
@@ -115,6 +115,17 @@ pub struct ScanError {
     pub at: usize,
 }
 
+/// [`ScanError::what`] of nesting deeper than [`MAX_DEPTH`].
+const TOO_DEEP: &str = "nested too deeply";
+
+impl ScanError {
+    /// True when the text nests deeper than [`MAX_DEPTH`]: not a text cut
+    /// short, the same on every read.
+    pub fn is_too_deep(&self) -> bool {
+        self.what == TOO_DEEP
+    }
+}
+
 /// The members of the JSON object `text`, in order, keys decoded.
 pub fn object_members(text: &str) -> Result<Vec<(Cow<'_, str>, Raw<'_>)>, ScanError> {
     let mut reader = Reader::new(text);
@@ -147,8 +158,79 @@ pub fn array_items(text: &str) -> Result<Vec<Raw<'_>>, ScanError> {
 }
 
 /// Decodes a string value or key (quotes included) that holds escapes.
+/// A lone UTF-16 surrogate escape (`"\ud83d"`, half an emoji, which .NET
+/// serializers write for a string cut in the middle of a character)
+/// becomes U+FFFD, as browsers' and serde_json's lossy decoders make it,
+/// rather than failing the record (and so the stream).
 pub fn unescape(text: &str) -> Result<String, serde_json::Error> {
-    serde_json::from_str::<String>(text)
+    serde_json::from_str::<String>(text).or_else(|e| unescape_lossy(text).ok_or(e))
+}
+
+/// [`unescape`] with lone surrogates as U+FFFD; `None` for anything else
+/// that is not a JSON string.
+#[cold]
+fn unescape_lossy(text: &str) -> Option<String> {
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    let bytes = inner.as_bytes();
+    let mut out = String::with_capacity(inner.len());
+    let mut pos = 0;
+    let hex = |at: usize| -> Option<u32> {
+        let digits = inner.get(at..at + 4)?;
+        if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u32::from_str_radix(digits, 16).ok()
+    };
+    while pos < bytes.len() {
+        let run = bytes[pos..]
+            .iter()
+            .position(|&b| b == b'\\' || b == b'"' || b < 0x20)
+            .map_or(bytes.len(), |offset| pos + offset);
+        out.push_str(inner.get(pos..run)?);
+        pos = run;
+        if pos == bytes.len() {
+            break;
+        }
+        if bytes[pos] != b'\\' {
+            return None;
+        }
+        let escape = *bytes.get(pos + 1)?;
+        pos += 2;
+        let simple = match escape {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let unit = hex(pos)?;
+                pos += 4;
+                let c = match unit {
+                    0xD800..=0xDBFF => {
+                        let low = (bytes.get(pos..pos + 2) == Some(&b"\\u"[..]))
+                            .then(|| hex(pos + 2))
+                            .flatten()
+                            .filter(|low| (0xDC00..=0xDFFF).contains(low));
+                        match low {
+                            Some(low) => {
+                                pos += 6;
+                                char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))
+                            }
+                            None => None,
+                        }
+                    }
+                    _ => char::from_u32(unit),
+                };
+                c.unwrap_or(char::REPLACEMENT_CHARACTER)
+            }
+            _ => return None,
+        };
+        out.push(simple);
+    }
+    Some(out)
 }
 
 /// A byte range of the page body, kept small: a tape holds one per key and
@@ -524,7 +606,7 @@ impl<'a> Reader<'a> {
     fn enter(&mut self) -> Result<(), ScanError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(self.error("nested too deeply"));
+            return Err(self.error(TOO_DEEP));
         }
         self.pos += 1;
         Ok(())
@@ -926,6 +1008,28 @@ mod tests {
         assert_eq!(tape.len(), 2);
         assert!(!tape.members(body, 1, &mut members).unwrap_or(true));
         assert_eq!(members.len(), 0);
+    }
+
+    #[test]
+    fn a_lone_surrogate_escape_decodes_as_the_replacement_character() {
+        let decoded = |text: &str| unescape(text).map_err(|e| e.to_string());
+        for (text, expected) in [
+            (r#""broken \ud83d end""#, "broken \u{fffd} end"),
+            (r#""x\udc00""#, "x\u{fffd}"),
+            (r#""\ud83d\ud83d\ude00""#, "\u{fffd}😀"),
+            (r#""\ud83d\n\u00e9\"\/\\""#, "\u{fffd}\né\"/\\"),
+            (r#""\ud83d\u0041""#, "\u{fffd}A"),
+            (r#""\ud83d""#, "\u{fffd}"),
+            // A whole pair, and no surrogate at all, as before.
+            (r#""\ud83d\ude00 ok""#, "😀 ok"),
+            (r#""tab\there""#, "tab\there"),
+        ] {
+            assert_eq!(decoded(text).as_deref(), Ok(expected), "{text}");
+        }
+        // Still not strings.
+        for text in [r#""a\qb""#, r#""\u12""#, "\"open", "\"ctl\u{1}\""] {
+            assert!(decoded(text).is_err(), "{text}");
+        }
     }
 
     #[test]

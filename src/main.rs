@@ -579,7 +579,7 @@ async fn run_all(
     settings: &Settings,
     options: &RunOptions,
 ) -> (u8, Vec<PipelineSummary>) {
-    let budgets = Budgets::default();
+    let budgets = Budgets::for_run(pipelines);
     let stop = stop_on_signals();
     let mut code = exit::OK;
     let mut summaries = Vec::new();

@@ -40,17 +40,81 @@ pub struct Budgets {
 }
 
 impl Budgets {
+    /// The budgets of a run of `pipelines`: one per host, at the strictest
+    /// `rate_limit_per_minute` any of them sets for that host (unlimited
+    /// only when every one of them says so), whichever runs first. The
+    /// limit is the tenant's: a pipeline allowed more must not spend what
+    /// another one's setting keeps back.
+    pub fn for_run(pipelines: &[Pipeline]) -> Budgets {
+        let mut limits: Vec<(String, Vec<(&str, RateLimit)>)> = Vec::new();
+        for pipeline in pipelines {
+            // A pipeline without a valid URL fails on its own when it runs.
+            let Ok(url) = pipeline.base_url() else {
+                continue;
+            };
+            let key = host_key(&url);
+            let entry = (
+                pipeline.spec.name.as_str(),
+                pipeline.spec.source.rate_limit_per_minute,
+            );
+            match limits.iter_mut().find(|(host, _)| *host == key) {
+                Some((_, set)) => set.push(entry),
+                None => limits.push((key, vec![entry])),
+            }
+        }
+        let mut by_host = HashMap::new();
+        for (host, set) in limits {
+            let strictest = strictest(set.iter().map(|(_, limit)| *limit));
+            if set.iter().any(|(_, limit)| *limit != strictest) {
+                let each: Vec<String> = set
+                    .iter()
+                    .map(|(name, limit)| format!("{name}: {}", limit_text(*limit)))
+                    .collect();
+                tracing::info!(
+                    host = %host,
+                    rate_limit_per_minute = %limit_text(strictest),
+                    "pipelines of this run set different rate_limit_per_minute for one host ({}); all of them share the strictest, {}",
+                    each.join(", "),
+                    limit_text(strictest)
+                );
+            }
+            by_host.insert(host, Arc::new(RequestBudget::new(strictest.per_minute())));
+        }
+        Budgets {
+            by_host: std::sync::Mutex::new(by_host),
+        }
+    }
+
     fn for_host(&self, url: &Url, limit: RateLimit) -> Arc<RequestBudget> {
-        let key = format!(
-            "{}:{}",
-            url.host_str().unwrap_or_default(),
-            url.port_or_known_default().unwrap_or_default()
-        );
         let mut map = self.by_host.lock().unwrap_or_else(|e| e.into_inner());
         Arc::clone(
-            map.entry(key)
+            map.entry(host_key(url))
                 .or_insert_with(|| Arc::new(RequestBudget::new(limit.per_minute()))),
         )
+    }
+}
+
+/// What one request budget is shared by: a host and port.
+fn host_key(url: &Url) -> String {
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or_default(),
+        url.port_or_known_default().unwrap_or_default()
+    )
+}
+
+/// The lowest of `limits`; unlimited only when all are.
+fn strictest(limits: impl Iterator<Item = RateLimit>) -> RateLimit {
+    limits
+        .filter_map(RateLimit::per_minute)
+        .min()
+        .map_or(RateLimit::Unlimited, RateLimit::PerMinute)
+}
+
+fn limit_text(limit: RateLimit) -> String {
+    match limit.per_minute() {
+        Some(n) => format!("{n}/min"),
+        None => "unlimited".to_owned(),
     }
 }
 
@@ -1083,8 +1147,9 @@ fn tenant_extractor(
 ) -> Result<(Extractor, KeyRejection), RunError> {
     let source = &pipeline.spec.source;
     let rejection = KeyRejection::default();
+    let api_key = pipeline.api_key()?;
     let http = build_client(
-        &pipeline.api_key()?,
+        &api_key,
         settings.timeouts(source),
         Arc::clone(&budget),
         stop.clone(),
@@ -1100,6 +1165,7 @@ fn tenant_extractor(
         stop: stop.clone(),
         pool: Arc::default(),
         budget,
+        api_key,
     };
     Ok((extractor, rejection))
 }

@@ -829,3 +829,48 @@ async fn a_200_body_with_a_byte_order_mark_is_read_without_retry() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelines_of_one_run_on_one_host_share_the_strictest_rate_limit() {
+    // a.yaml allows everything, b.yaml 120 a minute: the tenant's budget is
+    // one, so a's requests are spaced by b's limit too, though a runs first.
+    let server = sandbox(SandboxConfig {
+        users: UserData::Synthetic(300),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let a_dir = dir.path().join("a");
+    let b_dir = dir.path().join("b");
+    for d in [&a_dir, &b_dir] {
+        std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let (a, _) = pipeline(&a_dir, UNLIMITED, &users_stream("    page_size: 100\n"));
+    let departments = "  - name: departments\n    endpoint: /api/v3/departments\n    fields: [id, name]\n    primary_key: id\n";
+    let (b, _) = pipeline(&b_dir, "  rate_limit_per_minute: 120\n", departments);
+    let renamed = std::fs::read_to_string(&b)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .replacen("name: t\n", "name: b\n", 1);
+    std::fs::write(&b, renamed).unwrap_or_else(|e| panic!("{e}"));
+    let out = lucca_sync(&["run", &a, &b], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let users: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/api/v3/users")
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(users.len(), 3, "{users:?}");
+    for pair in users.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(450),
+            "a's requests follow 120/min: {users:?}"
+        );
+    }
+    assert!(
+        text(&out.stderr).contains("all of them share the strictest, 120/min"),
+        "{}",
+        text(&out.stderr)
+    );
+    server.shutdown().await;
+}

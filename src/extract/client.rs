@@ -84,35 +84,86 @@ pub fn build_client(
         .user_agent(concat!("lucca-sync/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(timeouts.connect)
         .timeout(timeouts.request)
-        .redirect(same_host_redirects())
+        // Redirects are followed by [`RedirectMiddleware`], each hop
+        // through the budget and the 401 gate like any request.
+        .redirect(reqwest::redirect::Policy::none())
         .build()?;
     Ok(ClientBuilder::new(client)
+        .with(RedirectMiddleware)
         .with(BudgetMiddleware { budget })
         .with(StopOn401Middleware { stop, rejected })
         .build())
 }
 
-/// Redirects are followed only within the same scheme, host and port, so the
-/// API key never reaches another host.
-fn same_host_redirects() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        let Some(first) = attempt.previous().first() else {
-            return attempt.stop();
-        };
-        let same_origin = first.scheme() == attempt.url().scheme()
-            && first.host_str() == attempt.url().host_str()
-            && first.port_or_known_default() == attempt.url().port_or_known_default();
-        if !same_origin {
-            let target = attempt.url().host_str().unwrap_or("?").to_owned();
-            attempt.error(format!(
-                "refused a redirect to another host ({target}): the API key is only sent to the tenant"
-            ))
-        } else if attempt.previous().len() > 5 {
-            attempt.error("too many redirects")
-        } else {
-            attempt.follow()
+/// Redirect hops followed for one request, at most.
+const MAX_REDIRECTS: usize = 5;
+
+/// Why a redirect was not followed.
+#[derive(Debug, thiserror::Error)]
+pub enum RedirectRefused {
+    #[error("refused a redirect to another host ({0}): the API key is only sent to the tenant")]
+    OtherHost(String),
+    #[error("too many redirects (more than {MAX_REDIRECTS})")]
+    TooMany,
+    #[error("a redirect's Location is not a URL ({0})")]
+    BadLocation(String),
+}
+
+/// Follows redirects within the same scheme, host and port only, so the API
+/// key never reaches another host. Each hop goes down the rest of the
+/// middleware stack as a request of its own: it waits for its slot in the
+/// tenant's budget and is counted, as the tenant counts it.
+struct RedirectMiddleware;
+
+#[async_trait::async_trait]
+impl Middleware for RedirectMiddleware {
+    async fn handle(
+        &self,
+        req: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        let first = req.url().clone();
+        let mut req = req;
+        let mut hops = 0;
+        loop {
+            // A GET has no body: it can always be sent again.
+            let again = req.try_clone();
+            let response = next.clone().run(req, extensions).await?;
+            if !response.status().is_redirection() {
+                return Ok(response);
+            }
+            let (Some(location), Some(mut again)) = (
+                response
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok()),
+                again,
+            ) else {
+                return Ok(response);
+            };
+            let target = response.url().join(location).map_err(|e| {
+                reqwest_middleware::Error::middleware(RedirectRefused::BadLocation(e.to_string()))
+            })?;
+            let same_origin = first.scheme() == target.scheme()
+                && first.host_str() == target.host_str()
+                && first.port_or_known_default() == target.port_or_known_default();
+            if !same_origin {
+                let host = target.host_str().unwrap_or("?").to_owned();
+                return Err(reqwest_middleware::Error::middleware(
+                    RedirectRefused::OtherHost(host),
+                ));
+            }
+            hops += 1;
+            if hops > MAX_REDIRECTS {
+                return Err(reqwest_middleware::Error::middleware(
+                    RedirectRefused::TooMany,
+                ));
+            }
+            *again.url_mut() = target;
+            req = again;
         }
-    })
+    }
 }
 
 /// The longest pause of the tenant's budget a request accepts to wait for

@@ -6,6 +6,7 @@ pub mod budget;
 pub mod client;
 pub mod paging;
 pub mod pool;
+pub mod redact;
 mod retry;
 
 use std::sync::Arc;
@@ -23,7 +24,7 @@ pub use pool::PagePool;
 pub use retry::RetrySettings;
 
 use crate::json::RecordTape;
-use crate::pipeline::{PageBy, PagingStyle};
+use crate::pipeline::{PageBy, PagingStyle, Secret};
 
 /// The `Api-Version` the newer Lucca API requires.
 pub const LUCCA_API_VERSION: &str = "2024-11-01";
@@ -303,6 +304,25 @@ impl ExtractError {
     pub fn is_forbidden(&self) -> bool {
         matches!(self, ExtractError::Forbidden { .. })
     }
+
+    /// The error with `secret` and any credential value removed from the
+    /// parts of its message that a server's answer supplied (see
+    /// [`redact::redact`]): the last word on every error leaving the
+    /// extractor, whatever path built it.
+    fn redacted(mut self, secret: &Secret) -> Self {
+        let secret = secret.expose();
+        match &mut self {
+            ExtractError::Forbidden { detail, .. } | ExtractError::Rejected { detail, .. } => {
+                *detail = redact::redact(detail, secret);
+            }
+            ExtractError::GaveUp { last, .. } => *last = redact::redact(last, secret),
+            ExtractError::BadResponse { message, .. } => {
+                *message = redact::redact(message, secret);
+            }
+            _ => {}
+        }
+        self
+    }
 }
 
 /// A URL as shown in logs and messages: without user info.
@@ -327,6 +347,9 @@ pub struct Extractor {
     /// The tenant's request budget (also inside `http`), which a
     /// `Retry-After` pauses for every stream.
     pub budget: Arc<RequestBudget>,
+    /// The API key the client sends, to redact from any error text a server
+    /// sends back (a gateway page may echo the `Authorization` header).
+    pub api_key: Secret,
 }
 
 impl Extractor {
@@ -346,8 +369,9 @@ impl Extractor {
             .next()
             .unwrap_or_else(|| plan.base.clone());
         let pager = Pager::new(plan.style, plan.page_by, base, 1);
-        let (_, parsed) =
-            retry::fetch_page(self, &plan, &counters, &pager.current_url(), 1).await?;
+        let (_, parsed) = retry::fetch_page(self, &plan, &counters, &pager.current_url(), 1)
+            .await
+            .map_err(|e| e.redacted(&self.api_key))?;
         Ok(parsed.count)
     }
 
@@ -374,7 +398,8 @@ impl Extractor {
             }
             let count = self
                 .extract_pass(plan, base, &counters, &pages, &mut summary, counted)
-                .await?;
+                .await
+                .map_err(|e| e.redacted(&self.api_key))?;
             counted = counted.zip(count).map(|(a, b)| a + b);
         }
         summary.api_count = counted.filter(|_| summary.pages > 0);

@@ -199,9 +199,18 @@ pub fn parse_envelope(
             found.wrong = Some(format!("the body is {}", kind_name(raw.kind)));
         })
     };
-    walked
-        .and_then(|()| reader.end())
-        .map_err(|e| EnvelopeError::InvalidJson(e.to_string()))?;
+    walked.and_then(|()| reader.end()).map_err(|e| {
+        if e.is_too_deep() {
+            // The whole body was read and nests too deeply: asking again
+            // gets the same body, unlike one cut short.
+            EnvelopeError::Unexpected(format!(
+                "the body nests arrays and objects deeper than {} levels ({e}); not retried, as every attempt would read the same",
+                json::MAX_DEPTH
+            ))
+        } else {
+            EnvelopeError::InvalidJson(e.to_string())
+        }
+    })?;
     let expected = expected_envelope(style);
     let data_count = found.data_count.take();
     let data_count = count_of(&mut found, "data.count", data_count);
@@ -339,6 +348,9 @@ pub struct Pager {
     position: Position,
     read: u64,
     total: Option<u64>,
+    /// Every URL fetched by following a `next` link or cursor, the first
+    /// page's included: a link back to one of them is a loop.
+    followed: HashSet<String>,
 }
 
 /// What the pager decided after a page.
@@ -367,6 +379,7 @@ impl Pager {
             position,
             read: 0,
             total: None,
+            followed: HashSet::new(),
         }
     }
 
@@ -487,24 +500,49 @@ impl Pager {
     /// tenant's link may name only `limit` and `page`, and without
     /// `fields.root` the next page would name no next page, without
     /// `fields`, `sort` and the stream's filters it would hold other records.
+    ///
+    /// A link that never ends would be followed forever: a next page whose
+    /// URL was already fetched in this pass (the page just read included)
+    /// fails the stream, and so do links still followed once twice the
+    /// API's count and a page more were read (a server that names a new
+    /// URL for the same records each time).
     fn follow(&mut self, next: &str) -> Result<NextPage, String> {
-        let is_link = next.starts_with("http://")
-            || next.starts_with("https://")
+        let read = self.current_url();
+        self.followed.insert(page_key(&read));
+        if let Some(count) = self.total
+            && self.read > count.saturating_mul(2) + u64::from(self.page_size)
+        {
+            return Err(format!(
+                "the API counts {count} records, {} were read and the page still names a next page (`{next}`); stopping rather than read on without end",
+                self.read
+            ));
+        }
+        let url = self.next_url(&read, next)?;
+        if !self.followed.insert(page_key(&url)) {
+            return Err(format!(
+                "the page names as its next page one already read in this stream ({}); stopping rather than loop",
+                super::display_url(&url)
+            ));
+        }
+        Ok(NextPage::Fetch(url))
+    }
+
+    /// Moves to the page `next` names, from the page `read`; returns its URL.
+    fn next_url(&mut self, read: &Url, next: &str) -> Result<Url, String> {
+        let scheme = next.get(..8).unwrap_or(next).to_ascii_lowercase();
+        let is_link = scheme.starts_with("http://")
+            || scheme.starts_with("https://")
             || next.starts_with('/')
             || next.starts_with('?');
         if !is_link && self.style == PagingStyle::V4 {
             self.position = Position::PageCursor(next.to_owned());
-            return Ok(NextPage::Fetch(self.current_url()));
+            return Ok(self.current_url());
         }
-        let read = self.current_url();
         let mut url = read
             .join(next)
             .map_err(|e| format!("next page link `{next}` is not a URL: {e}"))?;
         if url.origin() != self.base.origin() {
-            return Err(format!(
-                "next page link points to another host ({}); refusing to send the API key there",
-                url.host_str().unwrap_or("?")
-            ));
+            self.same_tenant(&mut url)?;
         }
         let set: HashSet<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
         let missing: Vec<_> = read
@@ -515,8 +553,83 @@ impl Pager {
             url.query_pairs_mut().extend_pairs(missing);
         }
         self.position = Position::Cursor(Some(url));
-        Ok(NextPage::Fetch(self.current_url()))
+        Ok(self.current_url())
     }
+}
+
+impl Pager {
+    /// Accepts a link of another origin than the base URL's only when it
+    /// differs by the scheme alone (`http` for `https` or the reverse, on
+    /// the same host, each on its default port or both on the same one):
+    /// a tenant behind a proxy may write its links with the scheme it sees.
+    /// The link is then followed on the base URL's scheme and port, so an
+    /// `https` base is never downgraded to plain `http` (and an `http`
+    /// base, allowed only on loopback hosts, stays on the port it serves).
+    /// Any other host or port is refused: the API key goes nowhere else.
+    fn same_tenant(&self, url: &mut Url) -> Result<(), String> {
+        let base = &self.base;
+        let web = |scheme: &str| scheme == "http" || scheme == "https";
+        if url.host_str() != base.host_str() {
+            return Err(format!(
+                "next page link points to another host ({}); refusing to send the API key there",
+                url.host_str().unwrap_or("?")
+            ));
+        }
+        if !web(url.scheme()) {
+            return Err(format!(
+                "next page link uses another scheme ({}: on {}); refusing to send the API key there",
+                url.scheme(),
+                base.scheme()
+            ));
+        }
+        // `port()` is `None` on the scheme's default port.
+        if url.port() != base.port() {
+            let port = |u: &Url| u.port_or_known_default().unwrap_or_default();
+            return Err(if url.scheme() == base.scheme() {
+                format!(
+                    "next page link points to another port ({} for {}); refusing to send the API key there",
+                    port(url),
+                    port(base)
+                )
+            } else {
+                format!(
+                    "next page link points to another scheme and port ({}:{} for {}:{}); refusing to send the API key there",
+                    url.scheme(),
+                    port(url),
+                    base.scheme(),
+                    port(base)
+                )
+            });
+        }
+        let from = url.scheme().to_owned();
+        if url.set_scheme(base.scheme()).is_err() || url.set_port(base.port()).is_err() {
+            return Err(format!(
+                "next page link uses another scheme ({from} for {}) and cannot be moved to ours",
+                base.scheme()
+            ));
+        }
+        if from == "http" {
+            tracing::debug!(link = %super::display_url(url), "next page link named http: followed on https, the base URL's scheme");
+        }
+        Ok(())
+    }
+}
+
+/// What identifies the page a URL asks for: the URL with its query
+/// parameters sorted (a link may name ours in another order).
+fn page_key(url: &Url) -> String {
+    let mut pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    pairs.sort();
+    let mut key = url.clone();
+    key.set_fragment(None);
+    key.set_query(None);
+    if !pairs.is_empty() {
+        key.query_pairs_mut().extend_pairs(pairs);
+    }
+    key.into()
 }
 
 #[cfg(test)]
@@ -614,6 +727,19 @@ mod tests {
                 }
                 other => panic!("{body}: {other:?}"),
             }
+        }
+        // Nesting past the limit is no cut body: the same on every attempt.
+        let deep = format!(
+            r#"{{"items":[{{"id":1,"x":{}1{}}}]}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        match parse(&deep) {
+            Err(EnvelopeError::Unexpected(m)) => assert!(
+                m.starts_with("the body nests arrays and objects deeper than 128 levels (nested too deeply at byte"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
         }
         match parse(r#"{"data":{"id":1}}"#) {
             Err(EnvelopeError::Unexpected(m)) => assert_eq!(
@@ -788,6 +914,125 @@ mod tests {
         // No link while `totalCount` says more: a failure, not the end.
         let mut p = Pager::new(PagingStyle::Cursor, PageBy::Offset, base(), 2);
         assert!(p.advance(facts(2, Some(5))).is_err());
+    }
+
+    #[test]
+    fn a_next_link_that_never_ends_fails_the_stream() {
+        let link = |next, count| PageFacts {
+            next: Some(next),
+            ..facts(2, count)
+        };
+        let repeats = |result: Result<NextPage, String>| {
+            result.is_err_and(|e| e.contains("one already read in this stream"))
+        };
+        // A cursor link naming the same page again.
+        let same = "https://acme.ilucca.net/api/v3/users?page=abc";
+        let mut p = Pager::new(PagingStyle::Cursor, PageBy::Offset, base(), 2);
+        let _ = fetched(p.advance(link(same, Some(5))));
+        assert!(repeats(p.advance(link(same, Some(5)))));
+        // v4 cursors going round: a, b, a.
+        let mut p = Pager::new(PagingStyle::V4, PageBy::Offset, base(), 2);
+        let _ = fetched(p.advance(link("a", None)));
+        let _ = fetched(p.advance(link("b", None)));
+        assert!(repeats(p.advance(link("a", None))));
+        // A link back to the first page, its parameters in another order.
+        let mut p = Pager::new(PagingStyle::V4, PageBy::Offset, base(), 2);
+        assert!(repeats(p.advance(link("?limit=2&page=1", None))));
+        // A new link each time, past twice the count and a page.
+        let mut p = Pager::new(PagingStyle::Cursor, PageBy::Offset, base(), 2);
+        let mut pages = 0;
+        let error = loop {
+            pages += 1;
+            assert!(pages < 100, "never stops");
+            let next = format!("https://acme.ilucca.net/api/v3/users?page={pages}");
+            let page = PageFacts {
+                next: Some(&next),
+                ..facts(2, Some(5))
+            };
+            match p.advance(page) {
+                Ok(NextPage::Fetch(_)) => {}
+                Ok(NextPage::Done) => panic!("done"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(pages, 7, "{error}");
+        assert!(
+            error.starts_with(
+                "the API counts 5 records, 14 were read and the page still names a next page"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_link_on_the_tenant_on_the_other_scheme_is_followed_on_ours() {
+        let follow = |base: &str, next: &str| {
+            let base = Url::parse(base).unwrap_or_else(|e| panic!("{e}"));
+            let mut p = Pager::new(PagingStyle::Cursor, PageBy::Offset, base, 2);
+            let page = PageFacts {
+                next: Some(next),
+                ..facts(2, None)
+            };
+            p.advance(page).map(|n| match n {
+                NextPage::Fetch(url) => url.to_string(),
+                NextPage::Done => "done".to_owned(),
+            })
+        };
+        // http on an https base: upgraded, never downgraded.
+        assert_eq!(
+            follow(
+                "https://acme.ilucca.net/x",
+                "http://acme.ilucca.net/x?page=2"
+            )
+            .as_deref(),
+            Ok("https://acme.ilucca.net/x?page=2&limit=2")
+        );
+        assert_eq!(
+            follow(
+                "https://acme.ilucca.net/x",
+                "HTTP://ACME.ilucca.net:80/x?page=2"
+            )
+            .as_deref(),
+            Ok("https://acme.ilucca.net/x?page=2&limit=2")
+        );
+        // https on an http (loopback) base: followed where the tenant is.
+        assert_eq!(
+            follow("http://127.0.0.1:8080/x", "https://127.0.0.1:8080/x?page=2").as_deref(),
+            Ok("http://127.0.0.1:8080/x?page=2&limit=2")
+        );
+        // Another host, another port, another scheme: refused, saying which.
+        for (base, next, says) in [
+            (
+                "https://acme.ilucca.net/x",
+                "https://evil.example/x",
+                "another host (evil.example)",
+            ),
+            (
+                "https://acme.ilucca.net/x",
+                "http://acme.ilucca.net:8080/x",
+                "another scheme and port (http:8080 for https:443)",
+            ),
+            (
+                "https://acme.ilucca.net/x",
+                "https://acme.ilucca.net:8443/x",
+                "another port (8443 for 443)",
+            ),
+            (
+                "http://127.0.0.1:8080/x",
+                "http://127.0.0.1:9090/x",
+                "another port (9090 for 8080)",
+            ),
+            (
+                "https://acme.ilucca.net/x",
+                "ftp://acme.ilucca.net/x",
+                "another scheme (ftp: on https)",
+            ),
+        ] {
+            match follow(base, next) {
+                Err(e) => assert!(e.contains(says), "{next}: {e}"),
+                other => panic!("{next}: {other:?}"),
+            }
+        }
     }
 
     #[test]

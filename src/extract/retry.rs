@@ -14,8 +14,9 @@ use reqwest_retry::policies::ExponentialBackoff;
 use reqwest_retry::{Jitter, RetryDecision, RetryPolicy, Retryable, RetryableStrategy};
 use url::Url;
 
-use super::client::{MaxPause, PausedTooLong, StreamCounters};
+use super::client::{MaxPause, PausedTooLong, RedirectRefused, StreamCounters};
 use super::paging::{EnvelopeError, ParsedPage, parse_envelope};
+use super::redact::redact;
 use super::{ExtractError, Extractor, LUCCA_API_VERSION, StreamPlan, display_url};
 use crate::pipeline::PagingStyle;
 
@@ -175,7 +176,11 @@ pub(super) async fn fetch_page(
                 reason,
                 status,
                 retry_after,
-            } => (reason, status, retry_after),
+            } => (
+                redact(&reason, extractor.api_key.expose()),
+                status,
+                retry_after,
+            ),
         };
         let gave_up = |last: String| ExtractError::GaveUp {
             stream: plan.stream.clone(),
@@ -281,6 +286,15 @@ async fn try_once(
                 cap: extractor.retry.max_retry_after.as_secs(),
             });
         }
+        if let Some(refused) = e.downcast_ref::<RedirectRefused>() {
+            return Attempt::Fail(ExtractError::GaveUp {
+                stream: plan.stream.clone(),
+                url: shown.to_owned(),
+                page: number,
+                attempts: 1,
+                last: refused.to_string(),
+            });
+        }
         // Otherwise only the stop gate fails in middleware.
         return Attempt::Fail(ExtractError::Stopped {
             stream: plan.stream.clone(),
@@ -319,7 +333,7 @@ async fn try_once(
             };
         }
         Some(Retryable::Fatal) => {
-            let detail = error_detail(response).await;
+            let detail = error_detail(response, extractor.api_key.expose()).await;
             return Attempt::Fail(fatal_status(plan, shown, status, detail));
         }
     }
@@ -418,31 +432,126 @@ fn fatal_status(
     }
 }
 
-/// A short excerpt of an error body (RFC 7807 `title`/`detail` when present).
-async fn error_detail(response: reqwest::Response) -> String {
+/// A short excerpt of an error body (RFC 7807 `title`, `detail` and
+/// `errors` when present), with `secret` and any credential value redacted
+/// before it is cut short: a gateway's error page may echo the
+/// `Authorization` header.
+async fn error_detail(response: reqwest::Response, secret: &str) -> String {
     let Ok(body) = response.bytes().await else {
         return String::new();
     };
+    let text =
+        problem_text(&body).unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_owned());
+    if text.is_empty() {
+        return String::new();
+    }
+    let text = redact(&text, secret);
+    let mut excerpt: String = text.chars().take(MAX_DETAIL_CHARS).collect();
+    if excerpt.len() < text.len() {
+        excerpt.push_str("...");
+    }
+    format!(" ({excerpt})")
+}
+
+/// The longest excerpt of an error body in a message.
+const MAX_DETAIL_CHARS: usize = 300;
+
+/// The text of a JSON error body: RFC 7807's `title` and `detail`, ASP.NET's
+/// `Message`, and the `errors` a problem+json body details (an object of
+/// field -> messages, or an array of messages or of objects naming a field
+/// and a message), joined with `: `. `None` when the body is not JSON of
+/// that shape.
+fn problem_text(body: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Problem {
         title: Option<String>,
         detail: Option<String>,
         #[serde(rename = "Message")]
         message: Option<String>,
+        errors: Option<serde_json::Value>,
     }
-    let text = match serde_json::from_slice::<Problem>(&body) {
-        Ok(p) => [p.title, p.detail, p.message]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(": "),
-        Err(_) => String::from_utf8_lossy(&body).trim().to_owned(),
+    let p = serde_json::from_slice::<Problem>(body).ok()?;
+    let head = [p.title, p.detail, p.message]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(": ");
+    let errors = p
+        .errors
+        .as_ref()
+        .map(|errors| errors_text(errors, &head))
+        .unwrap_or_default();
+    Some(match (head.is_empty(), errors.is_empty()) {
+        (_, true) => head,
+        (true, false) => errors,
+        (false, false) => format!("{head}: {errors}"),
+    })
+}
+
+/// The members naming the field of a problem's error entry.
+const FIELD_KEYS: [&str; 5] = ["field", "name", "pointer", "propertyName", "parameter"];
+
+/// A problem's `errors`, one `field: message` per entry, `; ` between
+/// them; an entry whose message `shown` already holds is left out.
+fn errors_text(errors: &serde_json::Value, shown: &str) -> String {
+    use serde_json::Value;
+    /// Messages of one entry: a string, an array of them, or an object
+    /// with a `message` (or `detail`, `reason`).
+    fn messages(value: &Value) -> String {
+        match value {
+            Value::String(s) => s.clone(),
+            Value::Array(items) => items.iter().map(messages).collect::<Vec<_>>().join(", "),
+            Value::Object(o) => ["message", "detail", "reason", "errorMessage"]
+                .iter()
+                .find_map(|k| o.get(*k).and_then(Value::as_str))
+                .map(str::to_owned)
+                .unwrap_or_else(|| {
+                    // Nothing but the field's name: no message.
+                    let named = o.keys().all(|k| FIELD_KEYS.contains(&k.as_str()));
+                    if named {
+                        String::new()
+                    } else {
+                        value.to_string()
+                    }
+                }),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        }
+    }
+    let entries: Vec<(Option<&str>, String)> = match errors {
+        Value::Object(fields) => fields
+            .iter()
+            .map(|(field, value)| (Some(field.as_str()), messages(value)))
+            .collect(),
+        Value::Array(items) => items
+            .iter()
+            .map(|item| {
+                let field = item.as_object().and_then(|o| {
+                    FIELD_KEYS
+                        .iter()
+                        .find_map(|k| o.get(*k).and_then(Value::as_str))
+                });
+                (field, messages(item))
+            })
+            .collect(),
+        other => vec![(None, messages(other))],
     };
-    if text.is_empty() {
-        return String::new();
-    }
-    let excerpt: String = text.chars().take(300).collect();
-    format!(" ({excerpt})")
+    entries
+        .into_iter()
+        .filter(|(field, message)| {
+            if message.is_empty() {
+                field.is_some()
+            } else {
+                !shown.contains(message.as_str())
+            }
+        })
+        .map(|(field, message)| match field {
+            Some(field) if message.is_empty() => field.to_owned(),
+            Some(field) => format!("{field}: {message}"),
+            None => message,
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// An error and its causes on one line.
@@ -520,6 +629,31 @@ mod tests {
             headers.insert(RETRY_AFTER, HeaderValue::from_static(value));
             assert_eq!(retry_after(&headers, now), None, "{value}");
         }
+    }
+
+    #[test]
+    fn a_problem_body_shows_its_errors() {
+        let text = |body: &str| problem_text(body.as_bytes());
+        // ASP.NET's ValidationProblemDetails: field -> messages.
+        assert_eq!(
+            text(r#"{"type":"https://tools.ietf.org/html/rfc7231#section-6.5.1","title":"One or more validation errors occurred.","status":400,"errors":{"limit":["The field limit must be between 1 and 100."],"page":["Bad cursor.","Expired."]}}"#).as_deref(),
+            Some("One or more validation errors occurred.: limit: The field limit must be between 1 and 100.; page: Bad cursor., Expired.")
+        );
+        // A list of messages, or of objects naming a field.
+        assert_eq!(
+            text(r#"{"title":"Bad Request","errors":[{"field":"limit","message":"too big"},"other",{"code":7},{"name":"fields"}]}"#).as_deref(),
+            Some(r#"Bad Request: limit: too big; other; {"code":7}; fields"#)
+        );
+        assert_eq!(
+            text(r#"{"title":"Bad Request","detail":"d","errors":null}"#).as_deref(),
+            Some("Bad Request: d")
+        );
+        // What the detail says already is not repeated.
+        assert_eq!(
+            text(r#"{"title":"Bad Request","detail":"limit must be <= 100","errors":[{"name":"limit","reason":"limit must be <= 100"},{"name":"page","reason":"expired"}]}"#).as_deref(),
+            Some("Bad Request: limit must be <= 100: page: expired")
+        );
+        assert_eq!(text("<html>oops</html>"), None);
     }
 
     #[test]

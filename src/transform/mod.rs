@@ -38,15 +38,19 @@ pub const LIST_INDEX_COLUMN: &str = "list_index";
 /// Why records could not become a batch.
 #[derive(Debug, thiserror::Error)]
 pub enum TransformError {
-    /// A record that is not a JSON object.
+    /// A record that cannot be read: not a JSON object, or a member that
+    /// is not valid JSON. `index` is 0-based; the message counts from 1.
     #[error(
-        "stream `{stream}`: page {page} ({url}): record {index} is not a JSON object: {message}"
+        "stream `{stream}`: page {page} ({url}): record {} of the page{}: {message}",
+        .index + 1,
+        .record_id.as_ref().map(|id| format!(" (id {id})")).unwrap_or_default()
     )]
     BadRecord {
         stream: String,
         page: u64,
         url: String,
         index: usize,
+        record_id: Option<String>,
         message: String,
     },
     /// A record of a merged stream without a primary key value.
@@ -803,14 +807,21 @@ impl StreamTransform {
         };
         let mut pairs = Vec::with_capacity(16);
         for index in 0..page.len() {
+            let record_id = || {
+                page.records
+                    .member(&page.body, index, "id")
+                    .map(|raw| raw.text.trim_matches('"').to_owned())
+            };
             let is_object = page
                 .records
                 .members(&page.body, index, &mut pairs)
-                .map_err(|e| self.bad_record(index, &at, e.to_string()))?;
+                .map_err(|e| self.bad_record(index, record_id(), &at, e.to_string()))?;
             if !is_object {
                 // Not an object: the reader says what it is instead.
-                pairs = json::object_members(page.records.text(&page.body, index))
-                    .map_err(|e| self.bad_record(index, &at, e.to_string()))?;
+                pairs =
+                    json::object_members(page.records.text(&page.body, index)).map_err(|e| {
+                        self.bad_record(index, None, &at, format!("not a JSON object: {e}"))
+                    })?;
             }
             self.push_record(&pairs, index, &at)?;
         }
@@ -915,13 +926,8 @@ impl StreamTransform {
         array: &str,
         parent: &RecordCtx,
     ) -> Result<(), TransformError> {
-        let items = json::array_items(array).map_err(|e| {
-            self.bad_record(
-                parent.index,
-                parent.at,
-                format!("array `{}`: {e}", self.root_path()),
-            )
-        })?;
+        let items = json::array_items(array)
+            .map_err(|e| self.bad_member(parent, format!("array `{}`: {e}", self.root_path())))?;
         let mut ctx = RecordCtx {
             pairs: parent.pairs,
             index: parent.index,
@@ -934,11 +940,7 @@ impl StreamTransform {
             }
             let pairs = if item.kind == Kind::Object {
                 json::object_members(item.text).map_err(|e| {
-                    self.bad_record(
-                        parent.index,
-                        parent.at,
-                        format!("array `{}`: {e}", self.root_path()),
-                    )
+                    self.bad_member(parent, format!("array `{}`: {e}", self.root_path()))
                 })?
             } else {
                 // A scalar among objects: stored in a `value` column.
@@ -1178,9 +1180,8 @@ impl StreamTransform {
                 }
                 Node::Object { .. } => {
                     if is_object {
-                        let inner = json::object_members(text).map_err(|e| {
-                            self.bad_record(ctx.index, ctx.at, format!("field `{key}`: {e}"))
-                        })?;
+                        let inner = json::object_members(text)
+                            .map_err(|e| self.bad_member(ctx, format!("field `{key}`: {e}")))?;
                         self.fill_object(child, &inner, ctx)?;
                     } else if text.starts_with('[') {
                         if let Some(index) = self.make_child_table(child) {
@@ -1225,9 +1226,8 @@ impl StreamTransform {
                             depth,
                             declared: Vec::new(),
                         };
-                        let inner = json::object_members(text).map_err(|e| {
-                            self.bad_record(ctx.index, ctx.at, format!("field `{key}`: {e}"))
-                        })?;
+                        let inner = json::object_members(text)
+                            .map_err(|e| self.bad_member(ctx, format!("field `{key}`: {e}")))?;
                         self.fill_object(child, &inner, ctx)?;
                         continue;
                     }
@@ -1257,8 +1257,7 @@ impl StreamTransform {
         raw: Raw<'_>,
         ctx: &RecordCtx,
     ) -> Result<(), TransformError> {
-        let value = scalar(raw)
-            .map_err(|e| self.bad_record(ctx.index, ctx.at, format!("field `{key}`: {e}")))?;
+        let value = scalar(raw).map_err(|e| self.bad_member(ctx, format!("field `{key}`: {e}")))?;
         let row = self.row;
         let col = &mut self.columns[column];
         if col.last_row == row || col.dead || matches!(value, Scalar::Null) {
@@ -1391,14 +1390,32 @@ impl StreamTransform {
         }
     }
 
-    fn bad_record(&self, index: usize, at: &PageRef, message: String) -> TransformError {
+    fn bad_record(
+        &self,
+        index: usize,
+        record_id: Option<String>,
+        at: &PageRef,
+        message: String,
+    ) -> TransformError {
         TransformError::BadRecord {
             stream: self.stream.clone(),
             page: at.number,
             url: at.url.to_owned(),
             index,
+            record_id,
             message,
         }
+    }
+
+    /// A member of the record in `ctx` that cannot be read (`message`
+    /// names it), naming the record by its `id`.
+    fn bad_member(&self, ctx: &RecordCtx, message: String) -> TransformError {
+        let record_id = ctx
+            .pairs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("id"))
+            .map(|(_, v)| v.text.trim_matches('"').to_owned());
+        self.bad_record(ctx.index, record_id, ctx.at, message)
     }
 
     fn bad_value(

@@ -224,6 +224,32 @@ fn not_an_object_is_reported_with_its_page() {
             ..
         })
     ));
+    let message = err.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        message
+            .ends_with("record 1 of the page: not a JSON object: expected a JSON object at byte 0"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_unreadable_field_names_the_record_counted_from_one_and_its_id() {
+    let mut t = StreamTransform::new("users", &[]);
+    let err = t.push_page(&page(
+        r#"{"data":{"items":[{"id":6,"x":1},{"id":7,"x":1e400}]}}"#,
+    ));
+    let message = err.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        message.contains("record 2 of the page (id 7): field `x`: number out of range"),
+        "{message}"
+    );
+    assert!(!message.contains("not a JSON object"), "{message}");
+    // A lone surrogate is no error: it reads as U+FFFD.
+    let mut t = StreamTransform::new("users", &[]);
+    assert!(
+        t.push_page(&page(r#"{"data":{"items":[{"id":1,"name":"a\ud83d b"}]}}"#))
+            .is_ok()
+    );
 }
 
 fn policies(
