@@ -538,7 +538,9 @@ async fn a_request_that_times_out_is_retried_and_attempts_are_bounded() {
     let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("timed out"),
+        text(&out.stdout).contains(
+            "timed out (a page that keeps timing out may be too big: try a smaller page_size or a larger request_timeout_secs)"
+        ),
         "{}",
         text(&out.stdout)
     );
@@ -780,6 +782,29 @@ async fn a_burst_of_429s_is_bounded_by_the_wait_budget_not_the_attempts() {
         text(&out.stdout)
     );
     assert_eq!(server.requests().len(), 2);
+    server.shutdown().await;
+
+    // 408s to the end (Lucca's 5 s server timeout) point at the page size.
+    let server = sandbox(SandboxConfig {
+        faults: Faults {
+            status_on: vec![(1, 408), (2, 408)],
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let source = format!("{UNLIMITED}  max_attempts: 2\n");
+    let (path, _db) = pipeline(dir.path(), &source, &users_stream(""));
+    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(
+            "page 1 failed after 2 attempts: HTTP 408 Request Timeout (a page that keeps timing out may be too big: try a smaller page_size)"
+        ),
+        "{}",
+        text(&out.stdout)
+    );
     server.shutdown().await;
 
     // A storm longer than max_retry_wait_secs fails, saying why.

@@ -182,12 +182,21 @@ pub(super) async fn fetch_page(
                 retry_after,
             ),
         };
+        // A page that keeps timing out is often a page too big to build
+        // within Lucca's 5 s server timeout (408).
+        let hint = if status == 408 {
+            " (a page that keeps timing out may be too big: try a smaller page_size)"
+        } else if status == 0 && reason.contains("timed out") {
+            " (a page that keeps timing out may be too big: try a smaller page_size or a larger request_timeout_secs)"
+        } else {
+            ""
+        };
         let gave_up = |last: String| ExtractError::GaveUp {
             stream: plan.stream.clone(),
             url: shown.clone(),
             page: number,
             attempts: attempt,
-            last,
+            last: format!("{last}{hint}"),
         };
         let throttle = status == 429;
         if throttle {
