@@ -422,6 +422,21 @@ fn escapes_and_unexpanded_fields() {
 }
 
 #[test]
+fn an_endpoint_with_a_placeholder_is_refused() {
+    let text = with_stream("  - name: t\n    endpoint: /api/v3/leaveRequests/{id}/approvals\n");
+    assert_eq!(
+        text_errors(&text, &test_env),
+        vec![
+            "p.yaml:8:15: endpoint `/api/v3/leaveRequests/{id}/approvals` has a placeholder: \
+             lucca-sync reads collections, so write a real path (the id itself, or the \
+             collection's path with a filter in `params`)"
+        ]
+    );
+    let text = with_stream("  - name: t\n    endpoint: /api/v3/leaveRequests/42/approvals\n");
+    loaded(&text, &test_env);
+}
+
+#[test]
 fn stream_name_rules() {
     let text = with_stream(
         "  - name: users\n    endpoint: /a\n  - name: users\n    endpoint: /b\n\

@@ -349,6 +349,17 @@ fn check_stream(
                  in `params`"
             ),
         );
+    } else if endpoint.contains(['{', '}']) {
+        // Documented paths such as leaveRequests/{id}/approvals name one
+        // resource each; a literal `{id}` would only meet a 404 at run time.
+        c.at_value(
+            &at("endpoint"),
+            format!(
+                "endpoint `{endpoint}` has a placeholder: lucca-sync reads collections, so \
+                 write a real path (the id itself, or the collection's path with a filter in \
+                 `params`)"
+            ),
+        );
     }
 
     // page_size
