@@ -776,6 +776,18 @@ async fn limit_caps_the_records_of_each_stream_and_keeps_the_state() {
         .filter(|r| r.path == "/api/v3/users")
         .count();
     assert_eq!(users_requests, 2, "1000 + 500, then stop");
+    assert!(
+        !text(&out.stderr).contains("the API reported"),
+        "a limited run is short on purpose: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        query_i64(
+            &db,
+            "select count(*) from _lucca_sync_runs where count_mismatch"
+        ),
+        0
+    );
     assert_eq!(
         query_i64(
             &db,
