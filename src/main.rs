@@ -589,7 +589,7 @@ async fn run_all(
                 if let Some(progress) = &options.progress {
                     progress.finish();
                 }
-                print_summary(&report);
+                print_summary(&report, Published::Yes);
                 summaries.push(PipelineSummary::completed(&report));
                 code = code.max(report_code(&report));
             }
@@ -597,22 +597,31 @@ async fn run_all(
                 if let Some(progress) = &options.progress {
                     progress.finish();
                 }
+                if let Some(partial) = e.partial_report() {
+                    // What was sent before the stop, published or not.
+                    print_summary(partial, Published::No);
+                }
                 report_run_error(&pipeline.spec.name, &e);
-                let streams: Vec<String> = pipeline
-                    .streams
-                    .iter()
-                    .map(|s| s.spec.name.clone())
-                    .collect();
-                let status = match e {
-                    run::RunError::Interrupted { .. } => "stopped",
-                    _ => "failed",
-                };
-                summaries.push(PipelineSummary::failed(
-                    &pipeline.spec.name,
-                    &streams,
-                    status,
-                    e.to_string(),
-                ));
+                summaries.push(match e.partial_report() {
+                    Some(partial) => PipelineSummary::unpublished(partial, e.to_string()),
+                    None => {
+                        let streams: Vec<String> = pipeline
+                            .streams
+                            .iter()
+                            .map(|s| s.spec.name.clone())
+                            .collect();
+                        let status = match e {
+                            run::RunError::Interrupted { .. } => "stopped",
+                            _ => "failed",
+                        };
+                        PipelineSummary::failed(
+                            &pipeline.spec.name,
+                            &streams,
+                            status,
+                            e.to_string(),
+                        )
+                    }
+                });
                 return (exit_code(&e), summaries);
             }
         }
@@ -831,7 +840,15 @@ fn report_code(report: &RunReport) -> u8 {
     }
 }
 
-fn print_summary(report: &RunReport) {
+/// Whether a summary's run published: one that did not (a rejected key,
+/// a signal) says why once, in its error line, not once per stream.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Published {
+    Yes,
+    No,
+}
+
+fn print_summary(report: &RunReport, published: Published) {
     println!(
         "pipeline {} (run {})\n{:<24} {:>10} {:>10} {:>9} {:>8} {:>9}  status",
         report.pipeline,
@@ -845,9 +862,10 @@ fn print_summary(report: &RunReport) {
     );
     for s in &report.streams {
         let status = match &s.status {
-            StreamStatus::Loaded => "loaded".to_owned(),
-            StreamStatus::Forbidden(e) | StreamStatus::Failed(e) => e.clone(),
-            StreamStatus::Stopped => "stopped".to_owned(),
+            StreamStatus::Forbidden(e) | StreamStatus::Failed(e) if published == Published::Yes => {
+                e.clone()
+            }
+            other => other.name_and_error().0.to_owned(),
         };
         println!(
             "{:<24} {:>10} {:>10} {:>9} {:>8} {:>8.1}s  {}",
@@ -881,6 +899,7 @@ fn print_summary(report: &RunReport) {
         // A stream that did not load is said at its level too, so that
         // `-q` and log filters on WARN/ERROR show why the run failed.
         match &s.status {
+            _ if published == Published::No => {}
             StreamStatus::Loaded => {}
             StreamStatus::Forbidden(e) | StreamStatus::Failed(e) => {
                 tracing::error!(pipeline = %report.pipeline, stream = %s.stream, "{e}");

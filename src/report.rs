@@ -123,6 +123,19 @@ impl PipelineSummary {
         }
     }
 
+    /// A pipeline stopped as a whole after its streams ran (a rejected
+    /// key, a signal): each stream as `report` has it (`failed` or
+    /// `stopped`, no rows, the requests it sent), with `error` where the
+    /// stream has none of its own.
+    pub fn unpublished(report: &RunReport, error: String) -> Self {
+        let mut summary = PipelineSummary::completed(report);
+        for stream in &mut summary.streams {
+            stream.error.get_or_insert_with(|| error.clone());
+        }
+        summary.error = Some(error);
+        summary
+    }
+
     /// The summary of a run that stopped as a whole (a rejected key, a
     /// signal, a destination error): each of its streams with `status`
     /// (`failed`, or `stopped` for a signal) and nothing written, so that

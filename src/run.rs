@@ -199,15 +199,21 @@ pub enum RunError {
     /// The pipeline's key or URL could not be resolved.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
-    /// The API key was rejected: nothing was written.
+    /// The API key was rejected: nothing was written. `partial` holds
+    /// what each stream had sent, when the streams had started.
     #[error("pipeline `{pipeline}`: {source}; the destination was left untouched")]
     KeyRejected {
         pipeline: String,
         source: ExtractError,
+        partial: Option<RunReport>,
     },
-    /// A signal stopped the run: nothing was written.
+    /// A signal stopped the run: nothing was written. `partial` holds what
+    /// each stream had sent.
     #[error("pipeline `{pipeline}`: interrupted; the destination was left untouched")]
-    Interrupted { pipeline: String },
+    Interrupted {
+        pipeline: String,
+        partial: Option<RunReport>,
+    },
     /// The destination could not be opened or published.
     #[error("pipeline `{pipeline}`: {source}")]
     Load { pipeline: String, source: LoadError },
@@ -234,6 +240,18 @@ impl RunError {
                 source: ExtractError::KeyRejected { stream, url },
                 ..
             } => Some((stream, url)),
+            _ => None,
+        }
+    }
+
+    /// What each stream had done when the run stopped as a whole (a
+    /// rejected key, a signal), every stream `failed` or `stopped` with no
+    /// rows: the requests it sent still count against the tenant's budget.
+    pub fn partial_report(&self) -> Option<&RunReport> {
+        match self {
+            RunError::KeyRejected { partial, .. } | RunError::Interrupted { partial, .. } => {
+                partial.as_ref()
+            }
             _ => None,
         }
     }
@@ -646,16 +664,45 @@ pub async fn run_pipeline(
     })?;
 
     // A rejected key or a signal: nothing is published.
+    let unpublished = |status: StreamStatus| RunReport {
+        pipeline: name.clone(),
+        run_id: run_id.clone(),
+        streams: outcomes
+            .iter()
+            .zip(&stream_names)
+            .map(|((outcome, counters), stream)| StreamReport {
+                stream: stream.clone(),
+                status: status.clone(),
+                rows: 0,
+                records: StreamCounters::get(&counters.records),
+                pages: StreamCounters::get(&counters.pages),
+                api_count: counters.api_count(),
+                requests: StreamCounters::get(&counters.requests),
+                retries: StreamCounters::get(&counters.retries),
+                throttled: StreamCounters::get(&counters.throttled),
+                elapsed: outcome.elapsed,
+                child_tables: Vec::new(),
+                schema_changes: Vec::new(),
+            })
+            .collect(),
+    };
     if let Some(url) = rejection.url() {
         load.abandon();
+        let source = key_rejected(pipeline, url);
+        let partial = unpublished(StreamStatus::Failed(source.to_string()));
         return Err(RunError::KeyRejected {
             pipeline: name,
-            source: key_rejected(pipeline, url),
+            source,
+            partial: Some(partial),
         });
     }
     if stop.is_cancelled() {
         load.abandon();
-        return Err(RunError::Interrupted { pipeline: name });
+        let partial = unpublished(StreamStatus::Stopped);
+        return Err(RunError::Interrupted {
+            pipeline: name,
+            partial: Some(partial),
+        });
     }
 
     let mut reports = Vec::new();
@@ -1065,6 +1112,7 @@ fn request_error(pipeline: &Pipeline, rejection: &KeyRejection, source: ExtractE
         Some(url) => RunError::KeyRejected {
             pipeline: pipeline.spec.name.clone(),
             source: key_rejected(pipeline, url),
+            partial: None,
         },
         None => RunError::Client {
             pipeline: pipeline.spec.name.clone(),

@@ -543,6 +543,25 @@ async fn a_rejected_key_still_reports_every_stream_as_not_loaded() {
         assert_eq!(stream["status"], "failed", "{json}");
         assert_eq!(stream["rows"], 0, "{json}");
     }
+    // The requests sent before the stop still count (the tenant's budget).
+    let reported: u64 = (0..2)
+        .map(|i| streams[i]["requests"].as_u64().unwrap_or_default())
+        .sum();
+    assert_eq!(reported, server.requests().len() as u64, "{json}");
+    assert!(reported >= 1, "{json}");
+    // And the table says it on stdout, as for any run.
+    let stdout = text(&out.stdout);
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    for stream in ["users", "departments"] {
+        assert!(
+            rows.iter()
+                .any(|r| r.first() == Some(&stream) && r.last() == Some(&"failed")),
+            "{stdout}"
+        );
+    }
     // Per-stream alerts see a 0, not a series gone missing.
     let prom = std::fs::read_to_string(&metrics).unwrap_or_else(|e| panic!("{e}"));
     for line in [

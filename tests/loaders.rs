@@ -665,7 +665,11 @@ async fn sigterm_stops_within_seconds_with_exit_130_and_writes_nothing() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Once the first page is asked for, the run is under way.
+    let waiting = std::time::Instant::now();
+    while server.requests().is_empty() && waiting.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let pid = child.id().unwrap_or_else(|| panic!("pid")).to_string();
     let sent = std::time::Instant::now();
     let status = std::process::Command::new("kill")
@@ -686,6 +690,28 @@ async fn sigterm_stops_within_seconds_with_exit_130_and_writes_nothing() {
     assert!(
         published(&dir.path().join("out")).is_empty(),
         "nothing published"
+    );
+    // Each stream is summed up as stopped, with the requests it sent.
+    let stderr = text(&out.stderr);
+    let summaries: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "stream summary")
+        .collect();
+    assert!(!summaries.is_empty(), "{stderr}");
+    assert!(
+        summaries.iter().all(|v| v["status"] == "stopped"),
+        "{stderr}"
+    );
+    let requests: u64 = summaries
+        .iter()
+        .map(|v| v["requests"].as_u64().unwrap_or_default())
+        .sum();
+    assert!(requests >= 1, "{stderr}");
+    assert!(
+        text(&out.stdout).contains("stopped"),
+        "{}",
+        text(&out.stdout)
     );
     server.shutdown().await;
 }
