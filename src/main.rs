@@ -483,7 +483,12 @@ fn validate(paths: &[PathBuf]) -> u8 {
     let mut code = exit::OK;
     for path in paths {
         match pipeline::load(path) {
-            Ok(p) => println!("{}: ok ({} streams)", path.display(), p.streams.len()),
+            Ok(p) => println!(
+                "{}: ok ({} stream{})",
+                path.display(),
+                p.streams.len(),
+                if p.streams.len() == 1 { "" } else { "s" }
+            ),
             Err(errors) => {
                 print_errors(&errors, false);
                 code = exit::USAGE;

@@ -291,7 +291,7 @@ fn yaml_error(path: &Path, error: &serde_norway::Error, locator: &Locator) -> Pi
         "destination: set exactly one of `duckdb: { path: ... }` and `parquet: { dir: ... }`"
             .to_owned()
     } else {
-        message
+        plain_types(&message)
     };
     PipelineError {
         file: path.to_path_buf(),
@@ -299,6 +299,22 @@ fn yaml_error(path: &Path, error: &serde_norway::Error, locator: &Locator) -> Pi
         column: pos.column,
         message,
     }
+}
+
+/// serde's Rust type names in an "expected ..." message, in the words of
+/// a YAML file (`expected u32` -> `expected a whole number, 0 or more`).
+fn plain_types(message: &str) -> String {
+    let Some((head, expected)) = message.rsplit_once(", expected ") else {
+        return message.to_owned();
+    };
+    let words = match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number, 0 or more",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        _ if expected.starts_with("struct ") => "a mapping of `key: value` lines",
+        _ => return message.to_owned(),
+    };
+    format!("{head}, expected {words}")
 }
 
 enum OwnedSeg {

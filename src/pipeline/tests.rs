@@ -210,6 +210,22 @@ fn wrong_type_is_located_at_the_value() {
 }
 
 #[test]
+fn type_errors_name_yaml_types_not_rust_ones() {
+    let text = with_stream("  - name: t\n    endpoint: /x\n    page_size: lots\n");
+    assert_eq!(
+        text_errors(&text, &test_env),
+        vec![
+            "p.yaml:9:16: streams[0].page_size: invalid type: string \"lots\", expected a whole \
+             number, 0 or more"
+        ]
+    );
+    assert_eq!(
+        text_errors("- a\n- b\n", &test_env),
+        vec!["p.yaml:1:1: invalid type: sequence, expected a mapping of `key: value` lines"]
+    );
+}
+
+#[test]
 fn missing_env_is_located_at_each_reference() {
     assert_eq!(
         fixture_errors("missing_env.yaml", &no_env),
