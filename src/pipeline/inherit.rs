@@ -93,7 +93,10 @@ fn inherit(stream: &mut StreamSpec, entry: &Endpoint) {
     for (column, declared) in &entry.types {
         if columns.contains(column) {
             let spec = stream.columns.entry(column.clone()).or_default();
-            spec.data_type.get_or_insert(*declared);
+            if spec.data_type.is_none() {
+                spec.data_type = Some(*declared);
+                spec.type_from_catalog = true;
+            }
         }
     }
     if stream.incremental.is_none()

@@ -339,6 +339,12 @@ pub struct ColumnSpec {
     /// as 64 hex characters) or `drop` (the column is not stored).
     #[serde(default)]
     pub pii: PiiPolicy,
+    /// Set when `data_type` came from the endpoint catalog, not from the
+    /// file: the likely type (often a guess), which values of the first
+    /// batch may still widen, as an inferred type.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub type_from_catalog: bool,
 }
 
 /// A declared column type.

@@ -696,7 +696,7 @@ fn a_catalog_stream_inherits_and_overrides() {
          \x20   write_mode: merge\n\
          \x20   page_size: 200\n\
          \x20   params: { formerEmployees: \"false\", x: y }\n\
-         \x20   columns: { mail: { pii: drop } }\n\
+         \x20   columns: { mail: { pii: drop }, birth_date: { type: date } }\n\
          \x20 - name: depts\n\
          \x20   endpoint: departments\n\
          \x20   fields: [id, name]\n\
@@ -723,6 +723,13 @@ fn a_catalog_stream_inherits_and_overrides() {
         users.spec.columns["modified_at"].data_type,
         Some(DeclaredType::Timestamp)
     );
+    // The catalog's type is a likely one; the file's is the user's word.
+    assert!(users.spec.columns["modified_at"].type_from_catalog);
+    assert_eq!(
+        users.spec.columns["birth_date"].data_type,
+        Some(DeclaredType::Date)
+    );
+    assert!(!users.spec.columns["birth_date"].type_from_catalog);
     let depts = &p.streams[1];
     assert_eq!(depts.name(), "depts");
     assert_eq!(depts.spec.fields, vec!["id", "name"]);

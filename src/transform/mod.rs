@@ -1288,7 +1288,8 @@ impl StreamTransform {
         // Before the first batch fixes the schema, an inferred type may
         // widen (BIGINT to DOUBLE, DATE to TIMESTAMP, any other mix to
         // VARCHAR) unless a table of this stream already holds it. Asked
-        // only of a value that does not fit.
+        // only of a value that does not fit. The catalog's types are
+        // likely types, not the user's word: they may widen too.
         let may_widen = |name: &str| {
             self.schema.is_none()
                 && (self.policies.replaces_table
@@ -1297,7 +1298,7 @@ impl StreamTransform {
                     .policies
                     .columns
                     .get(name)
-                    .is_none_or(|spec| spec.data_type.is_none())
+                    .is_none_or(|spec| spec.data_type.is_none() || spec.type_from_catalog)
         };
         let fits = col.builder.append(&value)
             || (may_widen(&col.name) && col.builder.widen(&value) && col.builder.append(&value));

@@ -266,6 +266,7 @@ fn policies(
                         data_type: *ty,
                         pii: *pii,
                         path: None,
+                        type_from_catalog: false,
                     },
                 )
             })
@@ -316,6 +317,47 @@ fn declared_types_win_over_inference() {
     );
     let ids = batch.column_by_name("id").unwrap_or_else(|| panic!("id"));
     assert_eq!(ids.as_string::<i32>().value(0), "416");
+}
+
+#[test]
+fn a_catalog_type_is_likely_not_certain_and_widens_in_the_first_batch() {
+    let fields = vec![field("id", &[]), field("duration", &[])];
+    let json = r#"{"data":{"items":[{"id":1,"duration":8},{"id":2,"duration":"PT1H"}]}}"#;
+    let double = [("duration", Some(DeclaredType::Double), PiiPolicy::Keep)];
+    // Declared in the file: the user's word, a bad value.
+    let mut t = StreamTransform::new("t", &fields).with_policies(policies(&double, None));
+    let err = t.push_page(&page(json)).err().map(|e| e.to_string());
+    assert!(
+        err.as_deref().is_some_and(|e| e.contains("\"PT1H\"")),
+        "{err:?}"
+    );
+    // From the catalog: a likely type, widened like an inferred one.
+    let mut p = policies(&double, None);
+    for spec in p.columns.values_mut() {
+        spec.type_from_catalog = true;
+    }
+    let mut t = StreamTransform::new("t", &fields).with_policies(p);
+    let _ = t.push_page(&page(json)).unwrap_or_else(|e| panic!("{e}"));
+    let batch = batch_of(&t.finish().unwrap_or_else(|e| panic!("{e}")), "t");
+    let durations = batch
+        .column_by_name("duration")
+        .unwrap_or_else(|| panic!("duration"));
+    assert_eq!(durations.data_type(), &DataType::Utf8);
+    assert_eq!(durations.as_string::<i32>().value(1), "PT1H");
+    // Whole numbers only: still DOUBLE, so a later 7.5 fits.
+    let mut p = policies(&double, None);
+    for spec in p.columns.values_mut() {
+        spec.type_from_catalog = true;
+    }
+    let (batch, _) = run_with(
+        &fields,
+        p,
+        r#"{"data":{"items":[{"id":1,"duration":8},{"id":2,"duration":4}]}}"#,
+    );
+    let durations = batch
+        .column_by_name("duration")
+        .unwrap_or_else(|| panic!("duration"));
+    assert_eq!(durations.data_type(), &DataType::Float64);
 }
 
 #[test]
