@@ -109,6 +109,32 @@ fn is_memory_size(text: &str) -> bool {
 #[error("settings: {0}")]
 pub struct SettingsError(#[from] config::ConfigError);
 
+/// An unknown key says where it was written: serde's message names the
+/// key only, and the file's line is lost once the sources are merged.
+fn locate_unknown_key(error: config::ConfigError, file: Option<&Path>) -> SettingsError {
+    let message = error.to_string();
+    let Some(key) = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(key, _)| key)
+    else {
+        return SettingsError(error);
+    };
+    let path = file.unwrap_or(Path::new("lucca-sync.toml"));
+    let in_file = std::fs::read_to_string(path).ok().and_then(|text| {
+        text.lines().enumerate().find_map(|(n, line)| {
+            let column = line.len() - line.trim_start().len();
+            let rest = line.trim_start().strip_prefix(key)?;
+            rest.trim_start()
+                .starts_with('=')
+                .then(|| format!("{}:{}:{}", path.display(), n + 1, column + 1))
+        })
+    });
+    // `LUCCA_SYNC_*` variables only carry known keys (`settings_env`).
+    let at = in_file.unwrap_or_else(|| path.display().to_string());
+    SettingsError(config::ConfigError::Message(format!("{at}: {message}")))
+}
+
 impl Settings {
     /// Defaults, then `lucca-sync.toml` (or the given file) if it exists,
     /// then `LUCCA_SYNC_*` variables (e.g. `LUCCA_SYNC_LOG_FORMAT=json`).
@@ -128,7 +154,8 @@ impl Settings {
                     .source(Some(settings_env(std::env::vars()))),
             )
             .build()?
-            .try_deserialize::<Settings>()?;
+            .try_deserialize::<Settings>()
+            .map_err(|e| locate_unknown_key(e, file))?;
         if !is_memory_size(&settings.duckdb_memory_limit) {
             return Err(SettingsError(config::ConfigError::Message(format!(
                 "duckdb_memory_limit `{}` is not a size: write e.g. `32MB`, `1GiB` or `50%`",
@@ -176,7 +203,24 @@ impl Settings {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_memory_size, settings_env};
+    use super::{Settings, is_memory_size, settings_env};
+
+    #[test]
+    fn an_unknown_key_is_located_in_the_settings_file() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("lucca-sync.toml");
+        std::fs::write(&path, "log_format = \"json\"\n  log_formt = \"text\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let error = Settings::load(Some(&path)).err().map(|e| e.to_string());
+        let expected = format!(
+            "settings: {}:2:3: unknown field `log_formt`, expected one of",
+            path.display()
+        );
+        assert!(
+            error.as_deref().is_some_and(|e| e.starts_with(&expected)),
+            "{error:?}"
+        );
+    }
 
     #[test]
     fn memory_limits_are_sizes_duckdb_takes() {
