@@ -547,7 +547,9 @@ async fn a_rejected_key_still_reports_every_stream_as_not_loaded() {
     let reported: u64 = (0..2)
         .map(|i| streams[i]["requests"].as_u64().unwrap_or_default())
         .sum();
-    assert_eq!(reported, server.requests().len() as u64, "{json}");
+    // At least what the server saw: a request of the other stream may be
+    // cut off by the stop after it was counted, before it arrived.
+    assert!(reported >= server.requests().len() as u64, "{json}");
     assert!(reported >= 1, "{json}");
     // And the table says it on stdout, as for any run.
     let stdout = text(&out.stdout);

@@ -349,7 +349,8 @@ async fn the_request_budget_spaces_requests_and_provokes_no_429() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(ids(&db, "users").len(), 5_000);
     let requests = server.requests();
-    assert_eq!(requests.len(), 5);
+    // Five pages and the check after a full last page.
+    assert_eq!(requests.len(), 6);
     assert!(requests.iter().all(|r| r.status == 200), "{requests:?}");
     for pair in requests.windows(2) {
         let gap = pair[1].at - pair[0].at;
@@ -518,7 +519,8 @@ async fn a_request_that_times_out_is_retried_and_attempts_are_bounded() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(ids(&db, "users"), (1..=2_000).collect::<Vec<i64>>());
     let requests = server.requests();
-    assert_eq!(requests.len(), 3, "{requests:?}");
+    // Two pages, one stalled once, and the check after a full last page.
+    assert_eq!(requests.len(), 4, "{requests:?}");
     assert_eq!(requests[2].query, requests[1].query, "the same page again");
     assert!(requests[2].at - requests[1].at >= Duration::from_secs(1));
     server.shutdown().await;
@@ -758,7 +760,8 @@ async fn a_burst_of_429s_is_bounded_by_the_wait_budget_not_the_attempts() {
             text(&out.stderr)
         );
         assert_eq!(ids(&db, "users"), (1..=2_000).collect::<Vec<i64>>());
-        assert_eq!(server.requests().len(), burst as usize + 2);
+        // Two pages, the check after a full last page, and the 429s.
+        assert_eq!(server.requests().len(), burst as usize + 3);
         server.shutdown().await;
     }
 
@@ -847,7 +850,8 @@ async fn a_200_body_with_a_byte_order_mark_is_read_without_retry() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(ids(&db, "users"), (1..=2_000).collect::<Vec<i64>>());
     let requests = server.requests();
-    assert_eq!(requests.len(), 2, "no retry: {requests:?}");
+    // Two pages, and the one more that checks a full last page.
+    assert_eq!(requests.len(), 3, "no retry: {requests:?}");
     assert_eq!(
         query_i64(&db, "select count(*) from users where last_name is null"),
         0
@@ -885,7 +889,8 @@ async fn pipelines_of_one_run_on_one_host_share_the_strictest_rate_limit() {
         .filter(|r| r.path == "/api/v3/users")
         .map(|r| r.at)
         .collect();
-    assert_eq!(users.len(), 3, "{users:?}");
+    // Three pages and the check after a full last page.
+    assert_eq!(users.len(), 4, "{users:?}");
     for pair in users.windows(2) {
         assert!(
             pair[1] - pair[0] >= Duration::from_millis(450),
@@ -898,4 +903,86 @@ async fn pipelines_of_one_run_on_one_host_share_the_strictest_rate_limit() {
         text(&out.stderr)
     );
     server.shutdown().await;
+}
+
+/// A count is a hint, not the truth: one lower than the records there are
+/// (records added meanwhile) or none at all, with an endpoint serving fewer
+/// records than asked, must not end a stream early, and the stream costs
+/// at most one request more than its pages.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_count_short_of_the_truth_or_missing_does_not_cut_the_stream() {
+    let cases = [
+        ("short count", 25, false, None, 6),
+        ("no count, capped pages", 0, true, Some(7), 9),
+    ];
+    for (case, shortfall, no_count, cap, most_requests) in cases {
+        for page_by in ["id", "offset"] {
+            let server = sandbox(SandboxConfig {
+                users: UserData::Synthetic(50),
+                faults: Faults {
+                    count_shortfall: shortfall,
+                    no_count,
+                    page_cap: cap,
+                    ..Faults::default()
+                },
+                ..SandboxConfig::default()
+            })
+            .await;
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let extra = format!("    page_size: 10\n    page_by: {page_by}\n");
+            let (path, db) = pipeline(dir.path(), UNLIMITED, &users_stream(&extra));
+            let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{case}, {page_by}: {}",
+                text(&out.stderr)
+            );
+            assert_eq!(
+                ids(&db, "users"),
+                (1..=50).collect::<Vec<i64>>(),
+                "{case}, {page_by}"
+            );
+            let requests = server.requests().len();
+            assert!(
+                requests <= most_requests,
+                "{case}, {page_by}: {requests} requests"
+            );
+            server.shutdown().await;
+        }
+    }
+}
+
+/// A server that ignores paging and gives no count answers every page with
+/// the whole collection: the repeat ends the stream, nothing is doubled.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_that_repeats_the_one_before_ends_the_stream() {
+    use axum::response::IntoResponse;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = std::sync::Arc::clone(&seen);
+    let app = axum::Router::new().fallback(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async {
+            (
+                [("content-type", "application/json")],
+                r#"{"data":{"items":[{"id":1,"lastName":"a"},{"id":2,"lastName":"b"}]}}"#,
+            )
+                .into_response()
+        }
+    });
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let stream = "  - name: users\n    endpoint: /api/v3/users\n    fields: [id, lastName]\n    primary_key: id\n    page_size: 10\n    page_by: offset\n";
+    let (path, db) = pipeline(dir.path(), UNLIMITED, stream);
+    let out = lucca_sync(&["run", &path], &format!("http://{addr}"), KEY).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(ids(&db, "users"), vec![1, 2]);
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
+    server.abort();
 }

@@ -97,8 +97,10 @@ async fn incremental_merge_updates_changed_rows_without_duplicates_and_keeps_sta
         let server = sandbox(SandboxConfig {
             users: UserData::Synthetic(3_000),
             faults: Faults {
+                // After the first run's 3 pages and its check of the full
+                // last page.
                 mutate_after: Some((
-                    3,
+                    4,
                     Mutation {
                         insert: 5,
                         delete: vec![],
@@ -143,7 +145,7 @@ async fn incremental_merge_updates_changed_rows_without_duplicates_and_keeps_sta
 
         let run = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
         assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
-        let second = server.requests().into_iter().skip(3).collect::<Vec<_>>();
+        let second = server.requests().into_iter().skip(4).collect::<Vec<_>>();
         assert!(
             second[0].query.contains("modifiedAt=since"),
             "the second run asks only for changes: {}",

@@ -421,6 +421,10 @@ impl Extractor {
         let mut pager = Pager::new(plan.style, plan.page_by, base, plan.page_size);
         let keyset = plan.style == PagingStyle::V3 && plan.page_by == PageBy::Id;
         let mut url = pager.current_url();
+        // The first record of the page before: a server that ignores paging
+        // answers every page with the same records, and without a count
+        // nothing else would end the stream.
+        let mut previous_first = String::new();
         loop {
             let number = summary.pages + 1;
             let fetch_started = std::time::Instant::now();
@@ -433,6 +437,25 @@ impl Extractor {
                 page: number,
                 message,
             };
+            // Links and cursors have their own loop guard (`Pager::follow`).
+            if plan.style != PagingStyle::Cursor
+                && parsed.next.is_none()
+                && !parsed.records.is_empty()
+            {
+                let first = parsed.records.text(&body, 0);
+                if first == previous_first {
+                    tracing::info!(
+                        pipeline = %plan.pipeline,
+                        stream = %plan.stream,
+                        page = number,
+                        url = %shown,
+                        "the page repeats the page before (the endpoint ignores paging): the stream ends here"
+                    );
+                    return Ok(pager.total());
+                }
+                previous_first.clear();
+                previous_first.push_str(first);
+            }
             let ids = if keyset {
                 paging::page_ids(&parsed.records, &body).map_err(bad_response)?
             } else {

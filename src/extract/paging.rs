@@ -424,10 +424,15 @@ impl Pager {
         url
     }
 
-    /// Moves past a page. A page shorter than asked ends the collection
-    /// only when the API gave no count or the count says nothing is left:
-    /// an endpoint may serve fewer records than asked (its own maximum).
-    /// Errors are messages for the caller to wrap.
+    /// Moves past a page. Errors are messages for the caller to wrap.
+    ///
+    /// An empty page ends the collection. Otherwise a page ends it only
+    /// when it is short of the size asked AND the API's count says nothing
+    /// is left: a short page without a count may be the endpoint's own
+    /// maximum, and a full page that the count calls the last is checked
+    /// with one more request, so that a count lower than the truth (records
+    /// added during the run, a tenant's rounding) cannot cut the stream.
+    /// Either costs at most one request more than the pages themselves.
     pub fn advance(&mut self, page: PageFacts<'_>) -> Result<NextPage, String> {
         let items = page.items as u64;
         let first_page = self.read == 0;
@@ -438,16 +443,19 @@ impl Pager {
         if items == 0 {
             return Ok(NextPage::Done);
         }
+        // A tenant may end a list with `"next": ""`.
+        let next = page.next.filter(|next| !next.trim().is_empty());
         let short = items < u64::from(self.page_size);
+        let last = |count_says_all_read: Option<bool>| short && count_says_all_read == Some(true);
         match &mut self.position {
             Position::Offset(offset) => {
                 *offset += items;
-                if page.count.map_or(short, |c| *offset >= c) {
+                if last(page.count.map(|c| *offset >= c)) {
                     return Ok(NextPage::Done);
                 }
             }
             Position::AfterId(after) => {
-                let Some((first, last)) = page.ids else {
+                let Some((first, last_id)) = page.ids else {
                     return Err(NO_INTEGER_ID.into());
                 };
                 if let Some(before) = *after
@@ -455,17 +463,17 @@ impl Pager {
                 {
                     return Err(unsorted(first, before));
                 }
-                *after = Some(last);
+                *after = Some(last_id);
                 // Each keyset request counts what is left after the filter.
-                if page.count.map_or(short, |c| c <= items) {
+                if last(page.count.map(|c| c <= items)) {
                     return Ok(NextPage::Done);
                 }
             }
             Position::PageNumber(number) => {
-                if let Some(next) = page.next {
+                if let Some(next) = next {
                     return self.follow(next);
                 }
-                if page.count.map_or(short, |c| self.read >= c) {
+                if last(page.count.map(|c| self.read >= c)) {
                     return Ok(NextPage::Done);
                 }
                 if short && self.read.is_multiple_of(items) {
@@ -477,7 +485,7 @@ impl Pager {
                 }
             }
             Position::PageCursor(_) | Position::Cursor(_) => {
-                if let Some(next) = page.next {
+                if let Some(next) = next {
                     return self.follow(next);
                 }
                 // Without a link there is no telling where the rest is:
@@ -771,9 +779,17 @@ mod tests {
         assert!(p.current_url().as_str().ends_with("paging=0%2C2"));
         assert!(fetched(p.advance(facts(2, Some(3)))).ends_with("paging=2%2C2"));
         assert_eq!(p.advance(facts(1, Some(3))), Ok(NextPage::Done));
-        // Without a count, a short page is the last.
+        // Without a count, a short page may be the endpoint's maximum: one
+        // more page is asked for, and an empty one ends the stream.
         let mut p = Pager::new(PagingStyle::V3, PageBy::Offset, base(), 2);
-        assert_eq!(p.advance(facts(1, None)), Ok(NextPage::Done));
+        assert!(fetched(p.advance(facts(1, None))).ends_with("paging=1%2C2"));
+        assert_eq!(p.advance(facts(0, None)), Ok(NextPage::Done));
+        // A full page the count calls the last is checked: the count may
+        // be lower than the truth.
+        let mut p = Pager::new(PagingStyle::V3, PageBy::Offset, base(), 2);
+        assert!(fetched(p.advance(facts(2, Some(2)))).ends_with("paging=2%2C2"));
+        assert!(fetched(p.advance(facts(2, Some(2)))).ends_with("paging=4%2C2"));
+        assert_eq!(p.advance(facts(0, Some(2))), Ok(NextPage::Done));
     }
 
     #[test]
@@ -812,13 +828,36 @@ mod tests {
         assert!(
             fetched(p.advance(page)).ends_with("orderBy=id%2Casc&id=greaterthan%2C7&paging=0%2C2")
         );
-        // Two left after id 9 and two read: done without an empty request.
+        // Two left after id 7 and two read, a full page: one more request,
+        // in case the count is short of the truth.
         let page = PageFacts {
             ids: Some((8, 9)),
             ..facts(2, Some(2))
         };
+        assert!(fetched(p.advance(page)).ends_with("id=greaterthan%2C9&paging=0%2C2"));
+        // One left and one read, a short page: done without an empty request.
+        let page = PageFacts {
+            ids: Some((10, 10)),
+            ..facts(1, Some(1))
+        };
         assert_eq!(p.advance(page), Ok(NextPage::Done));
         assert_eq!(p.total(), Some(5));
+    }
+
+    #[test]
+    fn an_empty_next_is_no_next() {
+        // A tenant that ends its lists with `"next": ""`.
+        let mut p = Pager::new(PagingStyle::V4, PageBy::Offset, base(), 2);
+        let page = PageFacts {
+            next: Some(""),
+            ..facts(2, Some(3))
+        };
+        assert!(fetched(p.advance(page)).ends_with("limit=2&page=2"));
+        let page = PageFacts {
+            next: Some(""),
+            ..facts(1, Some(3))
+        };
+        assert_eq!(p.advance(page), Ok(NextPage::Done));
     }
 
     #[test]

@@ -216,6 +216,11 @@ pub struct Faults {
     /// the request asked: an endpoint whose own maximum is below the page
     /// size the client assumed (the count still tells the whole).
     pub page_cap: Option<usize>,
+    /// v3 and v4 list counts fall this many records short of the truth (a
+    /// count that lags records added meanwhile).
+    pub count_shortfall: usize,
+    /// v3 and v4 list pages carry no count, even when asked for one.
+    pub no_count: bool,
 }
 
 /// A change of the user collection in the middle of a sync.

@@ -584,6 +584,9 @@ impl Shared {
             }
             out.push(b']');
         }
+        let count = count
+            .filter(|_| !self.faults.no_count)
+            .map(|c| c.saturating_sub(self.faults.count_shortfall));
         if let Some(count) = count {
             if q.fields.items.is_some() {
                 out.push(b',');
@@ -707,8 +710,9 @@ impl Shared {
             .collect();
         let mut body = Map::new();
         body.insert("items".to_owned(), Value::Array(items));
-        if root.contains("count") {
-            body.insert("count".to_owned(), json!(total));
+        if root.contains("count") && !self.faults.no_count {
+            let count = total.saturating_sub(self.faults.count_shortfall);
+            body.insert("count".to_owned(), json!(count));
         }
         let link = |p: usize| {
             Value::String(if !self.faults.bare_next_links {
