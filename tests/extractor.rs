@@ -302,6 +302,66 @@ async fn a_retry_after_holds_every_stream_of_the_tenant() {
     server.shutdown().await;
 }
 
+/// A 429 without `Retry-After` spends the tenant's budget as much as one
+/// with it: the backoff holds every stream, not only the one that met it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_429_without_retry_after_holds_every_stream_for_its_backoff() {
+    let server = sandbox(SandboxConfig {
+        users: UserData::Synthetic(5_000),
+        faults: Faults {
+            status_every: Some((429, 400)),
+            fault_retry_after: Some(String::new()),
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let streams = format!(
+        "{}{}",
+        users_stream("    page_size: 10\n"),
+        users_stream("    page_size: 10\n").replace("name: users", "name: users_again")
+    );
+    let (path, db) = pipeline(dir.path(), UNLIMITED, &streams);
+    // A backoff of exactly 1 s.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_lucca-sync"))
+        .args(["run", &path])
+        .env("LUCCA_BASE_URL", server.base_url())
+        .env("LUCCA_API_KEY", KEY)
+        .env("LUCCA_SYNC_RETRY_BACKOFF_MIN_MS", "1000")
+        .env("LUCCA_SYNC_RETRY_BACKOFF_MAX_MS", "1000")
+        .env("LUCCA_SYNC_LOG_FORMAT", "json")
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(ids(&db, "users_again").len(), 5_000);
+    let requests = server.requests();
+    let throttled = requests
+        .iter()
+        .find(|r| r.status == 429)
+        .unwrap_or_else(|| panic!("no 429: {requests:?}"));
+    // The backoff it drew (jittered), from the first retry's log line.
+    let stderr = text(&out.stderr);
+    let wait_ms = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["status"] == 429)
+        .and_then(|v| v["wait_ms"].as_u64())
+        .unwrap_or_else(|| panic!("no retry logged: {stderr}"));
+    assert!(wait_ms >= 200, "{stderr}");
+    // A request already on its way when the 429 left may still arrive.
+    let window = throttled.at + Duration::from_millis(20)
+        ..throttled.at + Duration::from_millis(wait_ms - 50);
+    let sent_meanwhile: Vec<_> = requests.iter().filter(|r| window.contains(&r.at)).collect();
+    assert!(
+        sent_meanwhile.is_empty(),
+        "sent during the {wait_ms} ms backoff after request {}: {sent_meanwhile:?}",
+        throttled.n,
+    );
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retry_after_above_the_cap_fails_the_stream_and_says_so() {
     let server = sandbox(SandboxConfig {

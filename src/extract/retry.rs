@@ -227,12 +227,18 @@ pub(super) async fn fetch_page(
                 } else {
                     policy.should_retry(started, failures - 1)
                 };
-                match decision {
+                let wait = match decision {
                     RetryDecision::Retry { execute_after } => execute_after
                         .duration_since(SystemTime::now())
                         .unwrap_or(Duration::ZERO),
                     RetryDecision::DoNotRetry => return Err(gave_up(reason)),
+                };
+                if throttle {
+                    // A 429 says the tenant's budget is spent, whichever
+                    // stream met it: every stream backs off, not just this one.
+                    extractor.budget.pause_for(wait);
                 }
+                wait
             }
         };
         if (!throttle && failures >= settings.max_attempts) || attempt >= MAX_ATTEMPTS_EVER {
