@@ -2,7 +2,9 @@
 //! command) and `tests/bench_smoke.rs` (a tiny run in `cargo test`, so the
 //! benchmark cannot rot). It serves N synthetic users and N time entries
 //! (two streams, read concurrently) from an in-process sandbox on
-//! loopback, then measures, as medians of several runs (the DuckDB loader
+//! loopback, then measures, as medians of several runs interleaved round by
+//! round (DuckDB, Parquet, fetch bound, again), so that the machine's speed
+//! drifting meanwhile weighs on every scenario alike (the DuckDB loader
 //! alone: the least, as a lower bound):
 //! - the fetch bound: the exact requests `lucca-sync run` sent, replayed by a
 //!   minimal client (each stream's requests in order, the streams
@@ -340,7 +342,95 @@ fn duckdb_loader_alone(
 }
 
 /// Runs every scenario of `config`.
+/// One measured `lucca-sync run`.
+struct RunSample {
+    child: ChildRun,
+    /// The sandbox's CPU time during the run, seconds.
+    sandbox_cpu: f64,
+    /// The URLs the run asked for, by stream, in order.
+    by_stream: Vec<Vec<String>>,
+}
+
+/// Runs `lucca-sync run pipeline` once against `sandbox`.
+async fn measure_run(
+    sandbox: &Sandbox,
+    binary: &Path,
+    pipeline: &Path,
+) -> Result<RunSample, String> {
+    let log_before = sandbox.requests().len();
+    let cpu_before = own_cpu();
+    let binary = binary.to_path_buf();
+    let pipeline_arg = pipeline.to_string_lossy().into_owned();
+    let child = tokio::task::spawn_blocking(move || {
+        run_child(
+            &binary,
+            &["-q", "run", &pipeline_arg],
+            &[("LUCCA_API_KEY", KEY), ("LUCCA_SYNC_LOG_FORMAT", "json")],
+        )
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    if child.exit_code != 0 {
+        return Err(format!("lucca-sync run exited {}", child.exit_code));
+    }
+    let sandbox_cpu = own_cpu().saturating_sub(cpu_before).as_secs_f64();
+    let log = sandbox.requests();
+    let sent = log.get(log_before..).unwrap_or_default();
+    let base = sandbox.base_url();
+    let by_stream = STREAMS
+        .iter()
+        .map(|(_, path)| {
+            sent.iter()
+                .filter(|r| r.path == *path)
+                .map(|r| format!("{base}{}?{}", r.path, r.query))
+                .collect()
+        })
+        .collect();
+    Ok(RunSample {
+        child,
+        sandbox_cpu,
+        by_stream,
+    })
+}
+
+/// The samples of one `run -> ...` scenario.
+#[derive(Default)]
+struct RunSamples {
+    secs: Vec<f64>,
+    rss: Vec<f64>,
+    cpu: Vec<f64>,
+    shares: Vec<f64>,
+    requests: Vec<StreamRequests>,
+}
+
+impl RunSamples {
+    fn add(&mut self, sample: &RunSample, min_requests: u64) {
+        let wall = sample.child.wall.as_secs_f64();
+        self.secs.push(wall);
+        self.rss.push(sample.child.peak_rss_kb as f64 / 1024.0);
+        self.cpu.push(sample.child.cpu.as_secs_f64());
+        self.shares.push(sample.sandbox_cpu / wall);
+        self.requests = STREAMS
+            .iter()
+            .zip(&sample.by_stream)
+            .map(|((stream, _), urls)| StreamRequests {
+                stream: (*stream).to_owned(),
+                requests: urls.len() as u64,
+                min_requests,
+            })
+            .collect();
+    }
+}
+
+/// Measures every scenario at each record count. The runs of the scenarios
+/// are interleaved (DuckDB, Parquet, fetch bound, then again), so that the
+/// machine's speed drifting during the benchmark weighs on all of them
+/// alike and the ratios to the fetch bound stay true.
 pub async fn run_bench(config: &BenchConfig) -> Result<Vec<BenchRow>, String> {
+    const DESTINATIONS: [(&str, &str); 2] = [
+        ("run -> duckdb", "  duckdb: { path: out/bench.duckdb }"),
+        ("run -> parquet", "  parquet: { dir: out/parquet }"),
+    ];
     let mut rows = Vec::new();
     for &n in &config.records {
         let sandbox = Sandbox::start(SandboxConfig {
@@ -353,8 +443,8 @@ pub async fn run_bench(config: &BenchConfig) -> Result<Vec<BenchRow>, String> {
             },
             // Pre-serialized pages: rendering JSON kept the sandbox at 98%
             // of a core during the fetch bound, so the bound measured the
-            // sandbox. Now each page is rendered once (the first run) and
-            // then served as bytes.
+            // sandbox. Now each page is rendered once (the warm-up run)
+            // and then served as bytes.
             cache_pages: true,
             ..SandboxConfig::default()
         })
@@ -362,13 +452,8 @@ pub async fn run_bench(config: &BenchConfig) -> Result<Vec<BenchRow>, String> {
         .map_err(|e| e.to_string())?;
         let min_requests = u64::from(n).div_ceil(PAGE_SIZE).max(1);
         let total = 2 * u64::from(n);
-        // The requests of the first measured run, by stream, in order.
-        let mut replay: Vec<Vec<String>> = Vec::new();
-        let mut by_destination: Vec<(String, f64)> = Vec::new();
-        for (label, destination) in [
-            ("run -> duckdb", "  duckdb: { path: out/bench.duckdb }"),
-            ("run -> parquet", "  parquet: { dir: out/parquet }"),
-        ] {
+        let mut pipelines = Vec::new();
+        for (label, destination) in DESTINATIONS {
             let dir = config
                 .work_dir
                 .join(format!("{n}-{}", label.replace(' ', "")));
@@ -378,76 +463,58 @@ pub async fn run_bench(config: &BenchConfig) -> Result<Vec<BenchRow>, String> {
             let pipeline = dir.join("bench.yaml");
             std::fs::write(&pipeline, pipeline_text(&sandbox.base_url(), &destination))
                 .map_err(|e| e.to_string())?;
-            let (mut secs, mut rss, mut cpu, mut shares) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            let mut requests = Vec::new();
-            // The first destination gets one unmeasured run first: it has
-            // the sandbox render (and cache) every page.
-            let warm_up = usize::from(by_destination.is_empty());
-            for run in 0..config.runs + warm_up {
-                let log_before = sandbox.requests().len();
-                let sandbox_cpu = own_cpu();
-                let binary = config.binary.clone();
-                let pipeline_arg = pipeline.to_string_lossy().into_owned();
-                let child = tokio::task::spawn_blocking(move || {
-                    run_child(
-                        &binary,
-                        &["-q", "run", &pipeline_arg],
-                        &[("LUCCA_API_KEY", KEY), ("LUCCA_SYNC_LOG_FORMAT", "json")],
-                    )
-                })
-                .await
-                .map_err(|e| e.to_string())??;
-                if child.exit_code != 0 {
-                    return Err(format!("lucca-sync run exited {}", child.exit_code));
-                }
-                let sandbox_cpu = own_cpu().saturating_sub(sandbox_cpu);
-                let log = sandbox.requests();
-                let sent = log.get(log_before..).unwrap_or_default();
-                let base = sandbox.base_url();
-                let by_stream: Vec<Vec<String>> = STREAMS
-                    .iter()
-                    .map(|(_, path)| {
-                        sent.iter()
-                            .filter(|r| r.path == *path)
-                            .map(|r| format!("{base}{}?{}", r.path, r.query))
-                            .collect()
-                    })
-                    .collect();
-                requests = STREAMS
-                    .iter()
-                    .zip(&by_stream)
-                    .map(|((stream, _), urls)| StreamRequests {
-                        stream: (*stream).to_owned(),
-                        requests: urls.len() as u64,
-                        min_requests,
-                    })
-                    .collect();
-                if replay.is_empty() {
-                    replay = by_stream;
-                }
-                if run < warm_up {
-                    continue;
-                }
-                secs.push(child.wall.as_secs_f64());
-                rss.push(child.peak_rss_kb as f64 / 1024.0);
-                cpu.push(child.cpu.as_secs_f64());
-                shares.push(sandbox_cpu.as_secs_f64() / child.wall.as_secs_f64());
+            pipelines.push(pipeline);
+        }
+        // One unmeasured run has the sandbox render (and cache) every page;
+        // its requests, by stream, are what the fetch bound replays.
+        let replay = measure_run(&sandbox, &config.binary, &pipelines[0])
+            .await?
+            .by_stream;
+        let mut samples: Vec<RunSamples> =
+            DESTINATIONS.iter().map(|_| RunSamples::default()).collect();
+        let (mut fetch_secs, mut fetch_shares, mut fetch_client) =
+            (Vec::new(), Vec::new(), Vec::new());
+        let mut fetch_cpu_floor = f64::INFINITY;
+        for _ in 0..config.runs {
+            for (pipeline, samples) in pipelines.iter().zip(&mut samples) {
+                let sample = measure_run(&sandbox, &config.binary, pipeline).await?;
+                samples.add(&sample, min_requests);
             }
-            let seconds = median(&mut secs);
-            by_destination.push((label.to_owned(), total as f64 / seconds));
+            let cpu_before = own_cpu();
+            let urls = replay.clone();
+            let (elapsed, records, client_cpu) =
+                tokio::task::spawn_blocking(move || fetch_bound(urls))
+                    .await
+                    .map_err(|e| e.to_string())??;
+            if records != total {
+                return Err(format!(
+                    "the fetch bound read {records} records, not {total}"
+                ));
+            }
+            fetch_secs.push(elapsed.as_secs_f64());
+            fetch_client.push(client_cpu.as_secs_f64());
+            let sandbox_cpu = own_cpu()
+                .saturating_sub(cpu_before)
+                .saturating_sub(client_cpu);
+            fetch_shares.push(sandbox_cpu.as_secs_f64() / elapsed.as_secs_f64());
+            fetch_cpu_floor = fetch_cpu_floor.min((client_cpu + sandbox_cpu).as_secs_f64());
+        }
+        let fetch_seconds = median(&mut fetch_secs);
+        let bound = total as f64 / fetch_seconds;
+        for ((label, _), mut samples) in DESTINATIONS.iter().zip(samples) {
+            let seconds = median(&mut samples.secs);
             rows.push(BenchRow {
-                scenario: label.to_owned(),
+                scenario: (*label).to_owned(),
                 records: n,
                 latency_ms: config.latency.as_millis() as u64,
                 seconds,
                 records_per_sec: total as f64 / seconds,
-                ratio_to_fetch_bound: None,
-                peak_rss_mb: Some(median(&mut rss)),
-                cpu_secs: Some(median(&mut cpu)),
+                ratio_to_fetch_bound: Some(total as f64 / seconds / bound),
+                peak_rss_mb: Some(median(&mut samples.rss)),
+                cpu_secs: Some(median(&mut samples.cpu)),
                 fetch_cpu_floor: None,
-                requests,
-                sandbox_cpu_share: median(&mut shares),
+                requests: samples.requests,
+                sandbox_cpu_share: median(&mut samples.shares),
             });
         }
         if config.latency.is_zero() {
@@ -477,45 +544,15 @@ pub async fn run_bench(config: &BenchConfig) -> Result<Vec<BenchRow>, String> {
                 sandbox_cpu_share: 0.0,
             });
         }
-        let (mut secs, mut shares, mut client) = (Vec::new(), Vec::new(), Vec::new());
-        let mut fetch_cpu_floor = f64::INFINITY;
-        for _ in 0..config.runs {
-            let cpu_before = own_cpu();
-            let urls = replay.clone();
-            let (elapsed, records, client_cpu) =
-                tokio::task::spawn_blocking(move || fetch_bound(urls))
-                    .await
-                    .map_err(|e| e.to_string())??;
-            if records != total {
-                return Err(format!(
-                    "the fetch bound read {records} records, not {total}"
-                ));
-            }
-            secs.push(elapsed.as_secs_f64());
-            client.push(client_cpu.as_secs_f64());
-            let sandbox_cpu = own_cpu()
-                .saturating_sub(cpu_before)
-                .saturating_sub(client_cpu);
-            shares.push(sandbox_cpu.as_secs_f64() / elapsed.as_secs_f64());
-            fetch_cpu_floor = fetch_cpu_floor.min((client_cpu + sandbox_cpu).as_secs_f64());
-        }
-        let seconds = median(&mut secs);
-        let bound = total as f64 / seconds;
-        for row in rows
-            .iter_mut()
-            .filter(|r| r.records == n && r.scenario.starts_with("run -> "))
-        {
-            row.ratio_to_fetch_bound = Some(row.records_per_sec / bound);
-        }
         rows.push(BenchRow {
             scenario: FETCH_BOUND.into(),
             records: n,
             latency_ms: config.latency.as_millis() as u64,
-            seconds,
+            seconds: fetch_seconds,
             records_per_sec: bound,
             ratio_to_fetch_bound: Some(1.0),
             peak_rss_mb: None,
-            cpu_secs: Some(median(&mut client)),
+            cpu_secs: Some(median(&mut fetch_client)),
             fetch_cpu_floor: Some(fetch_cpu_floor),
             requests: STREAMS
                 .iter()
@@ -526,7 +563,7 @@ pub async fn run_bench(config: &BenchConfig) -> Result<Vec<BenchRow>, String> {
                     min_requests,
                 })
                 .collect(),
-            sandbox_cpu_share: median(&mut shares),
+            sandbox_cpu_share: median(&mut fetch_shares),
         });
         sandbox.shutdown().await;
     }
