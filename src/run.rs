@@ -1025,7 +1025,8 @@ pub async fn plan_pipeline(
             endpoint: stream.spec.endpoint.clone(),
             records,
             page_size,
-            requests: records.map(|n| n.div_ceil(u64::from(page_size)).max(windows)),
+            requests: records
+                .map(|n| expected_requests(n, page_size, options.limit.is_some()).max(windows)),
             problem,
         });
     }
@@ -1038,6 +1039,16 @@ pub async fn plan_pipeline(
         rate_limit_per_minute: rate,
         streams,
     })
+}
+
+/// Requests a read of `records` takes in pages of `page_size`: its pages,
+/// and one more when the last is full (it checks that the API's count is
+/// not short of the truth; an empty collection is that one request). A
+/// `--limit` read stops at its last page.
+fn expected_requests(records: u64, page_size: u32, limited: bool) -> u64 {
+    let page_size = u64::from(page_size.max(1));
+    let last_page_full = records.is_multiple_of(page_size);
+    records.div_ceil(page_size) + u64::from(last_page_full && !limited)
 }
 
 /// The columns of each stream's tables: as declared (`fields`, `columns`)
@@ -1223,4 +1234,17 @@ fn tenant_extractor(
         api_key,
     };
     Ok((extractor, rejection))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expected_requests;
+
+    #[test]
+    fn a_full_last_page_is_checked_with_one_request_more() {
+        assert_eq!(expected_requests(2_500, 1_000, false), 3);
+        assert_eq!(expected_requests(3_000, 1_000, false), 4);
+        assert_eq!(expected_requests(0, 1_000, false), 1, "one empty page");
+        assert_eq!(expected_requests(3_000, 1_000, true), 3, "--limit stops");
+    }
 }
