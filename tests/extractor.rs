@@ -1013,10 +1013,16 @@ async fn a_count_short_of_the_truth_or_missing_does_not_cut_the_stream() {
     }
 }
 
-/// A server that ignores paging and gives no count answers every page with
-/// the whole collection: the repeat ends the stream, nothing is doubled.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_page_that_repeats_the_one_before_ends_the_stream() {
+/// A tenant that ignores paging and filters: every request gets the same
+/// `records` users and no count. Returns its URL, the requests it saw and
+/// its task.
+async fn paging_ignoring_server(
+    records: i64,
+) -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicU32>,
+    tokio::task::JoinHandle<()>,
+) {
     use axum::response::IntoResponse;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -1024,25 +1030,60 @@ async fn a_page_that_repeats_the_one_before_ends_the_stream() {
     let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
     let seen = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let counter = std::sync::Arc::clone(&seen);
+    let items: Vec<String> = (1..=records)
+        .map(|id| format!(r#"{{"id":{id},"lastName":"n{id}"}}"#))
+        .collect();
+    let body = format!(r#"{{"data":{{"items":[{}]}}}}"#, items.join(","));
     let app = axum::Router::new().fallback(move || {
         counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        async {
-            (
-                [("content-type", "application/json")],
-                r#"{"data":{"items":[{"id":1,"lastName":"a"},{"id":2,"lastName":"b"}]}}"#,
-            )
-                .into_response()
-        }
+        let body = body.clone();
+        async move { ([("content-type", "application/json")], body).into_response() }
     });
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let stream = "  - name: users\n    endpoint: /api/v3/users\n    fields: [id, lastName]\n    primary_key: id\n    page_size: 10\n    page_by: offset\n";
-    let (path, db) = pipeline(dir.path(), UNLIMITED, stream);
-    let out = lucca_sync(&["run", &path], &format!("http://{addr}"), KEY).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(ids(&db, "users"), vec![1, 2]);
-    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
-    server.abort();
+    (format!("http://{addr}"), seen, server)
+}
+
+/// A page that repeats the one before ends the stream when the one before
+/// was short (it held all there is); after a full one it fails the stream,
+/// for more may be there, out of reach.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_that_repeats_the_one_before_ends_the_stream() {
+    for page_by in ["offset", "id"] {
+        let stream = format!(
+            "  - name: users\n    endpoint: /api/v3/users\n    fields: [id, lastName]\n    primary_key: id\n    page_size: 10\n    page_by: {page_by}\n"
+        );
+        let (url, seen, server) = paging_ignoring_server(2).await;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (path, db) = pipeline(dir.path(), UNLIMITED, &stream);
+        let out = lucca_sync(&["run", &path], &url, KEY).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{page_by}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(ids(&db, "users"), vec![1, 2], "{page_by}");
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
+        server.abort();
+
+        let (url, seen, server) = paging_ignoring_server(10).await;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (path, _db) = pipeline(dir.path(), UNLIMITED, &stream);
+        let out = lucca_sync(&["run", &path], &url, KEY).await;
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{page_by}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("the page repeats the page before"),
+            "{page_by}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
+        server.abort();
+    }
 }

@@ -421,10 +421,12 @@ impl Extractor {
         let mut pager = Pager::new(plan.style, plan.page_by, base, plan.page_size);
         let keyset = plan.style == PagingStyle::V3 && plan.page_by == PageBy::Id;
         let mut url = pager.current_url();
-        // The first record of the page before: a server that ignores paging
-        // answers every page with the same records, and without a count
-        // nothing else would end the stream.
+        // The first record of the page before, and whether that page was
+        // short of the size asked: a server that ignores paging answers
+        // every page with the same records, and without a count nothing
+        // else would end the stream.
         let mut previous_first = String::new();
+        let mut previous_short = false;
         loop {
             let number = summary.pages + 1;
             let fetch_started = std::time::Instant::now();
@@ -444,6 +446,18 @@ impl Extractor {
             {
                 let first = parsed.records.text(&body, 0);
                 if first == previous_first {
+                    if !previous_short {
+                        // A full page again: more may be there, out of reach.
+                        return Err(bad_response(format!(
+                            "the page repeats the page before (the same first record): the endpoint ignores {}; the stream would never end or end short",
+                            if keyset {
+                                "the `id=greaterthan` filter (set `page_by: offset`)"
+                            } else {
+                                "the paging parameters"
+                            }
+                        )));
+                    }
+                    // The page before held all there is.
                     tracing::info!(
                         pipeline = %plan.pipeline,
                         stream = %plan.stream,
@@ -456,6 +470,7 @@ impl Extractor {
                 previous_first.clear();
                 previous_first.push_str(first);
             }
+            previous_short = parsed.records.len() < pager.page_size() as usize;
             let ids = if keyset {
                 paging::page_ids(&parsed.records, &body).map_err(bad_response)?
             } else {

@@ -388,6 +388,11 @@ impl Pager {
         self.total
     }
 
+    /// The page size the next request asks for.
+    pub fn page_size(&self) -> u32 {
+        self.page_size
+    }
+
     /// The URL of the page to fetch now.
     pub fn current_url(&self) -> Url {
         let mut url = self.base.clone();
