@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use lucca_sync::sandbox::{Faults, Mutation, SandboxConfig, UserData};
+use lucca_sync::sandbox::{Faults, Mutation, RequestRecord, SandboxConfig, UserData};
 
 use common::*;
 
@@ -261,105 +261,78 @@ async fn retry_after_is_waited_in_full_for_429_and_503() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_retry_after_holds_every_stream_of_the_tenant() {
-    // Lucca's limit is the tenant's: after one stream's 429, the other
-    // stream must not send either until Retry-After (1 s) has passed.
-    let server = sandbox(SandboxConfig {
-        users: UserData::Synthetic(5_000),
-        faults: Faults {
-            status_every: Some((429, 400)),
-            ..Faults::default()
-        },
-        ..SandboxConfig::default()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    // 500 pages per stream: the other stream is still reading at the 429.
-    let streams = format!(
+/// Two streams of 500 pages each: the other stream is still reading when
+/// one meets a 429.
+fn two_paged_user_streams() -> String {
+    format!(
         "{}{}",
         users_stream("    page_size: 10\n"),
         users_stream("    page_size: 10\n").replace("name: users", "name: users_again")
-    );
-    let (path, db) = pipeline(dir.path(), UNLIMITED, &streams);
-    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(ids(&db, "users_again").len(), 5_000);
-    let requests = server.requests();
-    let throttled = requests
-        .iter()
-        .find(|r| r.status == 429)
-        .unwrap_or_else(|| panic!("no 429: {requests:?}"));
-    // A request already on its way when the 429 left may still arrive.
-    let window =
-        throttled.at + Duration::from_millis(20)..throttled.at + Duration::from_millis(950);
-    let sent_meanwhile: Vec<_> = requests.iter().filter(|r| window.contains(&r.at)).collect();
-    assert!(
-        sent_meanwhile.is_empty(),
-        "sent during the Retry-After of request {}: {sent_meanwhile:?}",
-        throttled.n
-    );
-    server.shutdown().await;
+    )
 }
 
-/// A 429 without `Retry-After` spends the tenant's budget as much as one
-/// with it: the backoff holds every stream, not only the one that met it.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_429_without_retry_after_holds_every_stream_for_its_backoff() {
-    let server = sandbox(SandboxConfig {
-        users: UserData::Synthetic(5_000),
-        faults: Faults {
-            status_every: Some((429, 400)),
-            fault_retry_after: Some(String::new()),
-            ..Faults::default()
-        },
-        ..SandboxConfig::default()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let streams = format!(
-        "{}{}",
-        users_stream("    page_size: 10\n"),
-        users_stream("    page_size: 10\n").replace("name: users", "name: users_again")
-    );
-    let (path, db) = pipeline(dir.path(), UNLIMITED, &streams);
-    // A backoff of exactly 1 s.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_lucca-sync"))
-        .args(["run", &path])
-        .env("LUCCA_BASE_URL", server.base_url())
-        .env("LUCCA_API_KEY", KEY)
-        .env("LUCCA_SYNC_RETRY_BACKOFF_MIN_MS", "1000")
-        .env("LUCCA_SYNC_RETRY_BACKOFF_MAX_MS", "1000")
-        .env("LUCCA_SYNC_LOG_FORMAT", "json")
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(ids(&db, "users_again").len(), 5_000);
-    let requests = server.requests();
+/// The server saw no request while the run waited `wait_ms` after its
+/// first 429 (but for one already on its way when the 429 left).
+fn assert_nothing_sent_during_the_wait(requests: &[RequestRecord], wait_ms: u64) {
     let throttled = requests
         .iter()
         .find(|r| r.status == 429)
         .unwrap_or_else(|| panic!("no 429: {requests:?}"));
-    // The backoff it drew (jittered), from the first retry's log line.
-    let stderr = text(&out.stderr);
-    let wait_ms = stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["status"] == 429)
-        .and_then(|v| v["wait_ms"].as_u64())
-        .unwrap_or_else(|| panic!("no retry logged: {stderr}"));
-    assert!(wait_ms >= 200, "{stderr}");
-    // A request already on its way when the 429 left may still arrive.
     let window = throttled.at + Duration::from_millis(20)
-        ..throttled.at + Duration::from_millis(wait_ms - 50);
+        ..throttled.at + Duration::from_millis(wait_ms.saturating_sub(50));
     let sent_meanwhile: Vec<_> = requests.iter().filter(|r| window.contains(&r.at)).collect();
     assert!(
         sent_meanwhile.is_empty(),
-        "sent during the {wait_ms} ms backoff after request {}: {sent_meanwhile:?}",
-        throttled.n,
+        "sent during the {wait_ms} ms wait after request {}: {sent_meanwhile:?}",
+        throttled.n
     );
-    server.shutdown().await;
+}
+
+/// Lucca's limit is the tenant's: after one stream's 429, the other stream
+/// must not send either until the wait is over, the server's `Retry-After`
+/// or, without one, the backoff drawn.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_429_holds_every_stream_of_the_tenant_with_or_without_retry_after() {
+    // `None`: the sandbox's `Retry-After: 1`; `""`: no `Retry-After`.
+    for retry_after in [None, Some(String::new())] {
+        let server = sandbox(SandboxConfig {
+            users: UserData::Synthetic(5_000),
+            faults: Faults {
+                status_every: Some((429, 400)),
+                fault_retry_after: retry_after.clone(),
+                ..Faults::default()
+            },
+            ..SandboxConfig::default()
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let streams = two_paged_user_streams();
+        let (path, db) = pipeline(dir.path(), UNLIMITED, &streams);
+        // A backoff of 1 s (jittered below it) when there is no Retry-After.
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_lucca-sync"))
+            .args(["run", &path])
+            .env("LUCCA_BASE_URL", server.base_url())
+            .env("LUCCA_API_KEY", KEY)
+            .env("LUCCA_SYNC_RETRY_BACKOFF_MIN_MS", "1000")
+            .env("LUCCA_SYNC_RETRY_BACKOFF_MAX_MS", "1000")
+            .env("LUCCA_SYNC_LOG_FORMAT", "json")
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{retry_after:?}: {stderr}");
+        assert_eq!(ids(&db, "users_again").len(), 5_000);
+        // The wait of the first retry, from its log line.
+        let wait_ms = stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["status"] == 429)
+            .and_then(|v| v["wait_ms"].as_u64())
+            .unwrap_or_else(|| panic!("no retry logged: {stderr}"));
+        assert!(wait_ms >= 200, "{stderr}");
+        assert_nothing_sent_during_the_wait(&server.requests(), wait_ms);
+        server.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -759,29 +732,12 @@ async fn a_retry_after_above_the_cap_holds_every_stream_too() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let streams = format!(
-        "{}{}",
-        users_stream("    page_size: 10\n"),
-        users_stream("    page_size: 10\n").replace("name: users", "name: users_again")
-    );
+    let streams = two_paged_user_streams();
     let source = format!("{UNLIMITED}  max_retry_after_secs: 0\n");
     let (path, _db) = pipeline(dir.path(), &source, &streams);
     let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    let requests = server.requests();
-    let throttled = requests
-        .iter()
-        .find(|r| r.status == 429)
-        .unwrap_or_else(|| panic!("no 429: {requests:?}"));
-    // A request already on its way when the 429 left may still arrive.
-    let window =
-        throttled.at + Duration::from_millis(20)..throttled.at + Duration::from_millis(950);
-    let sent_meanwhile: Vec<_> = requests.iter().filter(|r| window.contains(&r.at)).collect();
-    assert!(
-        sent_meanwhile.is_empty(),
-        "sent during the Retry-After of request {}: {sent_meanwhile:?}",
-        throttled.n
-    );
+    assert_nothing_sent_during_the_wait(&server.requests(), 1_000);
     let stdout = text(&out.stdout);
     assert_eq!(
         stdout
