@@ -261,6 +261,30 @@ async fn retry_after_is_waited_in_full_for_429_and_503() {
     }
 }
 
+/// Runs the users stream against a sandbox with `faults` and `source`
+/// settings, and checks that it fails (exit 1) saying `expected`, after
+/// `requests` requests if given.
+async fn fails_saying(faults: Faults, source: &str, expected: &str, requests: Option<usize>) {
+    let server = sandbox(SandboxConfig {
+        faults,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (path, _db) = pipeline(dir.path(), source, &users_stream(""));
+    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(expected),
+        "{expected}\n{}",
+        text(&out.stdout)
+    );
+    if let Some(requests) = requests {
+        assert_eq!(server.requests().len(), requests, "{expected}");
+    }
+    server.shutdown().await;
+}
+
 /// Two streams of 500 pages each: the other stream is still reading when
 /// one meets a 429.
 fn two_paged_user_streams() -> String {
@@ -337,28 +361,16 @@ async fn a_429_holds_every_stream_of_the_tenant_with_or_without_retry_after() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retry_after_above_the_cap_fails_the_stream_and_says_so() {
-    let server = sandbox(SandboxConfig {
-        faults: Faults {
+    fails_saying(
+        Faults {
             status_every: Some((503, 1)),
             ..Faults::default()
         },
-        ..SandboxConfig::default()
-    })
+        &format!("{UNLIMITED}  max_retry_after_secs: 0\n"),
+        "the server asked to wait 1s (Retry-After), more than max_retry_after_secs (0s)",
+        Some(1),
+    )
     .await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let source = format!("{UNLIMITED}  max_retry_after_secs: 0\n");
-    let (path, _db) = pipeline(dir.path(), &source, &users_stream(""));
-    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains(
-            "the server asked to wait 1s (Retry-After), more than max_retry_after_secs (0s)"
-        ),
-        "{}",
-        text(&out.stdout)
-    );
-    assert_eq!(server.requests().len(), 1);
-    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -559,28 +571,16 @@ async fn a_request_that_times_out_is_retried_and_attempts_are_bounded() {
     server.shutdown().await;
 
     // Every answer stalls: the stream fails after max_attempts, saying why.
-    let server = sandbox(SandboxConfig {
-        faults: Faults {
-            stall_on: vec![1, 2, 3],
+    fails_saying(
+        Faults {
+        stall_on: vec![1, 2, 3],
             ..Faults::default()
         },
-        ..SandboxConfig::default()
-    })
+        &format!("{UNLIMITED}  request_timeout_secs: 1\n  max_attempts: 2\n"),
+        "timed out (a page that keeps timing out may be too big: try a smaller page_size or a larger request_timeout_secs)",
+        Some(2),
+    )
     .await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let source = format!("{UNLIMITED}  request_timeout_secs: 1\n  max_attempts: 2\n");
-    let (path, _db) = pipeline(dir.path(), &source, &users_stream(""));
-    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains(
-            "timed out (a page that keeps timing out may be too big: try a smaller page_size or a larger request_timeout_secs)"
-        ),
-        "{}",
-        text(&out.stdout)
-    );
-    assert_eq!(server.requests().len(), 2, "max_attempts: 2");
-    server.shutdown().await;
 }
 
 /// A tenant that answers every request with a redirect to `target`.
@@ -782,71 +782,40 @@ async fn a_burst_of_429s_is_bounded_by_the_wait_budget_not_the_attempts() {
     }
 
     // 5xx bursts stay bounded by max_attempts.
-    let server = sandbox(SandboxConfig {
-        faults: Faults {
+    fails_saying(
+        Faults {
             status_on: vec![(1, 503), (2, 503), (3, 503)],
             ..Faults::default()
         },
-        ..SandboxConfig::default()
-    })
+        &format!("{UNLIMITED}  max_attempts: 2\n"),
+        "page 1 failed after 2 attempts: HTTP 503",
+        Some(2),
+    )
     .await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let source = format!("{UNLIMITED}  max_attempts: 2\n");
-    let (path, _db) = pipeline(dir.path(), &source, &users_stream(""));
-    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("page 1 failed after 2 attempts: HTTP 503"),
-        "{}",
-        text(&out.stdout)
-    );
-    assert_eq!(server.requests().len(), 2);
-    server.shutdown().await;
 
     // 408s to the end (Lucca's 5 s server timeout) point at the page size.
-    let server = sandbox(SandboxConfig {
-        faults: Faults {
-            status_on: vec![(1, 408), (2, 408)],
+    fails_saying(
+        Faults {
+        status_on: vec![(1, 408), (2, 408)],
             ..Faults::default()
         },
-        ..SandboxConfig::default()
-    })
+        &format!("{UNLIMITED}  max_attempts: 2\n"),
+        "page 1 failed after 2 attempts: HTTP 408 Request Timeout (a page that keeps timing out may be too big: try a smaller page_size)",
+        Some(2),
+    )
     .await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let source = format!("{UNLIMITED}  max_attempts: 2\n");
-    let (path, _db) = pipeline(dir.path(), &source, &users_stream(""));
-    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains(
-            "page 1 failed after 2 attempts: HTTP 408 Request Timeout (a page that keeps timing out may be too big: try a smaller page_size)"
-        ),
-        "{}",
-        text(&out.stdout)
-    );
-    server.shutdown().await;
 
     // A storm longer than max_retry_wait_secs fails, saying why.
-    let server = sandbox(SandboxConfig {
-        faults: Faults {
-            status_on: (1..=20).map(|n| (n, 429)).collect(),
+    fails_saying(
+        Faults {
+        status_on: (1..=20).map(|n| (n, 429)).collect(),
             ..Faults::default()
         },
-        ..SandboxConfig::default()
-    })
+        &format!("{UNLIMITED}  max_retry_wait_secs: 2\n"),
+        "page 1 failed after 3 attempts: HTTP 429 Too Many Requests; waiting 1.0s more would pass max_retry_wait_secs (2s)",
+        Some(3),
+    )
     .await;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let source = format!("{UNLIMITED}  max_retry_wait_secs: 2\n");
-    let (path, _db) = pipeline(dir.path(), &source, &users_stream(""));
-    let out = lucca_sync(&["run", &path], &server.base_url(), KEY).await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("page 1 failed after 3 attempts: HTTP 429 Too Many Requests; waiting 1.0s more would pass max_retry_wait_secs (2s)"),
-        "{}",
-        text(&out.stdout)
-    );
-    assert_eq!(server.requests().len(), 3);
-    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
