@@ -450,6 +450,18 @@ impl Pager {
         }
         // A tenant may end a list with `"next": ""`.
         let next = page.next.filter(|next| !next.trim().is_empty());
+        // Reading on past the count is how a count short of the truth is
+        // caught, but not without end: an endpoint that serves page 1
+        // again past the end would be read in a cycle.
+        if next.is_none()
+            && let Some(count) = self.total
+            && self.read > count.saturating_mul(2) + u64::from(self.page_size)
+        {
+            return Err(format!(
+                "the API counts {count} records and {} were read, and the pages go on; stopping rather than read on without end",
+                self.read
+            ));
+        }
         let short = items < u64::from(self.page_size);
         let last = |count_says_all_read: Option<bool>| short && count_says_all_read == Some(true);
         match &mut self.position {
@@ -847,6 +859,19 @@ mod tests {
         };
         assert_eq!(p.advance(page), Ok(NextPage::Done));
         assert_eq!(p.total(), Some(5));
+    }
+
+    #[test]
+    fn pages_going_on_far_past_the_count_fail_the_stream() {
+        // Page 1 served again and again past the end: full pages forever.
+        let mut p = Pager::new(PagingStyle::V3, PageBy::Offset, base(), 2);
+        for _ in 0..3 {
+            assert!(p.advance(facts(2, Some(2))).is_ok());
+        }
+        assert_eq!(
+            p.advance(facts(2, Some(2))),
+            Err("the API counts 2 records and 8 were read, and the pages go on; stopping rather than read on without end".into())
+        );
     }
 
     #[test]
