@@ -607,26 +607,7 @@ async fn run_all(
                     print_summary(partial, Published::No);
                 }
                 report_run_error(&pipeline.spec.name, &e);
-                summaries.push(match e.partial_report() {
-                    Some(partial) => PipelineSummary::unpublished(partial, e.to_string()),
-                    None => {
-                        let streams: Vec<String> = pipeline
-                            .streams
-                            .iter()
-                            .map(|s| s.spec.name.clone())
-                            .collect();
-                        let status = match e {
-                            run::RunError::Interrupted { .. } => "stopped",
-                            _ => "failed",
-                        };
-                        PipelineSummary::failed(
-                            &pipeline.spec.name,
-                            &streams,
-                            status,
-                            e.to_string(),
-                        )
-                    }
-                });
+                summaries.push(stopped_summary(pipeline, &e));
                 return (exit_code(&e), summaries);
             }
         }
@@ -643,6 +624,24 @@ async fn run_all(
         }
     }
     (code, summaries)
+}
+
+/// The summary of a pipeline stopped as a whole by `e`: its streams as they
+/// stood when they had run, else by name with nothing done.
+fn stopped_summary(pipeline: &Pipeline, e: &run::RunError) -> PipelineSummary {
+    if let Some(partial) = e.partial_report() {
+        return PipelineSummary::unpublished(partial, e.to_string());
+    }
+    let streams: Vec<String> = pipeline
+        .streams
+        .iter()
+        .map(|s| s.spec.name.clone())
+        .collect();
+    let status = match e {
+        run::RunError::Interrupted { .. } => "stopped",
+        _ => "failed",
+    };
+    PipelineSummary::failed(&pipeline.spec.name, &streams, status, e.to_string())
 }
 
 /// Why `--summary-json` or `--metrics-file` cannot be written, if its

@@ -173,6 +173,31 @@ pub struct StreamReport {
     pub schema_changes: Vec<SchemaChange>,
 }
 
+impl StreamReport {
+    /// A stream as its live counters see it, with nothing written.
+    fn counted(
+        stream: &str,
+        status: StreamStatus,
+        counters: &StreamCounters,
+        elapsed: Duration,
+    ) -> Self {
+        StreamReport {
+            stream: stream.to_owned(),
+            status,
+            rows: 0,
+            records: StreamCounters::get(&counters.records),
+            pages: StreamCounters::get(&counters.pages),
+            api_count: counters.api_count(),
+            requests: StreamCounters::get(&counters.requests),
+            retries: StreamCounters::get(&counters.retries),
+            throttled: StreamCounters::get(&counters.throttled),
+            elapsed,
+            child_tables: Vec::new(),
+            schema_changes: Vec::new(),
+        }
+    }
+}
+
 /// The outcome of a pipeline run.
 #[derive(Debug, Clone)]
 pub struct RunReport {
@@ -670,19 +695,8 @@ pub async fn run_pipeline(
         streams: outcomes
             .iter()
             .zip(&stream_names)
-            .map(|((outcome, counters), stream)| StreamReport {
-                stream: stream.clone(),
-                status: status.clone(),
-                rows: 0,
-                records: StreamCounters::get(&counters.records),
-                pages: StreamCounters::get(&counters.pages),
-                api_count: counters.api_count(),
-                requests: StreamCounters::get(&counters.requests),
-                retries: StreamCounters::get(&counters.retries),
-                throttled: StreamCounters::get(&counters.throttled),
-                elapsed: outcome.elapsed,
-                child_tables: Vec::new(),
-                schema_changes: Vec::new(),
+            .map(|((outcome, counters), stream)| {
+                StreamReport::counted(stream, status.clone(), counters, outcome.elapsed)
             })
             .collect(),
     };
@@ -762,22 +776,17 @@ pub async fn run_pipeline(
             error,
         });
         reports.push(StreamReport {
-            stream: stream_names[index].clone(),
-            status,
             rows,
             records: summary.records,
             pages: summary.pages,
             api_count: summary.api_count,
-            requests: StreamCounters::get(&counters.requests),
-            retries: StreamCounters::get(&counters.retries),
-            throttled: StreamCounters::get(&counters.throttled),
-            elapsed: outcome.elapsed,
             child_tables,
             schema_changes: outcome
                 .transform
                 .as_ref()
                 .map(|t| t.schema_changes.clone())
                 .unwrap_or_default(),
+            ..StreamReport::counted(&stream_names[index], status, &counters, outcome.elapsed)
         });
     }
     load.publish(&history).map_err(|source| RunError::Load {
